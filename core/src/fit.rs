@@ -1,0 +1,661 @@
+//! The fit, as pure computation over what the coordinator counted: domains from column
+//! statistics, the structure from an encoded sample, the conditional tables from full counts.
+//! Under DP every release from the data goes through a mechanism charged to the ledger.
+
+use std::collections::HashMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::bayesnet::{self, CodedTable, CountNoise, Edge, SearchSettings, Selection};
+use crate::domain::{self, CategoricalEncoding, Encoding, NumericShape};
+use crate::error::{CoreError, Result};
+use crate::grid;
+use crate::model::{ColumnModel, FitSettingsRecord, MODEL_FORMAT, Model, ModelPrivacy};
+use crate::privacy::{self, Ledger, PrivacyMode};
+use crate::profile::{self, ColumnStats};
+use crate::schema::{ColumnSchema, Role, ValueKind};
+use crate::spec::Spec;
+
+/// Settings of one fit.
+#[derive(Debug, Clone)]
+pub struct FitSettings {
+    pub privacy: PrivacyMode,
+    pub max_parents: Option<usize>,
+    pub bins: Option<usize>,
+    pub max_categories: usize,
+    /// Rows used for the structure search (the counts use every row).
+    pub search_rows: usize,
+    /// Seed for the DP noise; None draws it from the operating system (the safe default).
+    pub noise_seed: Option<u64>,
+}
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        FitSettings {
+            privacy: PrivacyMode::Dp {
+                epsilon: 1.0,
+                delta: 1e-9,
+            },
+            max_parents: None,
+            bins: None,
+            max_categories: 1000,
+            search_rows: 50_000,
+            noise_seed: None,
+        }
+    }
+}
+
+/// Shares of the zCDP budget per stage (renormalised over the stages that are used).
+const SHARE_DOMAINS: f64 = 0.15;
+const SHARE_ONE_WAY: f64 = 0.15;
+const SHARE_STRUCTURE: f64 = 0.15;
+const SHARE_JOINT: f64 = 0.55;
+/// Under DP a conditional table may have at most n / (USEFULNESS * σ) cells.
+const USEFULNESS: f64 = 4.0;
+/// Without DP a conditional table keeps at least this many rows per cell on average.
+const ROWS_PER_CELL: f64 = 6.0;
+/// Back-off pseudo-counts: per unit of noise under DP, absolute without.
+const SMOOTHING_DP: f64 = 1.0;
+const SMOOTHING_EXACT: f64 = 0.5;
+/// Numeric columns with at most this many values give each value its own code.
+const DISCRETE_LIMIT: usize = 32;
+
+/// The state of a fit between the coordinator's passes.
+pub struct Fitter {
+    table: String,
+    schemas: Vec<ColumnSchema>,
+    spec: Spec,
+    settings: FitSettings,
+    ledger: Option<Ledger>,
+    rho_domains: f64,
+    noise: ChaCha20Rng,
+    notes: Vec<String>,
+    columns: Vec<ColumnModel>,
+    attributes: Vec<usize>,
+    rows: f64,
+    sigma_one_way: f64,
+    sigma_joint: f64,
+    one_way: Vec<Vec<f64>>,
+    max_cells: f64,
+    rows_in_search: usize,
+}
+
+fn max_parents(s: &FitSettings, spec: &Spec) -> usize {
+    spec.fit
+        .max_parents
+        .or(s.max_parents)
+        .unwrap_or(if s.privacy.is_dp() { 2 } else { 3 })
+}
+
+fn default_bins(s: &FitSettings, spec: &Spec) -> usize {
+    spec.fit
+        .bins
+        .or(s.bins)
+        .unwrap_or(if s.privacy.is_dp() { 16 } else { 24 })
+}
+
+impl Fitter {
+    /// Starts a fit; validates the spec against the table's columns.
+    pub fn new(
+        table: &str,
+        schemas: Vec<ColumnSchema>,
+        spec: Spec,
+        settings: FitSettings,
+    ) -> Result<Fitter> {
+        spec.validate(table, &schemas)?;
+        if schemas.is_empty() {
+            return Err(CoreError::Table {
+                table: table.into(),
+                message: "it has no columns".into(),
+            });
+        }
+        let ledger = match settings.privacy {
+            PrivacyMode::Dp { epsilon, delta } => Some(Ledger::new(epsilon, delta)?),
+            PrivacyMode::None => None,
+        };
+        let noise = match settings.noise_seed {
+            Some(s) => ChaCha20Rng::seed_from_u64(s),
+            None => ChaCha20Rng::from_os_rng(),
+        };
+        let mut notes = Vec::new();
+        if settings.noise_seed.is_some() && ledger.is_some() {
+            notes.push(
+                "the DP noise was drawn from a user-given seed: reproducible, but anyone who knows \
+                 the seed can remove the noise; do not publish such a model"
+                    .into(),
+            );
+        }
+        Ok(Fitter {
+            table: table.into(),
+            schemas,
+            spec,
+            settings,
+            ledger,
+            rho_domains: 0.0,
+            noise,
+            notes,
+            columns: Vec::new(),
+            attributes: Vec::new(),
+            rows: 0.0,
+            sigma_one_way: 0.0,
+            sigma_joint: 0.0,
+            one_way: Vec::new(),
+            max_cells: 0.0,
+            rows_in_search: 0,
+        })
+    }
+
+    fn shares(&self, domains_used: bool) -> [f64; 4] {
+        let d = if domains_used { SHARE_DOMAINS } else { 0.0 };
+        let t = d + SHARE_ONE_WAY + SHARE_STRUCTURE + SHARE_JOINT;
+        [d / t, SHARE_ONE_WAY / t, SHARE_STRUCTURE / t, SHARE_JOINT / t]
+    }
+
+    fn rho(&self, stage: usize, domains_used: bool) -> f64 {
+        self.ledger
+            .as_ref()
+            .map_or(0.0, |l| l.rho_total * self.shares(domains_used)[stage])
+    }
+
+    /// Number of unit-sensitivity mechanisms the domain stage runs for this column.
+    fn domain_units(&self, c: &ColumnSchema) -> usize {
+        let spec = self.spec.column(&c.name);
+        let declared_role = spec.and_then(|s| s.role).is_some() || spec.and_then(|s| s.domain.as_ref()).is_some();
+        let distinct = usize::from(
+            !declared_role && matches!(c.kind, ValueKind::String | ValueKind::Integer),
+        );
+        let values = match c.kind {
+            ValueKind::Boolean => 1,
+            // Released counts of observed values, or only the null count for a public domain.
+            ValueKind::String => 1,
+            _ => {
+                if spec.and_then(|s| s.bounds).is_some() {
+                    1
+                } else {
+                    2
+                }
+            }
+        };
+        distinct + values
+    }
+
+    /// Chooses roles and builds every column's domain (the first pass's statistics in, one
+    /// statistics entry per column in schema order).
+    pub fn plan_columns(&mut self, stats: &[ColumnStats]) -> Result<&[ColumnModel]> {
+        if stats.len() != self.schemas.len() {
+            return Err(CoreError::Internal("statistics do not match the columns".into()));
+        }
+        let rows = stats.first().map_or(0, |s| s.rows);
+        if rows == 0 {
+            return Err(CoreError::Table {
+                table: self.table.clone(),
+                message: "it has no rows".into(),
+            });
+        }
+        for (c, s) in self.schemas.iter().zip(stats) {
+            profile::check_column(&self.table, c, s)?;
+        }
+        let dp = self.ledger.is_some();
+        let units: usize = self.schemas.iter().map(|c| self.domain_units(c)).sum();
+        let domains_used = dp && units > 0;
+        self.rho_domains = self.rho(0, domains_used);
+        let sigma = if dp {
+            privacy::gaussian_sigma(self.rho_domains, (units as f64).sqrt())
+        } else {
+            0.0
+        };
+        if let Some(l) = &mut self.ledger {
+            if domains_used {
+                l.charge("domains (categories, bins, spikes, cardinality)", self.rho_domains)?;
+            }
+        }
+        let selection_columns = self
+            .schemas
+            .iter()
+            .filter(|c| c.kind == ValueKind::String)
+            .count();
+        let delta_sel = self.ledger.as_ref().map_or(0.0, |l| l.delta_selection);
+        let bins_default = default_bins(&self.settings, &self.spec);
+
+        let mut columns = Vec::with_capacity(stats.len());
+        for (c, s) in self.schemas.clone().iter().zip(stats) {
+            let spec = self.spec.column(&c.name).cloned();
+            let declared =
+                spec.as_ref().and_then(|s| s.role).is_some() || spec.as_ref().and_then(|s| s.domain.as_ref()).is_some();
+            let noisy = |x: f64, rng: &mut ChaCha20Rng| {
+                if dp { x + privacy::gaussian(sigma, rng) } else { x }
+            };
+            let non_null = noisy(s.non_null() as f64, &mut self.noise).max(0.0);
+            let distinct = if !declared && matches!(c.kind, ValueKind::String | ValueKind::Integer) {
+                s.distinct().map(|d| noisy(d as f64, &mut self.noise))
+            } else {
+                s.distinct().map(|d| d as f64)
+            };
+            let choice = profile::infer_role(
+                c,
+                spec.as_ref(),
+                distinct,
+                non_null,
+                self.settings.max_categories,
+            );
+            let encoding = match choice.role {
+                Role::Identifier => None,
+                Role::Text => {
+                    return Err(CoreError::Column {
+                        table: self.table.clone(),
+                        column: c.name.clone(),
+                        message: format!(
+                            "it looks like free text ({}); this chimera cannot model free text \
+                             without an LLM: declare `role: identifier` in the spec to regenerate \
+                             it as fresh unique values, or `role: categorical` to keep its most \
+                             frequent values",
+                            choice.reason
+                        ),
+                    });
+                }
+                Role::Categorical => Some(self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?),
+                Role::Numeric | Role::Datetime => {
+                    let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
+                    Some(self.numeric(c, s, spec.as_ref().and_then(|x| x.bounds), bins, sigma)?)
+                }
+            };
+            columns.push(ColumnModel {
+                schema: c.clone(),
+                role: choice.role,
+                reason: choice.reason,
+                encoding,
+            });
+        }
+        self.attributes = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.encoding.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        self.columns = columns;
+        Ok(&self.columns)
+    }
+
+    fn categorical(
+        &mut self,
+        c: &ColumnSchema,
+        s: &ColumnStats,
+        spec: Option<&crate::spec::ColumnSpec>,
+        sigma: f64,
+        delta_sel: f64,
+        selection_columns: usize,
+    ) -> Result<Encoding> {
+        let dp = self.ledger.is_some();
+        let counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
+            (Some(st), _) => st.counts.iter().map(|(k, v)| (k.clone(), *v as f64)).collect(),
+            (None, Some(n)) => match &n.values {
+                Some(m) => m
+                    .iter()
+                    .map(|(k, v)| (format_number(f64::from_bits(*k), c.kind), *v as f64))
+                    .collect(),
+                None => {
+                    return Err(CoreError::Column {
+                        table: self.table.clone(),
+                        column: c.name.clone(),
+                        message: format!(
+                            "declared categorical but it has more than {} distinct values",
+                            profile::MAX_TRACKED_NUMBERS
+                        ),
+                    });
+                }
+            },
+            (None, None) => Vec::new(),
+        };
+        let null_count = s.nulls as f64;
+        let null = if dp {
+            null_count + privacy::gaussian(sigma, &mut self.noise) > 3.0 * sigma
+        } else {
+            null_count > 0.0
+        };
+        let public = spec.and_then(|x| x.domain.clone()).or_else(|| {
+            (c.kind == ValueKind::Boolean).then(|| vec!["false".to_string(), "true".to_string()])
+        });
+        let (mut values, other) = if let Some(domain) = public {
+            if let Some((v, _)) = counts.iter().find(|(v, _)| !domain.contains(v)) {
+                return Err(CoreError::Column {
+                    table: self.table.clone(),
+                    column: c.name.clone(),
+                    message: format!("value `{v}` is not in the domain the spec declares"),
+                });
+            }
+            (domain, false)
+        } else if dp {
+            let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
+            let kept: Vec<String> = counts
+                .iter()
+                .filter(|(_, n)| n + privacy::gaussian(sigma, &mut self.noise) >= tau)
+                .map(|(v, _)| v.clone())
+                .collect();
+            let dropped = counts.len().saturating_sub(kept.len());
+            if dropped > 0 || kept.is_empty() {
+                self.notes.push(format!(
+                    "column `{}`: values too rare to release under DP are merged into one `other` code, decoded as a kept value",
+                    c.name
+                ));
+            }
+            // Under DP the other code always exists: whether rare values exist is private.
+            (kept, true)
+        } else {
+            let mut sorted = counts.clone();
+            sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let limit = self.settings.max_categories;
+            let other = sorted.len() > limit;
+            if other {
+                let rest: f64 = sorted[limit..].iter().map(|x| x.1).sum();
+                self.notes.push(format!(
+                    "column `{}`: {} rare values ({} rows) beyond the {limit} most frequent are merged into `other`",
+                    c.name,
+                    sorted.len() - limit,
+                    rest
+                ));
+            }
+            (sorted.into_iter().take(limit).map(|x| x.0).collect(), other)
+        };
+        values.sort();
+        if values.len() + other as usize + null as usize > u16::MAX as usize {
+            return Err(CoreError::Column {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                message: "too many categories".into(),
+            });
+        }
+        if values.is_empty() && !null {
+            return Err(CoreError::Column {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                message: "no value is frequent enough to release under DP at this epsilon; \
+                          declare its domain in the spec or raise epsilon"
+                    .into(),
+            });
+        }
+        Ok(Encoding::Categorical(CategoricalEncoding {
+            values,
+            other,
+            null,
+            other_fallback: Vec::new(),
+        }))
+    }
+
+    fn numeric(
+        &mut self,
+        c: &ColumnSchema,
+        s: &ColumnStats,
+        bounds: Option<[f64; 2]>,
+        bins: usize,
+        sigma: f64,
+    ) -> Result<Encoding> {
+        let dp = self.ledger.is_some();
+        let n = s.numbers.as_ref().ok_or_else(|| CoreError::Column {
+            table: self.table.clone(),
+            column: c.name.clone(),
+            message: "declared numeric but its values are not numbers".into(),
+        })?;
+        let len = n.hist.len();
+        let in_bounds = |i: usize| match bounds {
+            Some([lo, hi]) => {
+                let (a, b) = grid::bounds(n.grid, i);
+                b > lo && a <= hi
+            }
+            None => true,
+        };
+        let mut weights = vec![0.0; len];
+        if dp {
+            // Support: coarse buckets whose noisy count clears a threshold that pure noise crosses
+            // with probability 1e-3 over the whole grid (skipped when the spec gives bounds).
+            let coarse_len = grid::coarse_len(n.grid);
+            let support: Vec<bool> = if bounds.is_some() {
+                (0..coarse_len).map(|_| true).collect()
+            } else {
+                let z = privacy::normal_tail_inverse(1e-3 / coarse_len as f64);
+                let mut coarse = vec![0.0; coarse_len];
+                for (i, &x) in n.hist.iter().enumerate() {
+                    coarse[grid::coarse_of(i)] += x as f64;
+                }
+                privacy::add_gaussian(&mut coarse, sigma, &mut self.noise);
+                coarse.iter().map(|&x| x > z * sigma).collect()
+            };
+            for i in 0..len {
+                if support[grid::coarse_of(i)] && in_bounds(i) {
+                    weights[i] = (n.hist[i] as f64 + privacy::gaussian(sigma, &mut self.noise)).max(0.0);
+                }
+            }
+            // Noise spread evenly over a wide support would invent values: drop fine buckets that
+            // are indistinguishable from zero.
+            for w in weights.iter_mut() {
+                if *w < sigma {
+                    *w = 0.0;
+                }
+            }
+        } else {
+            for i in 0..len {
+                if in_bounds(i) {
+                    weights[i] = n.hist[i] as f64;
+                }
+            }
+        }
+        let null = if dp {
+            s.nulls as f64 + privacy::gaussian(sigma, &mut self.noise) > 3.0 * sigma
+        } else {
+            s.nulls > 0
+        };
+        let integer = matches!(c.kind, ValueKind::Integer | ValueKind::Date);
+        let enc = domain::numeric_from_weights(
+            n.grid,
+            integer,
+            &weights,
+            if dp { None } else { n.values.as_ref() },
+            null,
+            bounds,
+            NumericShape {
+                bins,
+                discrete_limit: DISCRETE_LIMIT,
+            },
+        );
+        if enc.spikes.is_empty() && enc.bins.is_empty() {
+            return Err(CoreError::Column {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                message: "no value range is frequent enough to release under DP at this \
+                          epsilon; declare public bounds in the spec or raise epsilon"
+                    .into(),
+            });
+        }
+        if enc.spikes.len() + enc.bins.len() + 1 > u16::MAX as usize {
+            return Err(CoreError::Column {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                message: "too many distinct values to model as discrete".into(),
+            });
+        }
+        Ok(Encoding::Numeric(enc))
+    }
+
+    /// Column index of each network attribute.
+    pub fn attributes(&self) -> &[usize] {
+        &self.attributes
+    }
+
+    pub fn columns(&self) -> &[ColumnModel] {
+        &self.columns
+    }
+
+    /// Cardinality of each network attribute.
+    pub fn cards(&self) -> Vec<usize> {
+        self.attributes
+            .iter()
+            .map(|&i| self.columns[i].encoding.as_ref().map_or(1, |e| e.cardinality()))
+            .collect()
+    }
+
+    /// Measures the one-way marginals (exact counts in, noisy under DP) and the row count;
+    /// then chooses the network structure on `sample` (encoded rows of the table).
+    pub fn structure(&mut self, one_way: &[Vec<f64>], sample: &CodedTable) -> Result<Vec<Edge>> {
+        let d = self.attributes.len();
+        let dp = self.ledger.is_some();
+        let domains_used = self.rho_domains > 0.0;
+        let exact_rows = one_way.first().map_or(0.0, |v| v.iter().sum::<f64>());
+        let mut one_way = one_way.to_vec();
+        if dp && d > 0 {
+            let rho1 = self.rho(1, domains_used);
+            self.sigma_one_way = privacy::gaussian_sigma(rho1, (d as f64).sqrt());
+            for v in &mut one_way {
+                privacy::add_gaussian(v, self.sigma_one_way, &mut self.noise);
+            }
+            if let Some(l) = &mut self.ledger {
+                l.charge("one-way marginals", rho1)?;
+            }
+            let rho_joint = self.rho(3, domains_used);
+            self.sigma_joint = privacy::gaussian_sigma(rho_joint, (d as f64).sqrt());
+            // Noisy total: the mean over attributes of the noisy marginal sums.
+            self.rows = (one_way.iter().map(|v| v.iter().sum::<f64>()).sum::<f64>() / d as f64).max(1.0);
+        } else {
+            self.rows = exact_rows;
+        }
+        self.one_way = one_way;
+        let k = max_parents(&self.settings, &self.spec);
+        let max_cells = if dp {
+            (self.rows / (USEFULNESS * self.sigma_joint)).max(4.0)
+        } else {
+            (self.rows / ROWS_PER_CELL).max(4.0)
+        };
+        self.max_cells = max_cells;
+        let search = sample.thin(self.settings.search_rows);
+        self.rows_in_search = search.rows();
+        let settings = SearchSettings {
+            max_parents: k,
+            max_cells,
+            beam: 6,
+        };
+        let mut structure = if dp {
+            let rho_s = self.rho(2, domains_used);
+            let eps = privacy::em_epsilon(rho_s / d.max(1) as f64);
+            if let Some(l) = &mut self.ledger {
+                l.charge("network structure (exponential mechanism)", rho_s)?;
+            }
+            bayesnet::learn_structure(
+                &search,
+                settings,
+                Selection::Private {
+                    epsilon: eps,
+                    rng: &mut self.noise,
+                },
+            )
+        } else {
+            bayesnet::learn_structure::<ChaCha20Rng>(&search, settings, Selection::Exact)
+        };
+        // Order parents for the back-off: most informative first. Under DP this uses only
+        // released structure (position in the order), never the data.
+        let pos: HashMap<usize, usize> =
+            structure.iter().enumerate().map(|(i, e)| (e.child, i)).collect();
+        for e in &mut structure {
+            if dp {
+                e.parents.sort_by_key(|p| std::cmp::Reverse(pos[p]));
+            } else {
+                let child = e.child;
+                let mut scored: Vec<(usize, f64)> = e
+                    .parents
+                    .iter()
+                    .map(|&p| {
+                        let mi = bayesnet::mutual_information(
+                            &bayesnet::contingency(&search, &[child, p]),
+                            search.cards[child],
+                        );
+                        (p, mi)
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+                e.parents = scored.into_iter().map(|x| x.0).collect();
+            }
+        }
+        Ok(structure)
+    }
+
+    /// Turns the exact (child, parents) counts of each edge into the model, noising them under DP.
+    pub fn finish(mut self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<Model> {
+        let dp = self.ledger.is_some();
+        let mut joint = joint.to_vec();
+        if dp {
+            let rho = self.rho(3, self.rho_domains > 0.0);
+            for v in &mut joint {
+                privacy::add_gaussian(v, self.sigma_joint, &mut self.noise);
+            }
+            if let Some(l) = &mut self.ledger {
+                l.charge("conditional tables (Gaussian mechanism)", rho)?;
+            }
+        }
+        let cards = self.cards();
+        let net = bayesnet::estimate(
+            structure,
+            &cards,
+            &joint,
+            &self.one_way,
+            CountNoise {
+                joint: self.sigma_joint,
+                one_way: self.sigma_one_way,
+                smoothing: if dp { SMOOTHING_DP } else { SMOOTHING_EXACT },
+            },
+        );
+        // `other` decodes to a kept value drawn from the released one-way distribution.
+        for (a, &col) in self.attributes.iter().enumerate() {
+            if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding
+                && c.other
+            {
+                c.other_fallback = self.one_way[a][..c.values.len()]
+                    .iter()
+                    .map(|x| x.max(0.0))
+                    .collect();
+            }
+        }
+        let mut notes = self.notes;
+        if let Some(l) = &self.ledger {
+            notes.push(format!(
+                "({:.3}, {:.1e})-DP: zCDP rho {:.5} spent of {:.5}; delta split {:.1e} conversion + {:.1e} category release",
+                l.epsilon_spent().max(0.0),
+                l.delta,
+                l.spent(),
+                l.rho_total,
+                l.delta_conversion,
+                l.delta_selection
+            ));
+        }
+        let model = Model {
+            format: MODEL_FORMAT.into(),
+            chimera_version: env!("CARGO_PKG_VERSION").into(),
+            table: self.table,
+            rows: self.rows,
+            columns: self.columns,
+            attributes: self.attributes,
+            network: net,
+            privacy: ModelPrivacy {
+                mode: self.settings.privacy,
+                ledger: self.ledger,
+                noise_seeded: self.settings.noise_seed.is_some(),
+                notes,
+            },
+            settings: FitSettingsRecord {
+                max_parents: max_parents(&self.settings, &self.spec),
+                bins: default_bins(&self.settings, &self.spec),
+                max_categories: self.settings.max_categories,
+                max_cells: self.max_cells,
+                search_rows: self.settings.search_rows,
+                rows_in_search: self.rows_in_search,
+            },
+        };
+        model.check()?;
+        Ok(model)
+    }
+}
+
+/// How a number that is used as a category label is written.
+fn format_number(x: f64, kind: ValueKind) -> String {
+    match kind {
+        ValueKind::Integer | ValueKind::Date => format!("{}", x as i64),
+        _ => format!("{x}"),
+    }
+}

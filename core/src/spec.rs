@@ -1,0 +1,145 @@
+//! The user's spec (YAML): column roles, public domains and bounds, and fit settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::schema::{ColumnSchema, Role};
+
+/// What the user declares about one column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Overrides the inferred role.
+    pub role: Option<Role>,
+    /// Number of quantile bins for a numeric or datetime column.
+    pub bins: Option<usize>,
+    /// The public set of values of a categorical column: no budget is spent on discovering it.
+    pub domain: Option<Vec<String>>,
+    /// Public bounds [low, high] of a numeric column: values outside are clamped.
+    pub bounds: Option<[f64; 2]>,
+}
+
+/// Settings of the fit that the spec may override.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitSpec {
+    /// Maximum number of parents per attribute in the Bayesian network.
+    pub max_parents: Option<usize>,
+    /// Default number of bins for numeric columns.
+    pub bins: Option<usize>,
+    /// Maximum number of categories kept for a categorical column.
+    pub max_categories: Option<usize>,
+}
+
+/// A spec file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Name of the table (defaults to the input file's stem).
+    pub table: Option<String>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnSpec>,
+    #[serde(default)]
+    pub fit: FitSpec,
+}
+
+impl Spec {
+    /// Parses a YAML spec.
+    pub fn from_yaml(text: &str) -> Result<Spec> {
+        serde_yaml_ng::from_str(text).map_err(|e| CoreError::Spec(e.to_string()))
+    }
+
+    /// Checks the spec against the table's columns: every named column must exist and every
+    /// declared value must make sense for it.
+    pub fn validate(&self, table: &str, columns: &[ColumnSchema]) -> Result<()> {
+        for (name, c) in &self.columns {
+            if !columns.iter().any(|s| &s.name == name) {
+                let known: Vec<&str> = columns.iter().map(|s| s.name.as_str()).collect();
+                return Err(CoreError::Spec(format!(
+                    "column `{name}` is not in table `{table}` (its columns: {})",
+                    known.join(", ")
+                )));
+            }
+            if let Some(b) = c.bins
+                && !(2..=1024).contains(&b)
+            {
+                return Err(CoreError::Spec(format!(
+                    "column `{name}`: bins must be between 2 and 1024, got {b}"
+                )));
+            }
+            if let Some([lo, hi]) = c.bounds
+                && !(lo.is_finite() && hi.is_finite() && lo < hi)
+            {
+                return Err(CoreError::Spec(format!(
+                    "column `{name}`: bounds must be two finite numbers, low < high, got [{lo}, {hi}]"
+                )));
+            }
+            if let Some(d) = &c.domain
+                && d.is_empty()
+            {
+                return Err(CoreError::Spec(format!("column `{name}`: domain is empty")));
+            }
+        }
+        if let Some(k) = self.fit.max_parents
+            && !(1..=6).contains(&k)
+        {
+            return Err(CoreError::Spec(format!(
+                "fit.max_parents must be between 1 and 6, got {k}"
+            )));
+        }
+        if let Some(b) = self.fit.bins
+            && !(2..=1024).contains(&b)
+        {
+            return Err(CoreError::Spec(format!(
+                "fit.bins must be between 2 and 1024, got {b}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ValueKind;
+
+    fn cols() -> Vec<ColumnSchema> {
+        vec![ColumnSchema {
+            name: "age".into(),
+            kind: ValueKind::Integer,
+            arrow_type: "Int64".into(),
+            nullable: true,
+        }]
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let s = Spec::from_yaml(
+            "columns:\n  age: {role: numeric, bins: 8, bounds: [17, 90]}\nfit:\n  max_parents: 3\n",
+        )
+        .unwrap();
+        assert_eq!(s.columns["age"].bins, Some(8));
+        s.validate("t", &cols()).unwrap();
+    }
+
+    #[test]
+    fn unknown_column_is_named() {
+        let s = Spec::from_yaml("columns:\n  agee: {role: numeric}\n").unwrap();
+        let e = s.validate("adult", &cols()).unwrap_err().to_string();
+        assert!(e.contains("`agee`") && e.contains("`adult`") && e.contains("age"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(Spec::from_yaml("columns:\n  age: {rol: numeric}\n").is_err());
+        assert!(Spec::from_yaml("columns:\n  age: {role: colour}\n").is_err());
+        let s = Spec::from_yaml("columns:\n  age: {bounds: [5, 1]}\n").unwrap();
+        assert!(s.validate("t", &cols()).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "chimera", version, about = "Private, faithful synthetic tables")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// No progress bars, warnings and errors only.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Log format: `text` for people, `json` for pods (also CHIMERA_LOG_FORMAT).
+    #[arg(long, global = true, value_enum, env = "CHIMERA_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fit a model and sample from it in one process.
+    Run(RunArgs),
+    /// Fit a model of a table and save it.
+    Fit(FitArgs),
+    /// Sample rows from a saved model.
+    Sample(SampleArgs),
+    /// Show a model: roles, domains, network edges, privacy budget spent.
+    Inspect(InspectArgs),
+    /// Compare a synthetic table with the real one; prints JSON.
+    Eval(EvalArgs),
+    /// Split a table into train and test Parquet files (shuffled by seed).
+    Split(SplitArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Table to read: CSV (optionally gzip) or Parquet, a local path or an object-store URL.
+    #[arg(long)]
+    pub input: String,
+    /// CSV field separator (default: sniffed among , ; | and tab). Use `\t` for tab.
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Whether the CSV has a header row (default: sniffed).
+    #[arg(long)]
+    pub header: Option<bool>,
+    /// Comma-separated tokens read as missing (default: empty, ?, NA, N/A, NULL, null, None).
+    #[arg(long, value_delimiter = ',')]
+    pub null_tokens: Option<Vec<String>>,
+    /// Comma-separated column names for a headerless CSV.
+    #[arg(long, value_delimiter = ',')]
+    pub column_names: Option<Vec<String>>,
+    /// Object-store option KEY=VALUE (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PrivacyArgs {
+    /// Privacy budget epsilon of the whole fit (default 1).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "no_dp")]
+    pub epsilon: Option<f64>,
+    /// Delta of the (epsilon, delta) guarantee.
+    #[arg(long, default_value_t = 1e-9, allow_hyphen_values = true)]
+    pub delta: f64,
+    /// Fit without differential privacy (recorded in the model and manifest).
+    #[arg(long)]
+    pub no_dp: bool,
+    /// Seed the DP noise (reproducible fits for testing; anyone with the seed can remove the noise).
+    #[arg(long)]
+    pub noise_seed: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Spec file (YAML): column roles, public domains and bounds, fit settings.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Maximum parents per attribute (default 2 under DP, 3 without).
+    #[arg(long)]
+    pub max_parents: Option<usize>,
+    /// Bins per numeric column (default 16 under DP, 24 without).
+    #[arg(long)]
+    pub bins: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Output folder: <table>/part-NNNNN.parquet, _manifest.json, _SUCCESS.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Number of rows to synthesise.
+    #[arg(long, allow_hyphen_values = true)]
+    pub rows: String,
+    /// Seed of the sampling: the same model and seed give the same bytes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows per shard (one Parquet part per shard).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub shard_rows: u64,
+    /// Replace a finished run in the output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to save the model (JSON).
+    #[arg(long = "model")]
+    pub model_path: PathBuf,
+    /// Seed for the sample kept for the structure search on large tables.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// A model saved by `chimera fit`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A model saved by `chimera fit` (or an output folder's `_model.json`).
+    pub model: PathBuf,
+    /// Print the model summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The real (training) table.
+    #[arg(long)]
+    pub real: String,
+    /// The synthetic table: a file, a folder of Parquet parts, or a chimera output folder.
+    #[arg(long)]
+    pub synthetic: String,
+    /// A real held-out table for machine-learning efficacy.
+    #[arg(long)]
+    pub test: Option<String>,
+    /// Target column for machine-learning efficacy (binary).
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Share of rows that go to the test file.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output Parquet file of the training rows.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Output Parquet file of the test rows.
+    #[arg(long)]
+    pub test: PathBuf,
+}
