@@ -109,6 +109,68 @@ pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
     mi.max(0.0)
 }
 
+/// How far the joint of the first attribute and the rest is from independence, in rows:
+/// Σ |N(c, s) - N(c) N(s) / n|. Adding or removing one row changes it by at most 4.
+pub fn independence_deviation(counts: &[f64], c: usize) -> f64 {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let configs = counts.len() / c;
+    let mut pc = vec![0.0; c];
+    let mut pp = vec![0.0; configs];
+    for (i, &x) in counts.iter().enumerate() {
+        pc[i % c] += x;
+        pp[i / c] += x;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (x - pc[i % c] * pp[i / c] / total).abs())
+        .sum()
+}
+
+/// Sensitivity of [`independence_deviation`] to adding or removing one row.
+pub const DEVIATION_SENSITIVITY: f64 = 4.0;
+
+/// What a candidate parent set is scored by.
+#[derive(Debug, Clone, Copy)]
+pub enum Score {
+    /// Mutual information (nats): the exact search.
+    MutualInformation,
+    /// Deviation from independence in rows, minus the error that measuring a table of that many
+    /// cells with Gaussian noise `sigma` will add (AIM-style): the private search, whose score has
+    /// a small sensitivity relative to its range.
+    Deviation { sigma: f64 },
+}
+
+impl Score {
+    fn of(&self, counts: &[f64], c: usize) -> f64 {
+        match self {
+            Score::MutualInformation => mutual_information(counts, c),
+            Score::Deviation { sigma } => {
+                independence_deviation(counts, c)
+                    - (2.0 / std::f64::consts::PI).sqrt() * sigma * counts.len() as f64
+            }
+        }
+    }
+
+    fn sensitivity(&self, n: f64) -> f64 {
+        match self {
+            Score::MutualInformation => privacy::mutual_information_sensitivity(n),
+            Score::Deviation { .. } => DEVIATION_SENSITIVITY,
+        }
+    }
+
+    /// Score of an attribute with no parents.
+    fn empty(&self, cells: usize) -> f64 {
+        match self {
+            Score::MutualInformation => 0.0,
+            Score::Deviation { sigma } => -(2.0 / std::f64::consts::PI).sqrt() * sigma * cells as f64,
+        }
+    }
+}
+
 /// One attribute of the network and its parents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Edge {
@@ -132,6 +194,7 @@ pub struct SearchSettings {
     pub max_cells: f64,
     /// Parent sets beyond two are grown from this many of the best smaller sets per attribute.
     pub beam: usize,
+    pub score: Score,
 }
 
 /// Greedy structure search. Returns the attributes in sampling order, each with its parents.
@@ -146,7 +209,8 @@ pub fn learn_structure<R: Rng>(
         return Vec::new();
     }
     let n = table.rows() as f64;
-    let sensitivity = privacy::mutual_information_sensitivity(n);
+    let sensitivity = settings.score.sensitivity(n);
+    let score = settings.score;
     let mut choose = |scores: &[f64]| -> usize {
         match &mut selection {
             Selection::Exact => scores
@@ -168,11 +232,12 @@ pub fn learn_structure<R: Rng>(
         .collect();
     let pair_mi: Vec<f64> = pairs
         .par_iter()
-        .map(|&(a, b)| mutual_information(&contingency(table, &[a, b]), table.cards[a]))
+        .map(|&(a, b)| score.of(&contingency(table, &[a, b]), table.cards[a]))
         .collect();
     let mut cache: HashMap<(usize, Vec<usize>), f64> = HashMap::new();
     for (&(a, b), &mi) in pairs.iter().zip(&pair_mi) {
         cache.insert((a, vec![b]), mi);
+        // the deviation score is symmetric but its noise penalty is too; MI is symmetric
         cache.insert((b, vec![a]), mi);
     }
     let first_scores: Vec<f64> = (0..d)
@@ -220,7 +285,7 @@ pub fn learn_structure<R: Rng>(
             candidates.push((a, Vec::new()));
             candidates.extend(sets.into_iter().map(|s| (a, s)));
         }
-        score_missing(table, &candidates, &mut cache);
+        score_missing(table, &candidates, &mut cache, score);
         // Grow larger parent sets from the best ones, per attribute (a beam).
         for size in 3..=settings.max_parents {
             let mut grown: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -245,12 +310,18 @@ pub fn learn_structure<R: Rng>(
                     }
                 }
             }
-            score_missing(table, &grown, &mut cache);
+            score_missing(table, &grown, &mut cache, score);
             candidates.extend(grown);
         }
         let scores: Vec<f64> = candidates
             .iter()
-            .map(|(a, s)| if s.is_empty() { 0.0 } else { cache[&(*a, s.clone())] })
+            .map(|(a, s)| {
+                if s.is_empty() {
+                    score.empty(table.cards[*a])
+                } else {
+                    cache[&(*a, s.clone())]
+                }
+            })
             .collect();
         let (child, parents) = candidates[choose(&scores)].clone();
         placed[child] = true;
@@ -263,6 +334,7 @@ fn score_missing(
     table: &CodedTable,
     candidates: &[(usize, Vec<usize>)],
     cache: &mut HashMap<(usize, Vec<usize>), f64>,
+    score: Score,
 ) {
     let missing: Vec<&(usize, Vec<usize>)> = candidates
         .iter()
@@ -273,7 +345,7 @@ fn score_missing(
         .map(|(a, s)| {
             let mut attrs = vec![*a];
             attrs.extend(s);
-            mutual_information(&contingency(table, &attrs), table.cards[*a])
+            score.of(&contingency(table, &attrs), table.cards[*a])
         })
         .collect();
     for ((a, s), v) in missing.into_iter().zip(scored) {
@@ -527,6 +599,7 @@ mod tests {
             max_parents: 2,
             max_cells: 1e6,
             beam: 4,
+            score: Score::MutualInformation,
         }
     }
 
@@ -596,6 +669,7 @@ mod tests {
                 max_parents: 2,
                 max_cells: 12.0,
                 beam: 4,
+                score: Score::MutualInformation,
             },
             Selection::Exact,
         );

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::bayesnet::{self, CodedTable, CountNoise, Edge, SearchSettings, Selection};
+use crate::bayesnet::{self, CodedTable, CountNoise, Edge, Score, SearchSettings, Selection};
 use crate::domain::{self, CategoricalEncoding, Encoding, NumericShape};
 use crate::error::{CoreError, Result};
 use crate::grid;
@@ -46,11 +46,10 @@ impl Default for FitSettings {
     }
 }
 
-/// Shares of the zCDP budget per stage (renormalised over the stages that are used).
-const SHARE_DOMAINS: f64 = 0.15;
-const SHARE_ONE_WAY: f64 = 0.15;
-const SHARE_STRUCTURE: f64 = 0.15;
-const SHARE_JOINT: f64 = 0.55;
+/// Shares of the zCDP budget per stage: domains, one-way marginals, structure, joint tables.
+const SHARES: [f64; 4] = [0.15, 0.15, 0.15, 0.55];
+/// Under DP, fine-grid buckets whose noisy count is below this many σ are dropped.
+const FINE_THRESHOLD: f64 = 1.0;
 /// Under DP a conditional table may have at most n / (USEFULNESS * σ) cells.
 const USEFULNESS: f64 = 4.0;
 /// Without DP a conditional table keeps at least this many rows per cell on average.
@@ -147,9 +146,10 @@ impl Fitter {
     }
 
     fn shares(&self, domains_used: bool) -> [f64; 4] {
-        let d = if domains_used { SHARE_DOMAINS } else { 0.0 };
-        let t = d + SHARE_ONE_WAY + SHARE_STRUCTURE + SHARE_JOINT;
-        [d / t, SHARE_ONE_WAY / t, SHARE_STRUCTURE / t, SHARE_JOINT / t]
+        // Renormalised over the stages that are used.
+        let d = if domains_used { SHARES[0] } else { 0.0 };
+        let t = d + SHARES[1] + SHARES[2] + SHARES[3];
+        [d / t, SHARES[1] / t, SHARES[2] / t, SHARES[3] / t]
     }
 
     fn rho(&self, stage: usize, domains_used: bool) -> f64 {
@@ -428,7 +428,7 @@ impl Fitter {
             // Noise spread evenly over a wide support would invent values: drop fine buckets that
             // are indistinguishable from zero.
             for w in weights.iter_mut() {
-                if *w < sigma {
+                if *w < FINE_THRESHOLD * sigma {
                     *w = 0.0;
                 }
             }
@@ -531,6 +531,13 @@ impl Fitter {
             max_parents: k,
             max_cells,
             beam: 6,
+            score: if dp {
+                Score::Deviation {
+                    sigma: self.sigma_joint,
+                }
+            } else {
+                Score::MutualInformation
+            },
         };
         let mut structure = if dp {
             let rho_s = self.rho(2, domains_used);

@@ -70,7 +70,11 @@ pub(crate) fn analyse(
         source,
     };
     let (mut reader, gzip) = decompressed(raw).map_err(io_error)?;
-    let (sample, complete) = read_sample(&mut reader).map_err(io_error)?;
+    let (sample, complete) = read_sample(&mut reader).map_err(|(source, line)| ReadError::Io {
+        file: file.to_owned(),
+        line,
+        source,
+    })?;
     if complete && sample.iter().all(u8::is_ascii_whitespace) {
         return Err(ReadError::Empty {
             file: file.to_owned(),
@@ -191,12 +195,19 @@ pub(crate) fn analyse(
 
 /// Reads the first `SAMPLE_BYTES`, more while the sample holds fewer than
 /// `SAMPLE_MIN_LINES` lines. Returns whether the whole input was read.
-fn read_sample(reader: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
+/// A failure carries the line it happened on.
+fn read_sample(reader: &mut dyn Read) -> Result<(Vec<u8>, bool), (io::Error, u64)> {
     let mut sample = Vec::with_capacity(SAMPLE_BYTES);
     let mut limit = SAMPLE_BYTES;
     loop {
         let wanted = (limit - sample.len()) as u64;
-        let got = Read::take(&mut *reader, wanted).read_to_end(&mut sample)?;
+        let got = match Read::take(&mut *reader, wanted).read_to_end(&mut sample) {
+            Ok(got) => got,
+            Err(error) => {
+                let line = sample.iter().filter(|&&byte| byte == b'\n').count() as u64 + 1;
+                return Err((error, line));
+            }
+        };
         if got < wanted as usize {
             return Ok((sample, true));
         }

@@ -219,6 +219,38 @@ async fn headerless_file_gets_numbered_or_given_names() {
 }
 
 #[tokio::test]
+async fn byte_order_mark_is_dropped() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = write(&dir, "bom.csv", b"\xef\xbb\xbfid,name\n1,a\n2,b\n");
+    let (source, batch) = read_default(&path).await;
+    assert_eq!(names(&source), ["id", "name"]);
+    assert_eq!(ints(&batch, "id"), [Some(1), Some(2)]);
+    let path = write(&dir, "bom.csv.gz", &gzip(b"\xef\xbb\xbf7,a\n8,b\n"));
+    let (_, batch) = read_default(&path).await;
+    assert_eq!(ints(&batch, "column_1"), [Some(7), Some(8)]);
+}
+
+#[test]
+fn table_source_can_be_shared_across_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<TableSource>();
+    shareable::<ReadError>();
+}
+
+#[test]
+fn table_names_drop_format_suffixes() {
+    assert_eq!(table_name("adult.csv.gz"), "adult");
+    assert_eq!(table_name("adult.data"), "adult");
+    assert_eq!(table_name("admissions/"), "admissions");
+    assert_eq!(table_name("part-0.parquet"), "part-0");
+    assert_eq!(table_name("x.v2.csv"), "x.v2");
+    assert_eq!(table_name(".csv"), ".csv");
+    assert_eq!(format_from_name("A.PQ"), Some(Format::Parquet));
+    assert_eq!(format_from_name("notes.tsv"), Some(Format::Csv));
+    assert_eq!(format_from_name("blob"), None);
+}
+
+#[tokio::test]
 async fn header_names_are_trimmed_and_made_unique() {
     let dir = TempDir::new().expect("tempdir");
     let path = write(&dir, "dup.csv", b" a , a,,b\n1,2,3,x\n4,5,6,y\n");
@@ -473,6 +505,28 @@ async fn invalid_utf8_names_line_and_column() {
         "{error}"
     );
     assert!(error.to_string().contains("line 3, column 2"), "{error}");
+}
+
+#[tokio::test]
+async fn truncated_gzip_is_a_read_error() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut text = String::from("id,v\n");
+    for i in 0..5_000 {
+        text.push_str(&format!("{i},{}\n", i * 7));
+    }
+    let packed = gzip(text.as_bytes());
+    let path = write(&dir, "cut.csv.gz", &packed[..packed.len() / 2]);
+    let error = read_error(&path, &ReadOptions::default()).await;
+    assert!(
+        matches!(error, ReadError::Io { line, .. } if line > 1),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("{path}: read failed near line")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -808,12 +862,29 @@ async fn s3_csv_and_parquet_through_moto() {
     assert_eq!(batch.num_rows(), 20_000);
     assert_eq!(strings(&batch, "name")[19_999], Some("n9".into()));
 
-    let (source, batch) = read("s3://chimera/tables/people", &opts).await;
+    for input in ["s3://chimera/tables/people", "s3://chimera/tables/people/"] {
+        let (source, batch) = read(input, &opts).await;
+        assert_eq!(
+            (source.name(), source.format()),
+            ("people", Format::Parquet),
+            "{input}"
+        );
+        assert_eq!(
+            ints(&batch, "id"),
+            (0..20).map(Some).collect::<Vec<_>>(),
+            "{input}"
+        );
+    }
+    let source = open_table("s3://chimera/raw/people.csv.gz", &opts)
+        .await
+        .expect("open");
+    let mut first = source.stream().await.expect("stream");
+    let mut second = source.stream().await.expect("stream");
+    let (a, b) = (first.next().await, second.next().await);
     assert_eq!(
-        (source.name(), source.format()),
-        ("people", Format::Parquet)
+        a.expect("batch").expect("ok"),
+        b.expect("batch").expect("ok")
     );
-    assert_eq!(ints(&batch, "id"), (0..20).map(Some).collect::<Vec<_>>());
 
     let error = read_error("s3://chimera/raw/missing.csv", &opts).await;
     assert!(matches!(error, ReadError::NotFound { .. }), "{error}");
