@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "chimera", version, about = "Private, faithful synthetic tables")]
+#[command(
+    name = "chimera",
+    version,
+    about = "Private, faithful synthetic tables"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -19,7 +23,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub quiet: bool,
     /// Log format: `text` for people, `json` for pods (also CHIMERA_LOG_FORMAT).
-    #[arg(long, global = true, value_enum, env = "CHIMERA_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CHIMERA_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 

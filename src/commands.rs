@@ -11,7 +11,9 @@ use chimera_core::fit::FitSettings;
 use chimera_core::model::Model;
 use chimera_core::privacy::PrivacyMode;
 use chimera_core::spec::Spec;
-use chimera_worker::manifest::{Manifest, ManifestPrivacy, ManifestTable, PrivacyMode as ManifestMode};
+use chimera_worker::manifest::{
+    Manifest, ManifestPrivacy, ManifestTable, PrivacyMode as ManifestMode,
+};
 use chimera_worker::output::OutputDir;
 use chimera_worker::sample::{ShardSampler, plan};
 use rayon::prelude::*;
@@ -92,13 +94,19 @@ fn load_spec(m: &ModelArgs) -> Result<Spec> {
     match &m.spec {
         None => Ok(Spec::default()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read spec {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read spec {}", p.display()))?;
             Spec::from_yaml(&text).with_context(|| format!("spec {}", p.display()))
         }
     }
 }
 
-async fn fit(input: &InputArgs, privacy: &PrivacyArgs, model: &ModelArgs, seed: u64) -> Result<Model> {
+async fn fit(
+    input: &InputArgs,
+    privacy: &PrivacyArgs,
+    model: &ModelArgs,
+    seed: u64,
+) -> Result<Model> {
     let settings = fit_settings(privacy, model)?;
     let spec = load_spec(model)?;
     let opts = read_options(input)?;
@@ -152,7 +160,8 @@ fn sample_cmd(a: SampleArgs) -> Result<()> {
 }
 
 fn load_model(path: &Path) -> Result<Model> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
     Model::from_json(&bytes).with_context(|| format!("model {}", path.display()))
 }
 
@@ -193,12 +202,22 @@ fn sample_model(model: Arc<Model>, rows: u64, o: &OutputArgs) -> Result<()> {
         },
     };
     let mut manifest = Manifest::new(model.digest()?, o.seed, privacy, o.shard_rows);
-    let mut table = ManifestTable::new(model.columns.iter().map(|c| c.schema.name.clone()).collect());
+    let mut table = ManifestTable::new(
+        model
+            .columns
+            .iter()
+            .map(|c| c.schema.name.clone())
+            .collect(),
+    );
     for p in parts {
         table.push_part(p);
     }
     if table.rows != rows {
-        bail!("internal error: wrote {} rows, {} requested", table.rows, rows);
+        bail!(
+            "internal error: wrote {} rows, {} requested",
+            table.rows,
+            rows
+        );
     }
     manifest.tables.insert(model.table.clone(), table);
     out.commit(&manifest)?;
@@ -220,10 +239,19 @@ fn inspect(a: InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("table `{}`: {} columns, ~{:.0} rows seen", model.table, model.columns.len(), model.rows);
+    println!(
+        "table `{}`: {} columns, ~{:.0} rows seen",
+        model.table,
+        model.columns.len(),
+        model.rows
+    );
     match (&model.privacy.mode, &model.privacy.ledger) {
         (PrivacyMode::Dp { epsilon, delta }, Some(l)) => {
-            println!("privacy: ({epsilon}, {delta:e})-DP; zCDP rho spent {:.6} of {:.6}", l.spent(), l.rho_total);
+            println!(
+                "privacy: ({epsilon}, {delta:e})-DP; zCDP rho spent {:.6} of {:.6}",
+                l.spent(),
+                l.rho_total
+            );
             for c in &l.charges {
                 println!("  {:<50} rho {:.6}", c.stage, c.rho);
             }
@@ -238,7 +266,12 @@ fn inspect(a: InspectArgs) -> Result<()> {
         let domain = c.encoding.as_ref().map(|e| {
             let l = e.labels();
             let shown: Vec<&str> = l.iter().take(6).map(|s| s.as_str()).collect();
-            format!("{} codes: {}{}", l.len(), shown.join(", "), if l.len() > 6 { ", ..." } else { "" })
+            format!(
+                "{} codes: {}{}",
+                l.len(),
+                shown.join(", "),
+                if l.len() > 6 { ", ..." } else { "" }
+            )
         });
         println!(
             "  {:<20} {:<11} {:<28} {}",
@@ -255,7 +288,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
         println!(
             "  {:<20} <- {}",
             name(n.child),
-            if parents.is_empty() { "(root)".to_string() } else { parents.join(", ") }
+            if parents.is_empty() {
+                "(root)".to_string()
+            } else {
+                parents.join(", ")
+            }
         );
     }
     Ok(())
@@ -310,7 +347,9 @@ fn resolve_synthetic(path: &str) -> Result<String> {
 async fn eval(a: EvalArgs) -> Result<()> {
     let opts = ReadOptions::default();
     let (_, real) = read_all(&a.real, &opts).await.context("reading --real")?;
-    let (_, synthetic) = read_all(&resolve_synthetic(&a.synthetic)?, &opts).await.context("reading --synthetic")?;
+    let (_, synthetic) = read_all(&resolve_synthetic(&a.synthetic)?, &opts)
+        .await
+        .context("reading --synthetic")?;
     let test = match &a.test {
         Some(t) => Some(read_all(t, &opts).await.context("reading --test")?.1),
         None => None,
@@ -331,7 +370,11 @@ async fn eval(a: EvalArgs) -> Result<()> {
     // SDMetrics' own 2-way binning (equal width) beside the quantile binning.
     let sdm = tokio::task::block_in_place(|| {
         chimera_eval::evaluate_with(
-            &chimera_eval::EvalInput { test: None, target: None, ..input },
+            &chimera_eval::EvalInput {
+                test: None,
+                target: None,
+                ..input
+            },
             &chimera_eval::EvalOptions::default(),
         )
     })?;
@@ -342,7 +385,10 @@ async fn eval(a: EvalArgs) -> Result<()> {
 
 async fn split(a: SplitArgs) -> Result<()> {
     if !(a.test_fraction > 0.0 && a.test_fraction < 1.0) {
-        bail!("--test-fraction must be between 0 and 1, got {}", a.test_fraction);
+        bail!(
+            "--test-fraction must be between 0 and 1, got {}",
+            a.test_fraction
+        );
     }
     let opts = read_options(&a.input)?;
     let (source, batches) = read_all(&a.input.input, &opts).await?;
@@ -368,7 +414,8 @@ async fn split(a: SplitArgs) -> Result<()> {
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
     w.write(batch)?;
     w.close()?;

@@ -22,7 +22,9 @@ pub fn init_logging(g: &GlobalArgs) {
     let _ = BARS.set(!json && !g.quiet && std::io::stderr().is_terminal());
     let default = if g.quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().with_current_span(true).init();
     } else {
@@ -53,9 +55,11 @@ impl Bars {
         }
         let b = ProgressBar::new(total);
         b.set_style(
-            ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b.set_message(what.to_string());
         b
@@ -73,8 +77,10 @@ impl Progress for Bars {
             None => {
                 let b = ProgressBar::new_spinner();
                 b.set_style(
-                    ProgressStyle::with_template("{msg:>10} {spinner} {human_pos} rows ({per_sec})")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    ProgressStyle::with_template(
+                        "{msg:>10} {spinner} {human_pos} rows ({per_sec})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 b.set_message(pass.to_string());
                 b

@@ -12,7 +12,9 @@ pub enum FitError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Core(#[from] CoreError),
-    #[error("table `{table}`, column `{column}`, row {row}: {value} is not a finite number; chimera cannot model NaN or infinity (use an empty value for missing)")]
+    #[error(
+        "table `{table}`, column `{column}`, row {row}: {value} is not a finite number; chimera cannot model NaN or infinity (use an empty value for missing)"
+    )]
     NonFinite {
         table: String,
         column: String,

@@ -48,7 +48,10 @@ pub async fn fit_table(
     seed: u64,
     progress: &dyn Progress,
 ) -> Result<Model, FitError> {
-    let table = spec.table.clone().unwrap_or_else(|| source.name().to_string());
+    let table = spec
+        .table
+        .clone()
+        .unwrap_or_else(|| source.name().to_string());
     let schemas = column_schemas(&table, &source.schema())?;
     let mut fitter = Fitter::new(&table, schemas.clone(), spec, settings)?;
 
@@ -80,7 +83,14 @@ pub async fn fit_table(
     let attributes = fitter.attributes().to_vec();
     let encoders: Vec<Encoder> = attributes
         .iter()
-        .map(|&c| Encoder::new(fitter.columns()[c].encoding.as_ref().expect("attribute has encoding")))
+        .map(|&c| {
+            Encoder::new(
+                fitter.columns()[c]
+                    .encoding
+                    .as_ref()
+                    .expect("attribute has encoding"),
+            )
+        })
         .collect();
     let cards = fitter.cards();
 
@@ -160,7 +170,9 @@ pub async fn fit_table(
         progress.finish();
         joint
     };
-    Ok(tokio::task::block_in_place(|| fitter.finish(&structure, &joint))?)
+    Ok(tokio::task::block_in_place(|| {
+        fitter.finish(&structure, &joint)
+    })?)
 }
 
 fn cells(cards: &[usize], e: &Edge) -> usize {

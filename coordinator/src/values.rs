@@ -89,7 +89,9 @@ pub fn column_values(
                 DataType::Date32 => {
                     let d = cast(array, &DataType::Int32).map_err(arrow_err)?;
                     let d = cast(&d, &DataType::Float64).map_err(arrow_err)?;
-                    return Ok(ColumnValues::Numbers(d.as_primitive::<Float64Type>().clone()));
+                    return Ok(ColumnValues::Numbers(
+                        d.as_primitive::<Float64Type>().clone(),
+                    ));
                 }
                 DataType::Date64 => {
                     let ms = cast(array, &DataType::Int64).map_err(arrow_err)?;
@@ -145,7 +147,9 @@ mod tests {
     #[test]
     fn non_finite_numbers_are_rejected_with_the_row() {
         let a: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0), None, Some(f64::NAN)]));
-        let e = column_values("t", &col(ValueKind::Float), &a, 100).err().unwrap();
+        let e = column_values("t", &col(ValueKind::Float), &a, 100)
+            .err()
+            .unwrap();
         let msg = e.to_string();
         assert!(msg.contains("`x`") && msg.contains("row 103"), "{msg}");
     }
@@ -153,12 +157,15 @@ mod tests {
     #[test]
     fn timestamps_become_days() {
         let a: ArrayRef = Arc::new(TimestampSecondArray::from(vec![86_400 * 3 + 43_200]));
-        let ColumnValues::Numbers(d) = column_values("t", &col(ValueKind::Timestamp), &a, 0).unwrap() else {
+        let ColumnValues::Numbers(d) =
+            column_values("t", &col(ValueKind::Timestamp), &a, 0).unwrap()
+        else {
             panic!()
         };
         assert!((d.value(0) - 3.5).abs() < 1e-9);
         let i: ArrayRef = Arc::new(Int32Array::from(vec![7]));
-        let ColumnValues::Numbers(n) = column_values("t", &col(ValueKind::Integer), &i, 0).unwrap() else {
+        let ColumnValues::Numbers(n) = column_values("t", &col(ValueKind::Integer), &i, 0).unwrap()
+        else {
             panic!()
         };
         assert_eq!(n.value(0), 7.0);

@@ -166,7 +166,9 @@ impl Score {
     fn empty(&self, cells: usize) -> f64 {
         match self {
             Score::MutualInformation => 0.0,
-            Score::Deviation { sigma } => -(2.0 / std::f64::consts::PI).sqrt() * sigma * cells as f64,
+            Score::Deviation { sigma } => {
+                -(2.0 / std::f64::consts::PI).sqrt() * sigma * cells as f64
+            }
         }
     }
 }
@@ -213,13 +215,15 @@ pub fn learn_structure<R: Rng>(
     let score = settings.score;
     let mut choose = |scores: &[f64]| -> usize {
         match &mut selection {
-            Selection::Exact => scores
-                .iter()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(bi, bs), (i, &s)| {
-                    if s > bs { (i, s) } else { (bi, bs) }
-                })
-                .0,
+            Selection::Exact => {
+                scores
+                    .iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |(bi, bs), (i, &s)| {
+                        if s > bs { (i, s) } else { (bi, bs) }
+                    })
+                    .0
+            }
             Selection::Private { epsilon, rng } => {
                 privacy::exponential_mechanism(scores, *epsilon, sensitivity, *rng)
             }
@@ -258,7 +262,11 @@ pub fn learn_structure<R: Rng>(
     placed[first] = true;
 
     let cells = |child: usize, parents: &[usize]| -> f64 {
-        table.cards[child] as f64 * parents.iter().map(|&p| table.cards[p] as f64).product::<f64>()
+        table.cards[child] as f64
+            * parents
+                .iter()
+                .map(|&p| table.cards[p] as f64)
+                .product::<f64>()
     };
 
     while order.len() < d {
@@ -440,8 +448,8 @@ fn estimate_node(
     // Back-off: q_j(c | p_1..p_j) smooths the counts summed over p_{j+1..k} toward q_{j-1}.
     let mut prev = base.clone(); // layout: [config_j * c + code]
     let mut block = c;
-    for j in 0..pcards.len() {
-        let size_j = block * pcards[j];
+    for &pcard in &pcards {
+        let size_j = block * pcard;
         let outer = counts.len() / size_j;
         let mut level = vec![0.0; size_j];
         for o in 0..outer {
@@ -584,7 +592,11 @@ mod tests {
         let mut t = CodedTable::new(vec![4, 2, 3, 5]);
         for _ in 0..n {
             let x0: u16 = rng.random_range(0..4);
-            let x1: u16 = if rng.random::<f64>() < 0.95 { x0 % 2 } else { 1 - x0 % 2 };
+            let x1: u16 = if rng.random::<f64>() < 0.95 {
+                x0 % 2
+            } else {
+                1 - x0 % 2
+            };
             let x2: u16 = (x0 + x1) % 3;
             let x3: u16 = rng.random_range(0..5);
             for (c, v) in t.columns.iter_mut().zip([x0, x1, x2, x3]) {
@@ -700,8 +712,14 @@ mod tests {
     fn conditional_tables_are_distributions_and_match_counts() {
         let t = toy(50_000, 5);
         let s = vec![
-            Edge { child: 0, parents: vec![] },
-            Edge { child: 1, parents: vec![0] },
+            Edge {
+                child: 0,
+                parents: vec![],
+            },
+            Edge {
+                child: 1,
+                parents: vec![0],
+            },
         ];
         let net = fit(&t, &s);
         for node in &net.nodes {

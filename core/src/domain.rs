@@ -139,20 +139,34 @@ impl Encoder {
                     .map(|(i, v)| (v.clone(), i as Code))
                     .collect();
                 let k = c.values.len() as Code;
+                let other = c.other.then_some(k);
                 Encoder::Categorical {
                     index,
-                    other: c.other.then_some(k),
-                    null: c.null.then_some(k + c.other as Code),
+                    other,
+                    // Without a null code (nulls too rare to release under DP) a null is
+                    // encoded as `other`, which decodes to a kept value.
+                    null: c.null.then_some(k + c.other as Code).or(other),
                 }
             }
             Encoding::Numeric(n) => {
                 let cuts = n.bins.iter().skip(1).map(|b| b.lo).collect();
                 let first_bin = n.spikes.len() as Code;
+                // Without a null code (nulls too rare to release under DP) a null is encoded as
+                // the middle bin (or spike), i.e. imputed.
+                let middle = if n.bins.is_empty() {
+                    (n.spikes.len() / 2) as Code
+                } else {
+                    first_bin + (n.bins.len() / 2) as Code
+                };
                 Encoder::Numeric {
                     spikes: n.spikes.clone(),
                     cuts,
                     first_bin,
-                    null: n.null.then_some(first_bin + n.bins.len() as Code),
+                    null: Some(if n.null {
+                        first_bin + n.bins.len() as Code
+                    } else {
+                        middle
+                    }),
                     bounds: n.bounds,
                     spike_only: n.bins.is_empty(),
                 }
@@ -160,9 +174,8 @@ impl Encoder {
         }
     }
 
-    /// Code of a string value. Values outside the kept set map to `other`, then to the null code
-    /// when neither exists is impossible by construction (build keeps `other` whenever needed);
-    /// returns None only for a value the encoding cannot represent.
+    /// Code of a string value. Values outside the kept set map to `other`; returns None only for
+    /// a value the encoding cannot represent (a bug: the fit keeps `other` whenever needed).
     pub fn encode_str(&self, v: Option<&str>) -> Option<Code> {
         match self {
             Encoder::Categorical { index, other, null } => match v {
@@ -196,7 +209,11 @@ impl Encoder {
                     let i = spikes.partition_point(|s| *s < x);
                     let best = match (i.checked_sub(1), spikes.get(i)) {
                         (Some(a), Some(b)) => {
-                            if (x - spikes[a]).abs() <= (b - x).abs() { a } else { i }
+                            if (x - spikes[a]).abs() <= (b - x).abs() {
+                                a
+                            } else {
+                                i
+                            }
                         }
                         (Some(a), None) => a,
                         (None, _) => 0,

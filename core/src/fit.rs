@@ -161,10 +161,10 @@ impl Fitter {
     /// Number of unit-sensitivity mechanisms the domain stage runs for this column.
     fn domain_units(&self, c: &ColumnSchema) -> usize {
         let spec = self.spec.column(&c.name);
-        let declared_role = spec.and_then(|s| s.role).is_some() || spec.and_then(|s| s.domain.as_ref()).is_some();
-        let distinct = usize::from(
-            !declared_role && matches!(c.kind, ValueKind::String | ValueKind::Integer),
-        );
+        let declared_role =
+            spec.and_then(|s| s.role).is_some() || spec.and_then(|s| s.domain.as_ref()).is_some();
+        let distinct =
+            usize::from(!declared_role && matches!(c.kind, ValueKind::String | ValueKind::Integer));
         let values = match c.kind {
             ValueKind::Boolean => 1,
             // Released counts of observed values, or only the null count for a public domain.
@@ -184,7 +184,9 @@ impl Fitter {
     /// statistics entry per column in schema order).
     pub fn plan_columns(&mut self, stats: &[ColumnStats]) -> Result<&[ColumnModel]> {
         if stats.len() != self.schemas.len() {
-            return Err(CoreError::Internal("statistics do not match the columns".into()));
+            return Err(CoreError::Internal(
+                "statistics do not match the columns".into(),
+            ));
         }
         let rows = stats.first().map_or(0, |s| s.rows);
         if rows == 0 {
@@ -205,10 +207,13 @@ impl Fitter {
         } else {
             0.0
         };
-        if let Some(l) = &mut self.ledger {
-            if domains_used {
-                l.charge("domains (categories, bins, spikes, cardinality)", self.rho_domains)?;
-            }
+        if let Some(l) = &mut self.ledger
+            && domains_used
+        {
+            l.charge(
+                "domains (categories, bins, spikes, cardinality)",
+                self.rho_domains,
+            )?;
         }
         let selection_columns = self
             .schemas
@@ -221,13 +226,18 @@ impl Fitter {
         let mut columns = Vec::with_capacity(stats.len());
         for (c, s) in self.schemas.clone().iter().zip(stats) {
             let spec = self.spec.column(&c.name).cloned();
-            let declared =
-                spec.as_ref().and_then(|s| s.role).is_some() || spec.as_ref().and_then(|s| s.domain.as_ref()).is_some();
+            let declared = spec.as_ref().and_then(|s| s.role).is_some()
+                || spec.as_ref().and_then(|s| s.domain.as_ref()).is_some();
             let noisy = |x: f64, rng: &mut ChaCha20Rng| {
-                if dp { x + privacy::gaussian(sigma, rng) } else { x }
+                if dp {
+                    x + privacy::gaussian(sigma, rng)
+                } else {
+                    x
+                }
             };
             let non_null = noisy(s.non_null() as f64, &mut self.noise).max(0.0);
-            let distinct = if !declared && matches!(c.kind, ValueKind::String | ValueKind::Integer) {
+            let distinct = if !declared && matches!(c.kind, ValueKind::String | ValueKind::Integer)
+            {
                 s.distinct().map(|d| noisy(d as f64, &mut self.noise))
             } else {
                 s.distinct().map(|d| d as f64)
@@ -254,7 +264,14 @@ impl Fitter {
                         ),
                     });
                 }
-                Role::Categorical => Some(self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?),
+                Role::Categorical => Some(self.categorical(
+                    c,
+                    s,
+                    spec.as_ref(),
+                    sigma,
+                    delta_sel,
+                    selection_columns,
+                )?),
                 Role::Numeric | Role::Datetime => {
                     let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
                     Some(self.numeric(c, s, spec.as_ref().and_then(|x| x.bounds), bins, sigma)?)
@@ -288,7 +305,11 @@ impl Fitter {
     ) -> Result<Encoding> {
         let dp = self.ledger.is_some();
         let counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
-            (Some(st), _) => st.counts.iter().map(|(k, v)| (k.clone(), *v as f64)).collect(),
+            (Some(st), _) => st
+                .counts
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as f64))
+                .collect(),
             (None, Some(n)) => match &n.values {
                 Some(m) => m
                     .iter()
@@ -324,7 +345,8 @@ impl Fitter {
                     message: format!("value `{v}` is not in the domain the spec declares"),
                 });
             }
-            (domain, false)
+            // Under DP, nulls too rare to release are imputed through `other`.
+            (domain, dp && !null)
         } else if dp {
             let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
             let kept: Vec<String> = counts
@@ -422,7 +444,8 @@ impl Fitter {
             };
             for i in 0..len {
                 if support[grid::coarse_of(i)] && in_bounds(i) {
-                    weights[i] = (n.hist[i] as f64 + privacy::gaussian(sigma, &mut self.noise)).max(0.0);
+                    weights[i] =
+                        (n.hist[i] as f64 + privacy::gaussian(sigma, &mut self.noise)).max(0.0);
                 }
             }
             // Noise spread evenly over a wide support would invent values: drop fine buckets that
@@ -433,9 +456,9 @@ impl Fitter {
                 }
             }
         } else {
-            for i in 0..len {
+            for (i, (w, &h)) in weights.iter_mut().zip(&n.hist).enumerate() {
                 if in_bounds(i) {
-                    weights[i] = n.hist[i] as f64;
+                    *w = h as f64;
                 }
             }
         }
@@ -489,7 +512,12 @@ impl Fitter {
     pub fn cards(&self) -> Vec<usize> {
         self.attributes
             .iter()
-            .map(|&i| self.columns[i].encoding.as_ref().map_or(1, |e| e.cardinality()))
+            .map(|&i| {
+                self.columns[i]
+                    .encoding
+                    .as_ref()
+                    .map_or(1, |e| e.cardinality())
+            })
             .collect()
     }
 
@@ -513,7 +541,8 @@ impl Fitter {
             let rho_joint = self.rho(3, domains_used);
             self.sigma_joint = privacy::gaussian_sigma(rho_joint, (d as f64).sqrt());
             // Noisy total: the mean over attributes of the noisy marginal sums.
-            self.rows = (one_way.iter().map(|v| v.iter().sum::<f64>()).sum::<f64>() / d as f64).max(1.0);
+            self.rows =
+                (one_way.iter().map(|v| v.iter().sum::<f64>()).sum::<f64>() / d as f64).max(1.0);
         } else {
             self.rows = exact_rows;
         }
@@ -558,8 +587,11 @@ impl Fitter {
         };
         // Order parents for the back-off: most informative first. Under DP this uses only
         // released structure (position in the order), never the data.
-        let pos: HashMap<usize, usize> =
-            structure.iter().enumerate().map(|(i, e)| (e.child, i)).collect();
+        let pos: HashMap<usize, usize> = structure
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.child, i))
+            .collect();
         for e in &mut structure {
             if dp {
                 e.parents.sort_by_key(|p| std::cmp::Reverse(pos[p]));

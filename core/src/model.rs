@@ -105,7 +105,10 @@ impl Model {
             if enc.cardinality() != n.card {
                 return bad(format!("attribute {} cardinality mismatch", n.child));
             }
-            if n.parents.iter().any(|&p| !placed.get(p).copied().unwrap_or(false)) {
+            if n.parents
+                .iter()
+                .any(|&p| !placed.get(p).copied().unwrap_or(false))
+            {
                 return bad(format!("attribute {} sampled before its parents", n.child));
             }
             let configs: usize = n.parent_cards.iter().product();

@@ -86,7 +86,9 @@ impl Ledger {
     /// Records a charge; refuses to overspend (beyond rounding).
     pub fn charge(&mut self, stage: &str, rho: f64) -> Result<()> {
         if !(rho.is_finite() && rho >= 0.0) {
-            return Err(CoreError::Internal(format!("bad privacy charge {rho} for {stage}")));
+            return Err(CoreError::Internal(format!(
+                "bad privacy charge {rho} for {stage}"
+            )));
         }
         if self.spent() + rho > self.rho_total * (1.0 + 1e-9) {
             return Err(CoreError::Internal(format!(

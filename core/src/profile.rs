@@ -174,7 +174,9 @@ pub fn infer_role(
             if id_name && mostly_unique {
                 RoleChoice {
                     role: Role::Identifier,
-                    reason: format!("the name reads like a key and values are unique ({distinct_text})"),
+                    reason: format!(
+                        "the name reads like a key and values are unique ({distinct_text})"
+                    ),
                 }
             } else {
                 RoleChoice {
@@ -188,12 +190,16 @@ pub fn infer_role(
             if id_name && distinct.is_none_or(|d| share(d) >= 0.5) {
                 RoleChoice {
                     role: Role::Identifier,
-                    reason: format!("the name reads like a key and values are mostly unique ({distinct_text})"),
+                    reason: format!(
+                        "the name reads like a key and values are mostly unique ({distinct_text})"
+                    ),
                 }
             } else if many {
                 RoleChoice {
                     role: Role::Text,
-                    reason: format!("{distinct_text}, more than the {max_categories} a categorical keeps"),
+                    reason: format!(
+                        "{distinct_text}, more than the {max_categories} a categorical keeps"
+                    ),
                 }
             } else {
                 RoleChoice {
@@ -236,18 +242,39 @@ mod tests {
     #[test]
     fn roles_follow_type_name_and_cardinality() {
         let r = |name, kind, d: Option<f64>, n| infer_role(&col(name, kind), None, d, n, 1000).role;
-        assert_eq!(r("workclass", ValueKind::String, Some(9.0), 1000.0), Role::Categorical);
-        assert_eq!(r("subject_id", ValueKind::Integer, Some(1000.0), 1000.0), Role::Identifier);
-        assert_eq!(r("age", ValueKind::Integer, Some(70.0), 1000.0), Role::Numeric);
+        assert_eq!(
+            r("workclass", ValueKind::String, Some(9.0), 1000.0),
+            Role::Categorical
+        );
+        assert_eq!(
+            r("subject_id", ValueKind::Integer, Some(1000.0), 1000.0),
+            Role::Identifier
+        );
+        assert_eq!(
+            r("age", ValueKind::Integer, Some(70.0), 1000.0),
+            Role::Numeric
+        );
         assert_eq!(r("note", ValueKind::String, None, 1e6), Role::Text);
         assert_eq!(r("uuid", ValueKind::String, None, 1e6), Role::Identifier);
-        assert_eq!(r("flag", ValueKind::Boolean, Some(2.0), 1e3), Role::Categorical);
-        assert_eq!(r("admittime", ValueKind::Timestamp, None, 1e3), Role::Datetime);
+        assert_eq!(
+            r("flag", ValueKind::Boolean, Some(2.0), 1e3),
+            Role::Categorical
+        );
+        assert_eq!(
+            r("admittime", ValueKind::Timestamp, None, 1e3),
+            Role::Datetime
+        );
         let spec = ColumnSpec {
             role: Some(Role::Categorical),
             ..Default::default()
         };
-        let c = infer_role(&col("age", ValueKind::Integer), Some(&spec), None, 10.0, 1000);
+        let c = infer_role(
+            &col("age", ValueKind::Integer),
+            Some(&spec),
+            None,
+            10.0,
+            1000,
+        );
         assert_eq!(c.role, Role::Categorical);
         assert!(c.reason.contains("spec"));
     }

@@ -14,8 +14,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Derives a child seed from a parent seed and a path of stream identifiers.
 pub fn derive_seed(seed: u64, path: &[u64]) -> u64 {
-    path.iter()
-        .fold(mix64(seed), |acc, &p| mix64(acc ^ mix64(p.wrapping_add(0x632B_E59B_D9B4_E019))))
+    path.iter().fold(mix64(seed), |acc, &p| {
+        mix64(acc ^ mix64(p.wrapping_add(0x632B_E59B_D9B4_E019)))
+    })
 }
 
 /// A portable, reproducible generator for the stream at `path` under `seed`.

@@ -84,7 +84,15 @@ mod tests {
 
     #[test]
     fn identifier_names() {
-        for n in ["id", "subject_id", "hadm_id", "userId", "ID", "uuid", "row_key"] {
+        for n in [
+            "id",
+            "subject_id",
+            "hadm_id",
+            "userId",
+            "ID",
+            "uuid",
+            "row_key",
+        ] {
             assert!(looks_like_identifier(n), "{n}");
         }
         for n in ["age", "paid", "valid", "education-num", "keyboard"] {

@@ -132,7 +132,10 @@ mod tests {
     fn unknown_column_is_named() {
         let s = Spec::from_yaml("columns:\n  agee: {role: numeric}\n").unwrap();
         let e = s.validate("adult", &cols()).unwrap_err().to_string();
-        assert!(e.contains("`agee`") && e.contains("`adult`") && e.contains("age"), "{e}");
+        assert!(
+            e.contains("`agee`") && e.contains("`adult`") && e.contains("age"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -51,7 +52,7 @@ pub fn plan(rows: u64, shard_rows: u64, job_seed: u64) -> Vec<ShardPlan> {
             shard: i as u32,
             first_row: i * shard_rows,
             rows: shard_rows.min(rows - i * shard_rows),
-            seed: rng::derive_seed(job_seed, &[0x5348_4152_44, i]),
+            seed: rng::derive_seed(job_seed, &[0x0053_4841_5244, i]),
         })
         .collect()
 }
@@ -72,7 +73,9 @@ pub const BATCH_ROWS: usize = 65_536;
 
 impl ShardSampler {
     pub fn new(model: Arc<Model>) -> Result<ShardSampler, SampleError> {
-        model.check().map_err(|e| SampleError::Model(e.to_string()))?;
+        model
+            .check()
+            .map_err(|e| SampleError::Model(e.to_string()))?;
         let mut types = Vec::new();
         let mut fields = Vec::new();
         for c in &model.columns {
@@ -167,7 +170,13 @@ impl ShardSampler {
 
 /// Fresh unique keys: integers numbered from 1 in output order, strings as 16 hex digits of a
 /// bijective mix of the row number (unique, not guessable from position).
-fn identifiers(kind: ValueKind, shard: &ShardPlan, start: usize, n: usize, column: u64) -> ArrayRef {
+fn identifiers(
+    kind: ValueKind,
+    shard: &ShardPlan,
+    start: usize,
+    n: usize,
+    column: u64,
+) -> ArrayRef {
     let first = shard.first_row + start as u64;
     match kind {
         ValueKind::Integer | ValueKind::Float => {
@@ -190,7 +199,12 @@ fn identifiers(kind: ValueKind, shard: &ShardPlan, start: usize, n: usize, colum
 
 const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 
-fn decode_column<R: rand::Rng>(kind: ValueKind, dec: &Decoder, codes: &[Code], rng: &mut R) -> ArrayRef {
+fn decode_column<R: rand::Rng>(
+    kind: ValueKind,
+    dec: &Decoder,
+    codes: &[Code],
+    rng: &mut R,
+) -> ArrayRef {
     let n = codes.len();
     match kind {
         ValueKind::String => {
