@@ -112,7 +112,6 @@ async fn fit(
     let opts = read_options(input)?;
     let started = Instant::now();
     let source = open_table(&input.input, &opts).await?;
-    tracing::info!("{}", source.describe());
     let bars = Bars::new();
     let model = chimera_coordinator::fit_table(&source, spec, settings, seed, &bars).await?;
     tracing::info!(

@@ -14,7 +14,7 @@ use crate::grid;
 use crate::model::{ColumnModel, FitSettingsRecord, MODEL_FORMAT, Model, ModelPrivacy};
 use crate::privacy::{self, Ledger, PrivacyMode};
 use crate::profile::{self, ColumnStats};
-use crate::schema::{ColumnSchema, Role, ValueKind};
+use crate::schema::{ColumnSchema, Role, ValueKind, looks_like_identifier};
 use crate::spec::Spec;
 
 /// Settings of one fit.
@@ -158,26 +158,29 @@ impl Fitter {
             .map_or(0.0, |l| l.rho_total * self.shares(domains_used)[stage])
     }
 
-    /// Number of unit-sensitivity mechanisms the domain stage runs for this column.
+    /// Number of unit-sensitivity mechanisms the domain stage runs for this column. A null is one
+    /// more key of the released histogram, so it costs nothing extra.
     fn domain_units(&self, c: &ColumnSchema) -> usize {
         let spec = self.spec.column(&c.name);
-        let declared_role =
-            spec.and_then(|s| s.role).is_some() || spec.and_then(|s| s.domain.as_ref()).is_some();
-        let distinct =
-            usize::from(!declared_role && matches!(c.kind, ValueKind::String | ValueKind::Integer));
-        let values = match c.kind {
-            ValueKind::Boolean => 1,
-            // Released counts of observed values, or only the null count for a public domain.
-            ValueKind::String => 1,
-            _ => {
-                if spec.and_then(|s| s.bounds).is_some() {
-                    1
-                } else {
-                    2
-                }
-            }
-        };
-        distinct + values
+        let role = spec.and_then(|s| s.role);
+        if matches!(role, Some(Role::Identifier)) {
+            return 0;
+        }
+        match c.kind {
+            ValueKind::Boolean | ValueKind::String => 1,
+            _ if matches!(role, Some(Role::Categorical)) => 1,
+            _ if spec.and_then(|s| s.bounds).is_some() => 1,
+            // the coarse support search, then the fine histogram
+            _ => 2,
+        }
+    }
+
+    /// Whether a string column's role is decided from its released categories (DP, undeclared).
+    fn role_from_release(&self, c: &ColumnSchema) -> bool {
+        let spec = self.spec.column(&c.name);
+        c.kind == ValueKind::String
+            && spec.and_then(|s| s.role).is_none()
+            && spec.and_then(|s| s.domain.as_ref()).is_none()
     }
 
     /// Chooses roles and builds every column's domain (the first pass's statistics in, one
@@ -199,7 +202,14 @@ impl Fitter {
             profile::check_column(&self.table, c, s)?;
         }
         let dp = self.ledger.is_some();
-        let units: usize = self.schemas.iter().map(|c| self.domain_units(c)).sum();
+        // One more unit releases the row count, when a string column's role depends on it.
+        let needs_rows = dp && self.schemas.iter().any(|c| self.role_from_release(c));
+        let units: usize = self
+            .schemas
+            .iter()
+            .map(|c| self.domain_units(c))
+            .sum::<usize>()
+            + usize::from(needs_rows);
         let domains_used = dp && units > 0;
         self.rho_domains = self.rho(0, domains_used);
         let sigma = if dp {
@@ -215,6 +225,11 @@ impl Fitter {
                 self.rho_domains,
             )?;
         }
+        let rows_released = if needs_rows {
+            rows as f64 + privacy::gaussian(sigma, &mut self.noise)
+        } else {
+            rows as f64
+        };
         let selection_columns = self
             .schemas
             .iter()
@@ -226,57 +241,120 @@ impl Fitter {
         let mut columns = Vec::with_capacity(stats.len());
         for (c, s) in self.schemas.clone().iter().zip(stats) {
             let spec = self.spec.column(&c.name).cloned();
-            let declared = spec.as_ref().and_then(|s| s.role).is_some()
-                || spec.as_ref().and_then(|s| s.domain.as_ref()).is_some();
-            let noisy = |x: f64, rng: &mut ChaCha20Rng| {
-                if dp {
-                    x + privacy::gaussian(sigma, rng)
-                } else {
-                    x
-                }
-            };
-            let non_null = noisy(s.non_null() as f64, &mut self.noise).max(0.0);
-            let distinct = if !declared && matches!(c.kind, ValueKind::String | ValueKind::Integer)
-            {
-                s.distinct().map(|d| noisy(d as f64, &mut self.noise))
-            } else {
-                s.distinct().map(|d| d as f64)
-            };
-            let choice = profile::infer_role(
-                c,
-                spec.as_ref(),
-                distinct,
-                non_null,
-                self.settings.max_categories,
-            );
-            let encoding = match choice.role {
-                Role::Identifier => None,
-                Role::Text => {
-                    return Err(CoreError::Column {
-                        table: self.table.clone(),
-                        column: c.name.clone(),
-                        message: format!(
-                            "it looks like free text ({}); this chimera cannot model free text \
-                             without an LLM: declare `role: identifier` in the spec to regenerate \
-                             it as fresh unique values, or `role: categorical` to keep its most \
-                             frequent values",
-                            choice.reason
+            let (choice, encoding) = if dp && self.role_from_release(c) {
+                // Under DP the role follows from the released categories, never from an exact
+                // distinct count: categorical if the released values cover most rows.
+                let (enc, kept, nulls) =
+                    self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?;
+                let non_null = (rows_released - nulls).max(1.0);
+                let share = (kept / non_null).clamp(0.0, 1.0);
+                if share >= 0.5 {
+                    let choice = profile::RoleChoice {
+                        role: Role::Categorical,
+                        reason: format!(
+                            "strings; released values cover ~{:.0}% of rows",
+                            share * 100.0
                         ),
-                    });
+                    };
+                    (choice, Some(enc))
+                } else if looks_like_identifier(&c.name) {
+                    let choice = profile::RoleChoice {
+                        role: Role::Identifier,
+                        reason: "the name reads like a key and few values repeat".into(),
+                    };
+                    (choice, None)
+                } else {
+                    let choice = profile::RoleChoice {
+                        role: Role::Text,
+                        reason: format!(
+                            "values repeat too rarely to release (~{:.0}% of rows are covered)",
+                            share * 100.0
+                        ),
+                    };
+                    (choice, None)
                 }
-                Role::Categorical => Some(self.categorical(
+            } else if dp
+                && c.kind == ValueKind::Integer
+                && spec.as_ref().and_then(|x| x.role).is_none()
+                && looks_like_identifier(&c.name)
+            {
+                // A key-like integer is an identifier unless some value repeats often (released
+                // spikes): decided from the released histogram, not an exact distinct count.
+                let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
+                let enc = self.numeric(c, s, spec.as_ref().and_then(|x| x.bounds), bins, sigma)?;
+                let repeats = matches!(&enc, Encoding::Numeric(n) if !n.spikes.is_empty());
+                if repeats {
+                    let choice = profile::RoleChoice {
+                        role: Role::Numeric,
+                        reason: "integers; some values repeat often".into(),
+                    };
+                    (choice, Some(enc))
+                } else {
+                    let choice = profile::RoleChoice {
+                        role: Role::Identifier,
+                        reason: "the name reads like a key and no value repeats often".into(),
+                    };
+                    (choice, None)
+                }
+            } else {
+                // Without DP the exact cardinality decides; under DP only declared roles and
+                // types reach here, where the cardinality is not used.
+                let distinct = if dp {
+                    None
+                } else {
+                    s.distinct().map(|d| d as f64)
+                };
+                let choice = profile::infer_role(
                     c,
-                    s,
                     spec.as_ref(),
-                    sigma,
-                    delta_sel,
-                    selection_columns,
-                )?),
-                Role::Numeric | Role::Datetime => {
-                    let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
-                    Some(self.numeric(c, s, spec.as_ref().and_then(|x| x.bounds), bins, sigma)?)
-                }
+                    distinct,
+                    s.non_null() as f64,
+                    self.settings.max_categories,
+                );
+                let encoding = match choice.role {
+                    Role::Identifier | Role::Text => None,
+                    Role::Categorical => Some(
+                        self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?
+                            .0,
+                    ),
+                    Role::Numeric | Role::Datetime => {
+                        let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
+                        Some(self.numeric(
+                            c,
+                            s,
+                            spec.as_ref().and_then(|x| x.bounds),
+                            bins,
+                            sigma,
+                        )?)
+                    }
+                };
+                (choice, encoding)
             };
+            if choice.role == Role::Text {
+                return Err(CoreError::Column {
+                    table: self.table.clone(),
+                    column: c.name.clone(),
+                    message: format!(
+                        "it looks like free text ({}); this chimera cannot model free text \
+                         without an LLM: declare `role: identifier` in the spec to regenerate \
+                         it as fresh unique values, or `role: categorical` to keep its most \
+                         frequent values",
+                        choice.reason
+                    ),
+                });
+            }
+            if let Some(Encoding::Categorical(e)) = &encoding
+                && e.values.is_empty()
+                && !e.null
+            {
+                return Err(CoreError::Column {
+                    table: self.table.clone(),
+                    column: c.name.clone(),
+                    message: "no value is frequent enough to release under DP at this epsilon; \
+                              declare its domain in the spec or raise epsilon"
+                        .into(),
+                });
+            }
             columns.push(ColumnModel {
                 schema: c.clone(),
                 role: choice.role,
@@ -302,7 +380,7 @@ impl Fitter {
         sigma: f64,
         delta_sel: f64,
         selection_columns: usize,
-    ) -> Result<Encoding> {
+    ) -> Result<(Encoding, f64, f64)> {
         let dp = self.ledger.is_some();
         let counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
             (Some(st), _) => st
@@ -328,12 +406,13 @@ impl Fitter {
             },
             (None, None) => Vec::new(),
         };
-        let null_count = s.nulls as f64;
-        let null = if dp {
-            null_count + privacy::gaussian(sigma, &mut self.noise) > 3.0 * sigma
+        let nulls = if dp {
+            s.nulls as f64 + privacy::gaussian(sigma, &mut self.noise)
         } else {
-            null_count > 0.0
+            s.nulls as f64
         };
+        let null = if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
+        let mut kept_mass = 0.0;
         let public = spec.and_then(|x| x.domain.clone()).or_else(|| {
             (c.kind == ValueKind::Boolean).then(|| vec!["false".to_string(), "true".to_string()])
         });
@@ -349,11 +428,14 @@ impl Fitter {
             (domain, dp && !null)
         } else if dp {
             let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
-            let kept: Vec<String> = counts
-                .iter()
-                .filter(|(_, n)| n + privacy::gaussian(sigma, &mut self.noise) >= tau)
-                .map(|(v, _)| v.clone())
-                .collect();
+            let mut kept: Vec<String> = Vec::new();
+            for (v, n) in &counts {
+                let noisy = n + privacy::gaussian(sigma, &mut self.noise);
+                if noisy >= tau {
+                    kept.push(v.clone());
+                    kept_mass += noisy;
+                }
+            }
             let dropped = counts.len().saturating_sub(kept.len());
             if dropped > 0 || kept.is_empty() {
                 self.notes.push(format!(
@@ -368,6 +450,7 @@ impl Fitter {
             sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let limit = self.settings.max_categories;
             let other = sorted.len() > limit;
+            kept_mass = sorted.iter().take(limit).map(|x| x.1).sum();
             if other {
                 let rest: f64 = sorted[limit..].iter().map(|x| x.1).sum();
                 self.notes.push(format!(
@@ -387,21 +470,13 @@ impl Fitter {
                 message: "too many categories".into(),
             });
         }
-        if values.is_empty() && !null {
-            return Err(CoreError::Column {
-                table: self.table.clone(),
-                column: c.name.clone(),
-                message: "no value is frequent enough to release under DP at this epsilon; \
-                          declare its domain in the spec or raise epsilon"
-                    .into(),
-            });
-        }
-        Ok(Encoding::Categorical(CategoricalEncoding {
+        let encoding = Encoding::Categorical(CategoricalEncoding {
             values,
             other,
             null,
             other_fallback: Vec::new(),
-        }))
+        });
+        Ok((encoding, kept_mass, nulls))
     }
 
     fn numeric(

@@ -281,34 +281,74 @@ fn raw_adult_test_file_reads_with_its_quirks() {
 
 #[test]
 fn identifiers_are_regenerated_not_copied() {
+    // With and without DP: under DP the role follows from what can be released.
+    for privacy in [&["--no-dp"][..], &["--epsilon", "1"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("people.csv");
+        let mut text = String::from("patient_id,ward,age\n");
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "P{:06},{},{}\n",
+                900_000 + i * 7,
+                ["a", "b", "c"][i % 3],
+                20 + i % 50
+            ));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let out = dir.path().join("out");
+        let mut args = vec![
+            "run",
+            "--input",
+            csv.to_str().unwrap(),
+            "--rows",
+            "3000",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(privacy);
+        ok(&chimera(&args));
+        let batches = read_parts(&out.join("people"));
+        let mut seen = std::collections::HashSet::new();
+        for b in &batches {
+            let ids = b.column(0).as_string::<i32>();
+            for i in 0..ids.len() {
+                assert!(!ids.value(i).starts_with('P'), "copied id {}", ids.value(i));
+                assert!(seen.insert(ids.value(i).to_string()), "duplicate id");
+            }
+            let ward = b.column(1).as_string::<i32>();
+            for i in 0..ward.len() {
+                assert!(
+                    ["a", "b", "c"].contains(&ward.value(i)),
+                    "{privacy:?}: {}",
+                    ward.value(i)
+                );
+            }
+        }
+        assert_eq!(seen.len(), 3000);
+    }
+}
+
+#[test]
+fn free_text_is_refused_under_dp_too() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("people.csv");
-    let mut text = String::from("patient_id,ward,age\n");
-    for i in 0..600 {
-        text.push_str(&format!(
-            "P{:06},{},{}\n",
-            900_000 + i * 7,
-            ["a", "b", "c"][i % 3],
-            20 + i % 50
-        ));
+    let csv = dir.path().join("notes.csv");
+    let mut text = String::from("comment,score\n");
+    for i in 0..3000 {
+        text.push_str(&format!("remark number {i},{}\n", i % 5));
     }
     std::fs::write(&csv, text).unwrap();
     let out = dir.path().join("out");
-    ok(&chimera(&[
+    let o = chimera(&[
         "run",
         "--input",
         csv.to_str().unwrap(),
         "--rows",
-        "600",
+        "10",
         "--output",
         out.to_str().unwrap(),
-        "--no-dp",
-    ]));
-    let batches = read_parts(&out.join("people"));
-    let ids = batches[0].column(0).as_string::<i32>();
-    let mut seen = std::collections::HashSet::new();
-    for i in 0..ids.len() {
-        assert!(!ids.value(i).starts_with('P'), "copied id {}", ids.value(i));
-        assert!(seen.insert(ids.value(i).to_string()), "duplicate id");
-    }
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("`comment`") && e.contains("free text"), "{e}");
+    assert!(!out.join("_SUCCESS").exists());
 }
