@@ -299,15 +299,15 @@ impl Fitter {
             } else {
                 // Without DP the exact cardinality decides; under DP only declared roles and
                 // types reach here, where the cardinality is not used.
-                let distinct = if dp {
-                    None
-                } else {
-                    s.distinct().map(|d| d as f64)
+                let cardinality = match (dp, s.distinct()) {
+                    (true, _) => profile::Cardinality::Unused,
+                    (false, Some(d)) => profile::Cardinality::Counted(d as f64),
+                    (false, None) => profile::Cardinality::Overflow,
                 };
                 let choice = profile::infer_role(
                     c,
                     spec.as_ref(),
-                    distinct,
+                    cardinality,
                     s.non_null() as f64,
                     self.settings.max_categories,
                 );

@@ -128,16 +128,30 @@ pub struct RoleChoice {
     pub reason: String,
 }
 
-/// Chooses a column's role from its type, name and (possibly noisy) cardinality.
-/// `distinct` is the number of distinct values (None = more than tracked), `non_null` the number
-/// of non-null rows; under DP both are noisy releases.
+/// What is known of a column's number of distinct values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cardinality {
+    /// Exactly this many (without DP).
+    Counted(f64),
+    /// More than chimera tracks.
+    Overflow,
+    /// Not consulted (under DP, where an exact count would leak).
+    Unused,
+}
+
+/// Chooses a column's role from its type, name and cardinality; `non_null` is the number of
+/// non-null rows.
 pub fn infer_role(
     column: &ColumnSchema,
     spec: Option<&ColumnSpec>,
-    distinct: Option<f64>,
+    cardinality: Cardinality,
     non_null: f64,
     max_categories: usize,
 ) -> RoleChoice {
+    let distinct = match cardinality {
+        Cardinality::Counted(d) => Some(d),
+        Cardinality::Overflow | Cardinality::Unused => None,
+    };
     if let Some(role) = spec.and_then(|s| s.role) {
         return RoleChoice {
             role,
@@ -152,9 +166,10 @@ pub fn infer_role(
     }
     let id_name = looks_like_identifier(&column.name);
     let share = |d: f64| if non_null > 0.0 { d / non_null } else { 0.0 };
-    let distinct_text = match distinct {
-        Some(d) => format!("~{:.0} distinct values", d.max(0.0)),
-        None => "more distinct values than chimera tracks".to_string(),
+    let distinct_text = match cardinality {
+        Cardinality::Counted(d) => format!("{:.0} distinct values", d.max(0.0)),
+        Cardinality::Overflow => "more distinct values than chimera tracks".to_string(),
+        Cardinality::Unused => "distinct values not counted under DP".to_string(),
     };
     match column.kind {
         ValueKind::Date | ValueKind::Timestamp => RoleChoice {
@@ -181,7 +196,11 @@ pub fn infer_role(
             } else {
                 RoleChoice {
                     role: Role::Numeric,
-                    reason: format!("integers ({distinct_text})"),
+                    reason: if cardinality == Cardinality::Unused {
+                        "integers".into()
+                    } else {
+                        format!("integers ({distinct_text})")
+                    },
                 }
             }
         }
@@ -241,7 +260,10 @@ mod tests {
 
     #[test]
     fn roles_follow_type_name_and_cardinality() {
-        let r = |name, kind, d: Option<f64>, n| infer_role(&col(name, kind), None, d, n, 1000).role;
+        let r = |name, kind, d: Option<f64>, n| {
+            let c = d.map_or(Cardinality::Overflow, Cardinality::Counted);
+            infer_role(&col(name, kind), None, c, n, 1000).role
+        };
         assert_eq!(
             r("workclass", ValueKind::String, Some(9.0), 1000.0),
             Role::Categorical
@@ -271,7 +293,7 @@ mod tests {
         let c = infer_role(
             &col("age", ValueKind::Integer),
             Some(&spec),
-            None,
+            Cardinality::Unused,
             10.0,
             1000,
         );
