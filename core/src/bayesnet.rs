@@ -378,10 +378,10 @@ pub struct BayesNet {
 }
 
 /// Noise present in the counts handed to [`estimate`] (zero without DP).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CountNoise {
-    /// σ of each cell of the (child, parents) tables.
-    pub joint: f64,
+    /// σ of each cell of the (child, parents) table of each edge.
+    pub joint: Vec<f64>,
     /// σ of each cell of the separately measured one-way marginals.
     pub one_way: f64,
     /// Back-off strength: pseudo-counts per unit of noise (DP) or plain pseudo-counts (no DP).
@@ -401,7 +401,11 @@ pub fn estimate(
     let nodes = structure
         .iter()
         .zip(joint)
-        .map(|(edge, counts)| estimate_node(edge, cards, counts, &one_way[edge.child], noise))
+        .enumerate()
+        .map(|(i, (edge, counts))| {
+            let sigma = noise.joint.get(i).copied().unwrap_or(0.0);
+            estimate_node(edge, cards, counts, &one_way[edge.child], &noise, sigma)
+        })
         .collect();
     BayesNet { nodes }
 }
@@ -421,7 +425,8 @@ fn estimate_node(
     cards: &[usize],
     counts: &[f64],
     one_way: &[f64],
-    noise: CountNoise,
+    noise: &CountNoise,
+    joint_sigma: f64,
 ) -> Node {
     let c = cards[edge.child];
     let pcards: Vec<usize> = edge.parents.iter().map(|&p| cards[p]).collect();
@@ -432,9 +437,9 @@ fn estimate_node(
     for (i, &x) in counts.iter().enumerate() {
         margin[i % c] += x;
     }
-    let mut base: Vec<f64> = if noise.joint > 0.0 && noise.one_way > 0.0 {
+    let mut base: Vec<f64> = if joint_sigma > 0.0 && noise.one_way > 0.0 {
         let v1 = noise.one_way * noise.one_way;
-        let v2 = noise.joint * noise.joint * configs as f64;
+        let v2 = joint_sigma * joint_sigma * configs as f64;
         one_way
             .iter()
             .zip(&margin)
@@ -457,8 +462,8 @@ fn estimate_node(
                 *l += counts[o * size_j + i];
             }
         }
-        let cell_sigma = noise.joint * (outer as f64).sqrt();
-        let alpha = if noise.joint > 0.0 {
+        let cell_sigma = joint_sigma * (outer as f64).sqrt();
+        let alpha = if joint_sigma > 0.0 {
             noise.smoothing * cell_sigma * (c as f64).sqrt()
         } else {
             noise.smoothing
@@ -631,7 +636,7 @@ mod tests {
             &joint,
             &one_way,
             CountNoise {
-                joint: 0.0,
+                joint: Vec::new(),
                 one_way: 0.0,
                 smoothing: 0.5,
             },

@@ -363,6 +363,8 @@ pub struct NumericShape {
     pub bins: usize,
     /// At most this many distinct values => every value is its own code.
     pub discrete_limit: usize,
+    /// Spikes take codes from the bin budget (under DP, where every code costs noise).
+    pub spikes_use_bins: bool,
 }
 
 /// Builds a numeric encoding from fine-grid weights (already noised and pruned under DP),
@@ -414,7 +416,13 @@ pub fn numeric_from_weights(
     let mut bins = Vec::new();
     if rest > total * 1e-6 && rest > 0.0 {
         let nonzero = w.iter().filter(|x| **x > 0.0).count();
-        let nbins = shape.bins.min(nonzero).max(1);
+        // Spikes count against the column's code budget: a column with many spikes gets fewer bins.
+        let budget = if shape.spikes_use_bins {
+            shape.bins.saturating_sub(spikes.len()).max(2)
+        } else {
+            shape.bins
+        };
+        let nbins = budget.min(nonzero).max(1);
         let mut current: Vec<Bucket> = Vec::new();
         let mut acc = 0.0;
         let mut next_cut = 1;
@@ -468,6 +476,7 @@ mod tests {
         NumericShape {
             bins: 8,
             discrete_limit: 4,
+            spikes_use_bins: false,
         }
     }
 
@@ -523,6 +532,7 @@ mod tests {
             NumericShape {
                 bins: 1,
                 discrete_limit: 0,
+                spikes_use_bins: false,
             },
         );
         assert_eq!(n.bins.len(), 1);
