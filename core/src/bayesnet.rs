@@ -86,19 +86,24 @@ pub fn contingency(table: &CodedTable, attrs: &[usize]) -> Vec<f64> {
     out
 }
 
-/// Mutual information (nats) between the first attribute (cardinality `c`) and the rest, from a
-/// contingency table laid out with the first attribute fastest.
-pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
-    let total: f64 = counts.iter().sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    let configs = counts.len() / c;
+/// The total and the two margins of a contingency table laid out with the first attribute
+/// (cardinality `c`) fastest: counts of the first attribute, and of the configurations of the rest.
+fn margins(counts: &[f64], c: usize) -> (f64, Vec<f64>, Vec<f64>) {
     let mut pc = vec![0.0; c];
-    let mut pp = vec![0.0; configs];
+    let mut pp = vec![0.0; counts.len() / c];
     for (i, &x) in counts.iter().enumerate() {
         pc[i % c] += x;
         pp[i / c] += x;
+    }
+    (counts.iter().sum(), pc, pp)
+}
+
+/// Mutual information (nats) between the first attribute (cardinality `c`) and the rest, from a
+/// contingency table laid out with the first attribute fastest.
+pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
+    let (total, pc, pp) = margins(counts, c);
+    if total <= 0.0 {
+        return 0.0;
     }
     let mut mi = 0.0;
     for (i, &x) in counts.iter().enumerate() {
@@ -112,16 +117,9 @@ pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
 /// How far the joint of the first attribute and the rest is from independence, in rows:
 /// Σ |N(c, s) - N(c) N(s) / n|. Adding or removing one row changes it by at most 4.
 pub fn independence_deviation(counts: &[f64], c: usize) -> f64 {
-    let total: f64 = counts.iter().sum();
+    let (total, pc, pp) = margins(counts, c);
     if total <= 0.0 {
         return 0.0;
-    }
-    let configs = counts.len() / c;
-    let mut pc = vec![0.0; c];
-    let mut pp = vec![0.0; configs];
-    for (i, &x) in counts.iter().enumerate() {
-        pc[i % c] += x;
-        pp[i / c] += x;
     }
     counts
         .iter()
@@ -652,6 +650,18 @@ mod tests {
         assert!(mi_ind < 0.01, "{mi_ind}");
         let mi_self = mutual_information(&contingency(&t, &[0, 0]), 4);
         assert!((mi_self - (4f64).ln()).abs() < 0.01);
+    }
+
+    #[test]
+    fn deviation_is_zero_for_independent_tables_and_counts_rows_otherwise() {
+        // 2x2, independent: [[10, 30], [20, 60]] laid out first attribute fastest.
+        assert!(independence_deviation(&[10.0, 20.0, 30.0, 60.0], 2).abs() < 1e-9);
+        // Perfectly dependent: 50 rows on the diagonal each; expected 25 per cell.
+        assert!((independence_deviation(&[50.0, 0.0, 0.0, 50.0], 2) - 100.0).abs() < 1e-9);
+        // Adding one row moves it by at most the stated sensitivity.
+        let a = independence_deviation(&[50.0, 3.0, 7.0, 40.0], 2);
+        let b = independence_deviation(&[50.0, 4.0, 7.0, 40.0], 2);
+        assert!((a - b).abs() <= DEVIATION_SENSITIVITY);
     }
 
     #[test]
