@@ -230,10 +230,22 @@ impl Fitter {
         } else {
             rows as f64
         };
+        // Columns whose released values are discovered from the data (partition selection): the
+        // selection δ is split among them.
         let selection_columns = self
             .schemas
             .iter()
-            .filter(|c| c.kind == ValueKind::String)
+            .filter(|c| {
+                let spec = self.spec.column(&c.name);
+                let role = spec.and_then(|s| s.role);
+                let public = spec.and_then(|s| s.domain.as_ref()).is_some();
+                let selects = match c.kind {
+                    ValueKind::String => !matches!(role, Some(Role::Identifier)),
+                    ValueKind::Boolean => false,
+                    _ => matches!(role, Some(Role::Categorical)),
+                };
+                selects && !public
+            })
             .count();
         let delta_sel = self.ledger.as_ref().map_or(0.0, |l| l.delta_selection);
         let bins_default = default_bins(&self.settings, &self.spec);
