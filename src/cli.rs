@@ -31,6 +31,10 @@ pub struct GlobalArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Worker threads for counting, sampling and writing (default: all cores; also
+    /// CHIMERA_THREADS), e.g. the pod's CPU limit.
+    #[arg(long, global = true, env = "CHIMERA_THREADS")]
+    pub threads: Option<usize>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

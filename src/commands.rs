@@ -233,7 +233,7 @@ fn sample_model(model: Arc<Model>, rows: u64, o: &OutputArgs) -> Result<()> {
 
 fn inspect(a: InspectArgs) -> Result<()> {
     let model = load_model(&a.model)?;
-    let summary = crate::commands::summary(&model)?;
+    let summary = summary(&model)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());

@@ -11,6 +11,19 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     progress::init_logging(&cli.global);
+    if let Some(n) = cli.global.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("error: cannot start {n} threads: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

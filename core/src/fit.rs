@@ -279,8 +279,11 @@ impl Fitter {
                     let choice = profile::RoleChoice {
                         role: Role::Text,
                         reason: format!(
-                            "values repeat too rarely to release (~{:.0}% of rows are covered)",
-                            share * 100.0
+                            "values repeat too rarely to release under DP: released values \
+                             cover ~{:.0}% of rows, and a value needs about {:.0} rows; if it is \
+                             categorical, declare its domain in the spec or raise epsilon",
+                            share * 100.0,
+                            privacy::selection_threshold(sigma, delta_sel, selection_columns)
                         ),
                     };
                     (choice, None)
@@ -359,12 +362,15 @@ impl Fitter {
                 && e.values.is_empty()
                 && !e.null
             {
+                let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
                 return Err(CoreError::Column {
                     table: self.table.clone(),
                     column: c.name.clone(),
-                    message: "no value is frequent enough to release under DP at this epsilon; \
-                              declare its domain in the spec or raise epsilon"
-                        .into(),
+                    message: format!(
+                        "no value is frequent enough to release under DP at this epsilon (a \
+                         value needs about {tau:.0} rows); declare its domain in the spec or \
+                         raise epsilon"
+                    ),
                 });
             }
             columns.push(ColumnModel {

@@ -206,3 +206,34 @@ fn finished_output_is_refused_unless_overwrite() {
         &forced.iter().map(String::as_str).collect::<Vec<_>>(),
     ));
 }
+
+#[test]
+fn small_table_under_dp_names_the_column_and_the_threshold() {
+    // 2,000 rows at epsilon 1 without declared domains: categories cannot be released.
+    let e = run_fails(&data("adult_2000.csv"), &["--epsilon", "1"]);
+    assert!(
+        e.contains("a value needs about") && e.contains("declare its domain"),
+        "{e}"
+    );
+}
+
+#[test]
+fn threads_option_is_honoured_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&chimera(&[
+        "--threads",
+        "1",
+        "run",
+        "--input",
+        &data("adult_2000.csv"),
+        "--rows",
+        "300",
+        "--output",
+        out.to_str().unwrap(),
+        "--no-dp",
+    ]));
+    let o = chimera(&["--threads", "0", "inspect", "x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--threads must be at least 1"));
+}
