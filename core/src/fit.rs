@@ -55,7 +55,7 @@ const USEFULNESS: f64 = 4.0;
 /// Without DP a conditional table keeps at least this many rows per cell on average.
 const ROWS_PER_CELL: f64 = 6.0;
 /// Back-off pseudo-counts: per unit of noise under DP, absolute without.
-const SMOOTHING_DP: f64 = 1.0;
+const SMOOTHING_DP: f64 = 0.5;
 const SMOOTHING_EXACT: f64 = 0.5;
 /// Numeric columns with at most this many values give each value its own code.
 const DISCRETE_LIMIT: usize = 32;
