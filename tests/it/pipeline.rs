@@ -3,11 +3,34 @@
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 
+use std::path::Path;
+
 use crate::{chimera, data, ok, read_parts, stderr};
 
 /// Adult's public domains (from its documentation): small tables under DP need them.
 fn spec() -> String {
     format!("{}/examples/adult.spec.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fits the 2,000-row Adult fixture with its public-domain spec.
+fn fit_adult(model: &Path, extra: &[&str]) {
+    let input = data("adult_2000.csv");
+    let spec = spec();
+    let mut args = vec![
+        "fit",
+        "--input",
+        &input,
+        "--model",
+        model.to_str().unwrap(),
+        "--spec",
+        &spec,
+    ];
+    args.extend_from_slice(extra);
+    ok(&chimera(&args));
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -31,8 +54,7 @@ fn run_writes_parquet_with_the_input_schema_and_a_manifest() {
     ]);
     ok(&o);
     assert!(out.join("_SUCCESS").exists());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = read_json(&out.join("_manifest.json"));
     assert_eq!(manifest["tables"]["adult_2000"]["rows"], 5000);
     assert_eq!(
         manifest["tables"]["adult_2000"]["parts"]
@@ -104,15 +126,7 @@ fn capital_gain_keeps_its_zero_spike() {
 fn same_model_and_seed_give_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");
-    ok(&chimera(&[
-        "fit",
-        "--input",
-        &data("adult_2000.csv"),
-        "--model",
-        model.to_str().unwrap(),
-        "--spec",
-        &spec(),
-    ]));
+    fit_adult(&model, &[]);
     let sample = |name: &str, seed: &str| {
         let out = dir.path().join(name);
         ok(&chimera(&[
@@ -160,11 +174,9 @@ fn no_dp_runs_are_reproducible_and_recorded() {
         std::fs::read(a.join("adult_2000/part-00000.parquet")).unwrap(),
         std::fs::read(b.join("adult_2000/part-00000.parquet")).unwrap()
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(a.join("_manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = read_json(&a.join("_manifest.json"));
     assert_eq!(manifest["privacy"]["mode"], "none");
-    let model: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(a.join("_model.json")).unwrap()).unwrap();
+    let model: serde_json::Value = read_json(&a.join("_model.json"));
     assert_eq!(model["privacy"]["mode"], "None");
 }
 
@@ -172,17 +184,7 @@ fn no_dp_runs_are_reproducible_and_recorded() {
 fn inspect_shows_roles_edges_and_budget() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");
-    ok(&chimera(&[
-        "fit",
-        "--input",
-        &data("adult_2000.csv"),
-        "--model",
-        model.to_str().unwrap(),
-        "--epsilon",
-        "1.5",
-        "--spec",
-        &spec(),
-    ]));
+    fit_adult(&model, &["--epsilon", "1.5"]);
     let o = chimera(&["inspect", model.to_str().unwrap(), "--json"]);
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -256,7 +258,7 @@ fn raw_adult_test_file_reads_with_its_quirks() {
         "age,workclass,fnlwgt,education,education-num,marital-status,occupation,relationship,race,sex,capital-gain,capital-loss,hours-per-week,native-country,income",
     ]);
     ok(&o);
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap();
+    let v: serde_json::Value = read_json(&model);
     assert!((v["rows"].as_f64().unwrap() - 16_281.0).abs() < 0.5);
     let cols = v["columns"].as_array().unwrap();
     assert_eq!(cols[0]["schema"]["arrow_type"], "Int64");
