@@ -365,19 +365,7 @@ async fn eval(a: EvalArgs) -> Result<()> {
         ..chimera_eval::EvalOptions::default()
     };
     let report = tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
-    let mut json = serde_json::to_value(&report)?;
-    // SDMetrics' own 2-way binning (equal width) beside the quantile binning.
-    let sdm = tokio::task::block_in_place(|| {
-        chimera_eval::evaluate_with(
-            &chimera_eval::EvalInput {
-                test: None,
-                target: None,
-                ..input
-            },
-            &chimera_eval::EvalOptions::default(),
-        )
-    })?;
-    json["two_way_equal_width"] = serde_json::to_value(&sdm.two_way)?;
+    let json = serde_json::to_value(&report)?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }

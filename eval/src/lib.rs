@@ -146,6 +146,14 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
 
     let one_way = one_way(&columns);
     let two_way = two_way(&columns, options);
+    // SDMetrics' own binning beside any other, from the same columns.
+    let two_way_equal_width = (options.discretization != Discretization::EqualWidth).then(|| {
+        let sdmetrics = EvalOptions {
+            discretization: Discretization::EqualWidth,
+            ..options.clone()
+        };
+        self::two_way(&columns, &sdmetrics)
+    });
     let correlation = correlation(&columns, &mut notes);
     let ml_efficacy = ml_request
         .map(|(_, target)| efficacy::ml_efficacy(&columns, target, options, input.seed, &mut notes))
@@ -156,6 +164,7 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
         rows_synthetic,
         one_way,
         two_way,
+        two_way_equal_width,
         correlation,
         ml_efficacy,
         notes,

@@ -13,6 +13,9 @@ pub struct EvalReport {
     pub one_way: OneWay,
     /// Column-pair fidelity (ContingencySimilarity over every pair).
     pub two_way: PairScores,
+    /// The same with SDMetrics' equal-width bins, when `two_way` used another binning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_way_equal_width: Option<PairScores>,
     /// Correlation fidelity (CorrelationSimilarity over pairs of numeric columns).
     pub correlation: PairScores,
     /// Utility: classifiers trained on synthetic and on real data, scored on the test

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::{chimera, data, ok, stderr};
+use crate::{chimera, data, ok, run_adult, stderr};
 
 /// Runs `chimera run` on `input` and returns its stderr, asserting failure and no `_SUCCESS`.
 fn run_fails(input: &str, extra: &[&str]) -> String {
@@ -133,15 +133,7 @@ fn zero_and_negative_rows() {
     for rows in ["0", "-5", "many"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let o = chimera(&[
-            "run",
-            "--input",
-            &data("adult_2000.csv"),
-            "--rows",
-            rows,
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let o = run_adult(&out, rows, &[]);
         assert!(!o.status.success());
         assert!(
             stderr(&o).contains("--rows must be a positive whole number"),
@@ -176,35 +168,15 @@ fn unknown_column_in_spec() {
 fn finished_output_is_refused_unless_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let args = |extra: &[&'static str]| {
-        let mut a = vec![
-            "run".to_string(),
-            "--input".into(),
-            data("adult_2000.csv"),
-            "--rows".into(),
-            "500".into(),
-            "--output".into(),
-            out.to_string_lossy().into_owned(),
-            "--no-dp".into(),
-        ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let first = args(&[]);
-    ok(&chimera(
-        &first.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
-    let again = chimera(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&run_adult(&out, "500", &["--no-dp"]));
+    let again = run_adult(&out, "500", &["--no-dp"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("--overwrite"), "{}", stderr(&again));
     assert!(
         out.join("_SUCCESS").exists(),
         "the finished run must be left intact"
     );
-    let forced = args(&["--overwrite"]);
-    ok(&chimera(
-        &forced.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    ok(&run_adult(&out, "500", &["--no-dp", "--overwrite"]));
 }
 
 #[test]
@@ -221,18 +193,7 @@ fn small_table_under_dp_names_the_column_and_the_threshold() {
 fn threads_option_is_honoured_and_validated() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    ok(&chimera(&[
-        "--threads",
-        "1",
-        "run",
-        "--input",
-        &data("adult_2000.csv"),
-        "--rows",
-        "300",
-        "--output",
-        out.to_str().unwrap(),
-        "--no-dp",
-    ]));
+    ok(&run_adult(&out, "300", &["--no-dp", "--threads", "1"]));
     let o = chimera(&["--threads", "0", "inspect", "x"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--threads must be at least 1"));

@@ -17,6 +17,22 @@ pub fn chimera(args: &[&str]) -> Output {
         .expect("run chimera")
 }
 
+/// `chimera run` on the 2,000-row Adult fixture into `out`, with further arguments.
+pub fn run_adult(out: &Path, rows: &str, extra: &[&str]) -> Output {
+    let input = data("adult_2000.csv");
+    let mut args = vec![
+        "run",
+        "--input",
+        &input,
+        "--rows",
+        rows,
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    chimera(&args)
+}
+
 pub fn data(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")

@@ -5,7 +5,7 @@ use arrow::datatypes::{DataType, Int64Type};
 
 use std::path::Path;
 
-use crate::{chimera, data, ok, read_parts, stderr};
+use crate::{chimera, data, ok, read_parts, run_adult, stderr};
 
 /// Adult's public domains (from its documentation): small tables under DP need them.
 fn spec() -> String {
@@ -37,22 +37,9 @@ fn read_json(path: &Path) -> serde_json::Value {
 fn run_writes_parquet_with_the_input_schema_and_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = chimera(&[
-        "run",
-        "--input",
-        &data("adult_2000.csv"),
-        "--rows",
-        "5000",
-        "--output",
-        out.to_str().unwrap(),
-        "--epsilon",
-        "2",
-        "--shard-rows",
-        "2000",
-        "--spec",
-        &spec(),
-    ]);
-    ok(&o);
+    let spec = spec();
+    let extra = ["--epsilon", "2", "--shard-rows", "2000", "--spec", &spec];
+    ok(&run_adult(&out, "5000", &extra));
     assert!(out.join("_SUCCESS").exists());
     let manifest: serde_json::Value = read_json(&out.join("_manifest.json"));
     assert_eq!(manifest["tables"]["adult_2000"]["rows"], 5000);
@@ -100,16 +87,7 @@ fn run_writes_parquet_with_the_input_schema_and_a_manifest() {
 fn capital_gain_keeps_its_zero_spike() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    ok(&chimera(&[
-        "run",
-        "--input",
-        &data("adult_2000.csv"),
-        "--rows",
-        "4000",
-        "--output",
-        out.to_str().unwrap(),
-        "--no-dp",
-    ]));
+    ok(&run_adult(&out, "4000", &["--no-dp"]));
     let batches = read_parts(&out.join("adult_2000"));
     let (mut zeros, mut n) = (0usize, 0usize);
     for b in &batches {
@@ -154,18 +132,7 @@ fn no_dp_runs_are_reproducible_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let out = dir.path().join(name);
-        ok(&chimera(&[
-            "run",
-            "--input",
-            &data("adult_2000.csv"),
-            "--rows",
-            "2000",
-            "--output",
-            out.to_str().unwrap(),
-            "--no-dp",
-            "--seed",
-            "3",
-        ]));
+        ok(&run_adult(&out, "2000", &["--no-dp", "--seed", "3"]));
         out
     };
     let a = run("a");
@@ -210,16 +177,7 @@ fn inspect_shows_roles_edges_and_budget() {
 fn eval_reports_similarity_and_ml_efficacy() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    ok(&chimera(&[
-        "run",
-        "--input",
-        &data("adult_2000.csv"),
-        "--rows",
-        "2000",
-        "--output",
-        out.to_str().unwrap(),
-        "--no-dp",
-    ]));
+    ok(&run_adult(&out, "2000", &["--no-dp"]));
     let o = chimera(&[
         "eval",
         "--real",
@@ -238,6 +196,7 @@ fn eval_reports_similarity_and_ml_efficacy() {
     assert!(one > 0.9 && one <= 1.0, "{one}");
     assert!(two > 0.85 && two <= 1.0, "{two}");
     assert_eq!(v["two_way"]["pairs"], 105);
+    assert_eq!(v["two_way_equal_width"]["pairs"], 105);
     let auc = v["ml_efficacy"]["auc_synthetic"].as_f64().unwrap();
     assert!(auc > 0.7, "{auc}");
 }
