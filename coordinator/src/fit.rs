@@ -138,6 +138,20 @@ pub async fn fit_table(
     progress.finish();
 
     let structure = tokio::task::block_in_place(|| fitter.structure(&one_way, &sample))?;
+    // The structure step may merge rare categories: count the tables in the new codes.
+    let encoders: Vec<Encoder> = attributes
+        .iter()
+        .map(|&c| {
+            Encoder::new(
+                fitter.columns()[c]
+                    .encoding
+                    .as_ref()
+                    .expect("attribute has encoding"),
+            )
+        })
+        .collect();
+    let cards = fitter.cards();
+    let sample = fitter.recode(sample);
 
     // Pass 3 only when the sample is not the whole table.
     let joint: Vec<Vec<f64>> = if keep_all {

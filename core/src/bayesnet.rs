@@ -440,6 +440,9 @@ pub fn non_negative(x: &[f64]) -> Vec<f64> {
     x.iter().map(|&v| (v - theta).max(0.0)).collect()
 }
 
+/// Rounds of proportional fitting that calibrate a conditional table to its one-way estimate.
+const CALIBRATION_ROUNDS: usize = 20;
+
 fn estimate_node(
     edge: &Edge,
     cards: &[usize],
@@ -506,6 +509,35 @@ fn estimate_node(
         block = size_j;
     }
     debug_assert_eq!(prev.len(), configs * c);
+    if configs > 1 {
+        // Calibration: scale each child code across all parent configurations so the table's
+        // implied one-way distribution (configurations weighted by the measured counts) matches
+        // `base`, whose estimate is much less noisy than the one implied by the table alone.
+        let mut weights: Vec<f64> = (0..configs)
+            .map(|cfg| counts[cfg * c..(cfg + 1) * c].iter().sum::<f64>())
+            .collect();
+        weights = non_negative(&weights);
+        normalise(&mut weights);
+        for _ in 0..CALIBRATION_ROUNDS {
+            let mut implied = vec![0.0; c];
+            for (cfg, &w) in weights.iter().enumerate() {
+                for (m, &p) in implied.iter_mut().zip(&prev[cfg * c..(cfg + 1) * c]) {
+                    *m += w * p;
+                }
+            }
+            let factor: Vec<f64> = base
+                .iter()
+                .zip(&implied)
+                .map(|(&b, &m)| if m > 0.0 { b / m } else { 1.0 })
+                .collect();
+            for row in prev.chunks_mut(c) {
+                for (p, f) in row.iter_mut().zip(&factor) {
+                    *p *= f;
+                }
+                normalise(row);
+            }
+        }
+    }
     Node {
         child: edge.child,
         parents: edge.parents.clone(),
@@ -584,23 +616,27 @@ impl Sampler {
         out
     }
 
+    /// Samples one chunk attribute by attribute. Rows that share a parent configuration draw
+    /// their codes by stratified sampling: the m rows get the m strata of [0, 1) in random order
+    /// and one uniform draw inside their stratum each. Every row still follows its conditional
+    /// distribution, but the counts per configuration match the model's probabilities to within
+    /// one row instead of carrying i.i.d. sampling error, so a small synthetic table is as
+    /// faithful to the model as a large one.
     fn sample_chunk(&self, n: usize, seed: u64, chunk: u64) -> Vec<Vec<Code>> {
         let mut rng = rng::stream(seed, &[0x5A4D_504C, chunk]);
         let mut cols: Vec<Vec<Code>> = vec![vec![0; n]; self.attrs];
-        let mut row = vec![0 as Code; self.attrs];
-        for r in 0..n {
-            for node in &self.nodes {
-                let mut cfg = 0usize;
-                for (&p, &s) in node.parents.iter().zip(&node.strides) {
-                    cfg += row[p] as usize * s;
+        let mut cfg = vec![0usize; n];
+        for node in &self.nodes {
+            cfg.fill(0);
+            for (&p, &s) in node.parents.iter().zip(&node.strides) {
+                for (c, &v) in cfg.iter_mut().zip(&cols[p]) {
+                    *c += v as usize * s;
                 }
-                let cum = &node.cum[cfg * node.card..(cfg + 1) * node.card];
-                let u: f32 = rng.random();
-                let k = cum.partition_point(|&c| c <= u).min(node.card - 1);
-                row[node.child] = k as Code;
             }
-            for (a, col) in cols.iter_mut().enumerate() {
-                col[r] = row[a];
+            let u = rng::stratified_uniforms(&cfg, node.cum.len() / node.card, &mut rng);
+            for ((out, &c), &u) in cols[node.child].iter_mut().zip(&cfg).zip(&u) {
+                let cum = &node.cum[c * node.card..(c + 1) * node.card];
+                *out = cum.partition_point(|&x| x <= u as f32).min(node.card - 1) as Code;
             }
         }
         cols
@@ -808,5 +844,85 @@ mod tests {
                 assert!(s[..i].iter().any(|x| x.child == *p));
             }
         }
+    }
+
+    #[test]
+    fn sampled_counts_follow_the_conditionals_to_within_a_row() {
+        // x0 ~ (0.3, 0.7); x1 | x0 = 0 ~ (0.25, 0.75), x1 | x0 = 1 ~ (0.9, 0.1)
+        let net = BayesNet {
+            nodes: vec![
+                Node {
+                    child: 0,
+                    parents: vec![],
+                    card: 2,
+                    parent_cards: vec![],
+                    probs: vec![0.3, 0.7],
+                },
+                Node {
+                    child: 1,
+                    parents: vec![0],
+                    card: 2,
+                    parent_cards: vec![2],
+                    probs: vec![0.25, 0.75, 0.9, 0.1],
+                },
+            ],
+        };
+        let n = 10_000; // one chunk
+        let rows = Sampler::new(&net, 2).sample(n, 3);
+        let x0_zero = rows[0].iter().filter(|&&v| v == 0).count() as f64;
+        assert!((x0_zero - 0.3 * n as f64).abs() <= 1.0, "{x0_zero}");
+        for (x0, p) in [(0u16, 0.25), (1, 0.9)] {
+            let group: Vec<usize> = (0..n).filter(|&r| rows[0][r] == x0).collect();
+            let zeros = group.iter().filter(|&&r| rows[1][r] == 0).count() as f64;
+            let expect = p * group.len() as f64;
+            assert!(
+                (zeros - expect).abs() <= 1.0,
+                "x0={x0}: {zeros} vs {expect}"
+            );
+        }
+        // the codes of x1 are not laid out in row order within a configuration
+        let first: Vec<u16> = (0..n)
+            .filter(|&r| rows[0][r] == 1)
+            .map(|r| rows[1][r])
+            .take(200)
+            .collect();
+        assert!(first.contains(&1) && first.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn noisy_tables_are_calibrated_to_the_one_way_estimate() {
+        let t = toy(20_000, 8);
+        let edge = Edge {
+            child: 2,
+            parents: vec![0],
+        };
+        let mut counts = contingency(&t, &[2, 0]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        privacy::add_gaussian(&mut counts, 200.0, &mut rng);
+        let one_way = contingency(&t, &[2]);
+        let noise = CountNoise {
+            joint: vec![200.0],
+            one_way: 1e-6, // a (nearly) exact one-way estimate
+            smoothing: 0.5,
+        };
+        let node = estimate_node(&edge, &t.cards, &counts, &one_way, &noise, 200.0);
+        // configurations weighted as the calibration weighs them: the noisy table's own counts
+        let mut p0: Vec<f64> = (0..4)
+            .map(|x0| counts[x0 * 3..x0 * 3 + 3].iter().sum())
+            .collect();
+        p0 = non_negative(&p0);
+        normalise(&mut p0);
+        for k in 0..3 {
+            let implied: f64 = (0..4)
+                .map(|x0| p0[x0] * node.probs[x0 * 3 + k] as f64)
+                .sum();
+            let target = one_way[k] / 20_000.0;
+            assert!(
+                (implied - target).abs() < 1e-3,
+                "{k}: {implied} vs {target}"
+            );
+        }
+        // and the conditionals still carry the dependence: x2 = (x0 + x1) % 3, x1 mostly x0 % 2
+        assert!(node.probs[0] > 0.6, "{:?}", &node.probs[..3]);
     }
 }

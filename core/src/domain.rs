@@ -52,10 +52,49 @@ pub struct CategoricalEncoding {
     /// Whether rare values (merged under DP or beyond the category limit) have a code.
     pub other: bool,
     pub null: bool,
-    /// When `other` is drawn, the decoded value is drawn from the kept values with these
-    /// weights (the column's released 1-way distribution): rare values are never published.
+    /// Released values too rare to model under DP: encoded as `other` (their conditional
+    /// tables would hold mostly noise) and decoded from it, so they keep their 1-way share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<String>,
+    /// When `other` is drawn, the decoded value is drawn from `values` then `merged` with these
+    /// weights (released counts): values that were never released are never published.
     #[serde(default)]
     pub other_fallback: Vec<f64>,
+}
+
+impl CategoricalEncoding {
+    /// Moves the values whose `keep` flag is false into `merged` (encoded as `other`).
+    /// Returns the new code of every old code.
+    pub fn merge(&mut self, keep: &[bool]) -> Vec<Code> {
+        let old_values = self.values.len();
+        let mut new_code = Vec::with_capacity(old_values + 2);
+        let (mut kept, mut merged) = (Vec::new(), Vec::new());
+        let mut merged_pos = Vec::new();
+        for (i, v) in self.values.iter().enumerate() {
+            if keep.get(i).copied().unwrap_or(true) {
+                new_code.push(kept.len() as Code);
+                kept.push(v.clone());
+            } else {
+                merged_pos.push(new_code.len());
+                new_code.push(0);
+                merged.push(v.clone());
+            }
+        }
+        let other = kept.len() as Code;
+        for i in merged_pos {
+            new_code[i] = other;
+        }
+        if self.other {
+            new_code.push(other);
+        }
+        if self.null {
+            new_code.push(other + (self.other || !merged.is_empty()) as Code);
+        }
+        self.other |= !merged.is_empty();
+        self.values = kept;
+        self.merged.extend(merged);
+        new_code
+    }
 }
 
 /// How a modelled column is encoded.
@@ -132,14 +171,15 @@ impl Encoder {
     pub fn new(enc: &Encoding) -> Encoder {
         match enc {
             Encoding::Categorical(c) => {
+                let k = c.values.len() as Code;
+                let other = c.other.then_some(k);
                 let index = c
                     .values
                     .iter()
                     .enumerate()
                     .map(|(i, v)| (v.clone(), i as Code))
+                    .chain(c.merged.iter().map(|v| (v.clone(), k)))
                     .collect();
-                let k = c.values.len() as Code;
-                let other = c.other.then_some(k);
                 Encoder::Categorical {
                     index,
                     other,
@@ -227,14 +267,23 @@ impl Encoder {
     }
 }
 
-/// Draws an index from cumulative weights.
-fn draw_cumulative<R: Rng + ?Sized>(cum: &[f64], rng: &mut R) -> usize {
+/// The index that the uniform `u` in [0, 1) falls on in cumulative weights, and where inside
+/// that index's share it fell (again uniform in [0, 1)), for a second, nested draw.
+fn draw_cumulative(cum: &[f64], u: f64) -> (usize, f64) {
     let total = *cum.last().unwrap_or(&0.0);
     if total <= 0.0 {
-        return 0;
+        return (0, u);
     }
-    let u = rng.random::<f64>() * total;
-    cum.partition_point(|c| *c <= u).min(cum.len() - 1)
+    let x = u * total;
+    let i = cum.partition_point(|c| *c <= x).min(cum.len() - 1);
+    let lo = if i == 0 { 0.0 } else { cum[i - 1] };
+    let w = cum[i] - lo;
+    let rest = if w > 0.0 {
+        ((x - lo) / w).clamp(0.0, 1.0 - f64::EPSILON)
+    } else {
+        0.0
+    };
+    (i, rest)
 }
 
 /// Maps codes back to values; built once from an [`Encoding`].
@@ -269,21 +318,32 @@ impl Decoder {
 
     /// Decodes one code; numeric bins draw a value inside the bin from `rng`.
     pub fn decode<R: Rng + ?Sized>(&self, code: Code, rng: &mut R) -> Value<'_> {
+        self.decode_at(code, rng.random())
+    }
+
+    /// Decodes one code by inverting its within-code distribution at `u` in [0, 1) (the value
+    /// inside a numeric bin, the value an `other` code stands for). Stratified `u`s across the
+    /// rows of one code spread their values evenly over that distribution.
+    pub fn decode_at(&self, code: Code, u: f64) -> Value<'_> {
         let code = code as usize;
         match &self.enc {
             Encoding::Categorical(c) => {
                 if code < c.values.len() {
                     Value::Str(&c.values[code])
                 } else if c.other && code == c.values.len() {
-                    if c.values.is_empty() {
+                    let n = c.values.len() + c.merged.len();
+                    if n == 0 {
                         Value::Null
                     } else {
                         let i = if self.other_cum.is_empty() {
-                            rng.random_range(0..c.values.len())
+                            ((u * n as f64) as usize).min(n - 1)
                         } else {
-                            draw_cumulative(&self.other_cum, rng)
+                            draw_cumulative(&self.other_cum, u).0
                         };
-                        Value::Str(&c.values[i])
+                        match c.values.get(i) {
+                            Some(v) => Value::Str(v),
+                            None => Value::Str(&c.merged[i - c.values.len()]),
+                        }
                     }
                 } else {
                     Value::Null
@@ -297,22 +357,17 @@ impl Decoder {
                 let Some(bin) = n.bins.get(b) else {
                     return Value::Null;
                 };
-                Value::Number(self.draw_in_bin(n, bin, &self.bin_cums[b], rng))
+                Value::Number(self.draw_in_bin(n, bin, &self.bin_cums[b], u))
             }
         }
     }
 
-    fn draw_in_bin<R: Rng + ?Sized>(
-        &self,
-        n: &NumericEncoding,
-        bin: &Bin,
-        cum: &[f64],
-        rng: &mut R,
-    ) -> f64 {
+    fn draw_in_bin(&self, n: &NumericEncoding, bin: &Bin, cum: &[f64], u: f64) -> f64 {
         if bin.buckets.is_empty() {
             return bin.lo;
         }
-        let k = &bin.buckets[draw_cumulative(cum, rng)];
+        let (i, r) = draw_cumulative(cum, u);
+        let k = &bin.buckets[i];
         let mut x = if n.integer {
             // Draw among the integers of the bucket that are not spikes (spikes have own codes).
             let lo = k.lo.ceil();
@@ -323,7 +378,7 @@ impl Decoder {
             if free < 1.0 {
                 lo
             } else {
-                let mut x = lo + (rng.random::<f64>() * free).floor().min(free - 1.0);
+                let mut x = lo + (r * free).floor().min(free - 1.0);
                 for s in &n.spikes[first..first + inside] {
                     if *s <= x {
                         x += 1.0;
@@ -332,7 +387,7 @@ impl Decoder {
                 x
             }
         } else if k.hi > k.lo {
-            k.lo + rng.random::<f64>() * (k.hi - k.lo)
+            k.lo + r * (k.hi - k.lo)
         } else {
             k.lo
         };
@@ -556,6 +611,7 @@ mod tests {
             values: vec!["a".into(), "b".into()],
             other: true,
             null: true,
+            merged: vec![],
             other_fallback: vec![0.0, 1.0],
         });
         assert_eq!(enc.cardinality(), 4);
@@ -604,7 +660,7 @@ mod tests {
             let mut values = vals.clone();
             values.sort();
             values.dedup();
-            let enc = Encoding::Categorical(CategoricalEncoding { values, other: false, null: true, other_fallback: vec![] });
+            let enc = Encoding::Categorical(CategoricalEncoding { values, other: false, null: true, merged: vec![], other_fallback: vec![] });
             let e = Encoder::new(&enc);
             let d = Decoder::new(&enc);
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -613,5 +669,59 @@ mod tests {
                 prop_assert_eq!(d.decode(c, &mut rng), Value::Str(v));
             }
         }
+    }
+
+    #[test]
+    fn merged_values_share_the_other_code_and_decode_by_their_weights() {
+        let mut c = CategoricalEncoding {
+            values: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            other: false,
+            null: true,
+            merged: vec![],
+            other_fallback: vec![],
+        };
+        let map = c.merge(&[true, false, true, false]);
+        // old codes a b c d null -> a=0 c=1 other=2 null=3
+        assert_eq!(map, vec![0, 2, 1, 2, 3]);
+        assert_eq!(c.values, vec!["a", "c"]);
+        assert_eq!(c.merged, vec!["b", "d"]);
+        assert!(c.other);
+        c.other_fallback = vec![0.0, 0.0, 1.0, 3.0];
+        let enc = Encoding::Categorical(c);
+        assert_eq!(enc.cardinality(), 4);
+        let e = Encoder::new(&enc);
+        assert_eq!(e.encode_str(Some("b")), Some(2));
+        assert_eq!(e.encode_str(Some("d")), Some(2));
+        assert_eq!(e.encode_str(Some("c")), Some(1));
+        assert_eq!(e.encode_str(None), Some(3));
+        let d = Decoder::new(&enc);
+        let n = 4000;
+        let ds = (0..n)
+            .filter(|&i| d.decode_at(2, (i as f64 + 0.5) / n as f64) == Value::Str("d"))
+            .count();
+        assert_eq!(ds, 3000);
+    }
+
+    #[test]
+    fn stratified_positions_spread_evenly_inside_a_bin() {
+        let xs: Vec<f64> = (0..1000).map(|i| (i % 100) as f64).collect();
+        let (w, _) = weights_of(GridKind::Integer, &xs);
+        let shape = NumericShape {
+            bins: 1,
+            discrete_limit: 0,
+            spikes_use_bins: false,
+        };
+        let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, shape);
+        let d = Decoder::new(&Encoding::Numeric(n));
+        let values: Vec<f64> = (0..100)
+            .map(|i| match d.decode_at(0, (i as f64 + 0.5) / 100.0) {
+                Value::Number(x) => x,
+                v => panic!("{v:?}"),
+            })
+            .collect();
+        // the inverse of the within-bin distribution is monotone in u
+        assert!(values.windows(2).all(|w| w[0] <= w[1]));
+        let below_half = values.iter().filter(|&&x| x < 50.0).count();
+        assert!((45..=55).contains(&below_half), "{below_half}");
     }
 }

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::bayesnet::{self, CodedTable, CountNoise, Edge, Score, SearchSettings, Selection};
-use crate::domain::{self, CategoricalEncoding, Encoding, NumericShape};
+use crate::domain::{self, CategoricalEncoding, Code, Encoding, NumericShape};
 use crate::error::{CoreError, Result};
 use crate::grid;
 use crate::model::{ColumnModel, FitSettingsRecord, MODEL_FORMAT, Model, ModelPrivacy};
@@ -57,6 +57,10 @@ const ROWS_PER_CELL: f64 = 6.0;
 /// Back-off pseudo-counts: per unit of noise under DP, absolute without.
 const SMOOTHING_DP: f64 = 0.5;
 const SMOOTHING_EXACT: f64 = 0.5;
+/// Under DP, released categories whose noisy count is below this many σ of the conditional
+/// tables are merged into `other` for the network: their rows in a conditional table would be
+/// mostly noise. They are still decoded, with their released frequencies.
+const MERGE_BELOW: f64 = 3.0;
 /// Numeric columns with at most this many values give each value its own code.
 const DISCRETE_LIMIT: usize = 32;
 
@@ -78,6 +82,8 @@ pub struct Fitter {
     one_way: Vec<Vec<f64>>,
     max_cells: f64,
     rows_in_search: usize,
+    /// Per attribute, the new code of each code when rare categories were merged.
+    code_maps: Vec<Option<Vec<Code>>>,
 }
 
 fn max_parents(s: &FitSettings, spec: &Spec) -> usize {
@@ -142,6 +148,7 @@ impl Fitter {
             one_way: Vec::new(),
             max_cells: 0.0,
             rows_in_search: 0,
+            code_maps: Vec::new(),
         })
     }
 
@@ -492,6 +499,7 @@ impl Fitter {
             values,
             other,
             null,
+            merged: Vec::new(),
             other_fallback: Vec::new(),
         });
         Ok((encoding, kept_mass, nulls))
@@ -637,6 +645,7 @@ impl Fitter {
             // Noisy total: the mean over attributes of the noisy marginal sums.
             self.rows =
                 (one_way.iter().map(|v| v.iter().sum::<f64>()).sum::<f64>() / d as f64).max(1.0);
+            self.merge_rare(&mut one_way);
         } else {
             self.rows = exact_rows;
         }
@@ -648,7 +657,7 @@ impl Fitter {
             (self.rows / ROWS_PER_CELL).max(4.0)
         };
         self.max_cells = max_cells;
-        let search = sample.thin(self.settings.search_rows);
+        let search = self.recode(sample.thin(self.settings.search_rows));
         self.rows_in_search = search.rows();
         let settings = SearchSettings {
             max_parents: k,
@@ -709,6 +718,72 @@ impl Fitter {
         Ok(structure)
     }
 
+    /// Under DP, merges released categories too rare to model into `other` (post-processing of
+    /// the noisy one-way counts, which are re-summed to the new codes).
+    fn merge_rare(&mut self, one_way: &mut [Vec<f64>]) {
+        let threshold = MERGE_BELOW * self.sigma_joint;
+        self.code_maps = vec![None; self.attributes.len()];
+        for (a, &col) in self.attributes.iter().enumerate() {
+            let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding else {
+                continue;
+            };
+            let counts = &one_way[a];
+            let n = c.values.len();
+            let mut keep: Vec<bool> = counts[..n].iter().map(|&x| x >= threshold).collect();
+            if !keep.contains(&true) {
+                // Keep the most frequent value so the column still has a value of its own.
+                if let Some(best) = (0..n).max_by(|&i, &j| counts[i].total_cmp(&counts[j])) {
+                    keep[best] = true;
+                }
+            }
+            let merged = keep.iter().filter(|k| !**k).count();
+            // Merging a single value into a new `other` code would not shrink the tables.
+            if merged == 0 || (merged == 1 && !c.other) {
+                continue;
+            }
+            let kept_total: f64 = (0..n)
+                .filter(|&i| keep[i])
+                .map(|i| counts[i].max(0.0))
+                .sum();
+            let unreleased = if c.other { counts[n].max(0.0) } else { 0.0 };
+            let scale = if kept_total > 0.0 {
+                unreleased / kept_total
+            } else {
+                0.0
+            };
+            let mut fallback: Vec<f64> = (0..n)
+                .filter(|&i| keep[i])
+                .map(|i| counts[i].max(0.0) * scale)
+                .collect();
+            fallback.extend((0..n).filter(|&i| !keep[i]).map(|i| counts[i].max(0.0)));
+            let map = c.merge(&keep);
+            c.other_fallback = fallback;
+            let mut merged_counts = vec![0.0; c.values.len() + c.other as usize + c.null as usize];
+            for (old, &new) in map.iter().enumerate() {
+                merged_counts[new as usize] += counts[old];
+            }
+            one_way[a] = merged_counts;
+            self.notes.push(format!(
+                "column `{}`: {merged} values with noisy counts below {threshold:.0} are modelled as one `other` code and decoded with their released frequencies",
+                self.columns[col].schema.name
+            ));
+            self.code_maps[a] = Some(map);
+        }
+    }
+
+    /// Re-codes an encoded table after rare categories were merged (identity otherwise).
+    pub fn recode(&self, mut table: CodedTable) -> CodedTable {
+        for (a, map) in self.code_maps.iter().enumerate() {
+            if let Some(map) = map {
+                table.cards[a] = map.iter().map(|&c| c as usize + 1).max().unwrap_or(1);
+                for code in &mut table.columns[a] {
+                    *code = map[*code as usize];
+                }
+            }
+        }
+        table
+    }
+
     /// Turns the exact (child, parents) counts of each edge into the model, noising them under DP.
     pub fn finish(mut self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<Model> {
         let dp = self.ledger.is_some();
@@ -740,6 +815,7 @@ impl Fitter {
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding
                 && c.other
+                && c.other_fallback.is_empty()
             {
                 c.other_fallback = self.one_way[a][..c.values.len()]
                     .iter()

@@ -313,3 +313,95 @@ fn free_text_is_refused_under_dp_too() {
     assert!(e.contains("`comment`") && e.contains("free text"), "{e}");
     assert!(!out.join("_SUCCESS").exists());
 }
+
+#[test]
+fn rare_categories_of_a_public_domain_are_merged_for_the_network_but_still_sampled() {
+    // 200 declared codes: five common ones that drive `grp`, 195 with about 10 rows each.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("codes.csv");
+    let mut text = String::from("code,grp\n");
+    let mut rows = 0;
+    for c in 0..5 {
+        for i in 0..3400 {
+            let grp = if i % 10 == 0 { (c + 1) % 5 } else { c };
+            text.push_str(&format!("c{c:03},g{grp}\n"));
+            rows += 1;
+        }
+    }
+    for c in 5..200 {
+        for i in 0..10 {
+            text.push_str(&format!("c{c:03},g{}\n", i % 5));
+            rows += 1;
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let domain: Vec<String> = (0..200).map(|c| format!("\"c{c:03}\"")).collect();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "columns:\n  code:\n    domain: [{}]\n  grp:\n    domain: [g0, g1, g2, g3, g4]\n",
+            domain.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    ok(&chimera(&[
+        "run",
+        "--input",
+        csv.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--rows",
+        &rows.to_string(),
+        "--output",
+        out.to_str().unwrap(),
+        "--noise-seed",
+        "3",
+    ]));
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_model.json")).unwrap()).unwrap();
+    let code = model["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["schema"]["name"] == "code")
+        .unwrap();
+    let kept = code["encoding"]["values"].as_array().unwrap().len();
+    let merged = code["encoding"]["merged"].as_array().unwrap().len();
+    assert_eq!(kept + merged, 200);
+    assert!(kept < 40 && merged > 160, "kept {kept}, merged {merged}");
+
+    let batches = read_parts(&out.join("codes"));
+    let mut common = [[0usize; 5]; 5];
+    let mut rare = 0usize;
+    let mut distinct = std::collections::HashSet::new();
+    for b in &batches {
+        let (c, g) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let (c, g) = (c.value(i), g.value(i));
+            assert!(
+                c.starts_with('c') && c[1..].parse::<u32>().unwrap() < 200,
+                "{c}"
+            );
+            distinct.insert(c.to_string());
+            let c: usize = c[1..].parse().unwrap();
+            if c < 5 {
+                common[c][g[1..].parse::<usize>().unwrap()] += 1;
+            } else {
+                rare += 1;
+            }
+        }
+    }
+    // rare codes keep their share (1,950 of 18,950 rows) and many of them appear
+    assert!((1300..2600).contains(&rare), "{rare}");
+    assert!(distinct.len() > 100, "{}", distinct.len());
+    // the common codes keep their dependence on grp
+    for (c, row) in common.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        assert!(row[c] as f64 > 0.75 * total as f64, "c{c}: {row:?}");
+    }
+}

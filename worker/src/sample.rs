@@ -206,11 +206,21 @@ fn decode_column<R: rand::Rng>(
     rng: &mut R,
 ) -> ArrayRef {
     let n = codes.len();
+    // Stratified per code: the values decoded from one code spread evenly over its bin.
+    let groups: Vec<usize> = codes.iter().map(|&k| k as usize).collect();
+    let cards = dec.encoding().cardinality();
+    let us = rng::stratified_uniforms(&groups, cards, rng);
+    let mut at = 0usize;
+    let mut decode = |k: Code| {
+        let v = dec.decode_at(k, us[at]);
+        at += 1;
+        v
+    };
     match kind {
         ValueKind::String => {
             let mut b = StringBuilder::with_capacity(n, n * 8);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     Value::Str(s) => b.append_value(s),
                     Value::Number(x) => b.append_value(x.to_string()),
                     Value::Null => b.append_null(),
@@ -221,7 +231,7 @@ fn decode_column<R: rand::Rng>(
         ValueKind::Boolean => {
             let mut b = BooleanBuilder::with_capacity(n);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     Value::Str(s) => b.append_value(s == "true"),
                     _ => b.append_null(),
                 }
@@ -231,7 +241,7 @@ fn decode_column<R: rand::Rng>(
         ValueKind::Integer => {
             let mut b = Int64Builder::with_capacity(n);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     Value::Number(x) => b.append_value(x.round() as i64),
                     Value::Str(s) => match s.parse::<i64>() {
                         Ok(v) => b.append_value(v),
@@ -245,7 +255,7 @@ fn decode_column<R: rand::Rng>(
         ValueKind::Float => {
             let mut b = Float64Builder::with_capacity(n);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     Value::Number(x) => b.append_value(x),
                     Value::Str(s) => match s.parse::<f64>() {
                         Ok(v) => b.append_value(v),
@@ -259,7 +269,7 @@ fn decode_column<R: rand::Rng>(
         ValueKind::Date => {
             let mut b = Int32Builder::with_capacity(n);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     Value::Number(x) => b.append_value(x.floor() as i32),
                     _ => b.append_null(),
                 }
@@ -270,7 +280,7 @@ fn decode_column<R: rand::Rng>(
         ValueKind::Timestamp => {
             let mut b = Int64Builder::with_capacity(n);
             for &k in codes {
-                match dec.decode(k, rng) {
+                match decode(k) {
                     // whole seconds: sub-second noise reads as fake precision
                     Value::Number(x) => {
                         b.append_value(((x * MICROS_PER_DAY) / 1e6).round() as i64 * 1_000_000)
