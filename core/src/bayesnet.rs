@@ -912,11 +912,11 @@ mod tests {
             .collect();
         p0 = non_negative(&p0);
         normalise(&mut p0);
-        for k in 0..3 {
+        for (k, &count) in one_way.iter().enumerate() {
             let implied: f64 = (0..4)
                 .map(|x0| p0[x0] * node.probs[x0 * 3 + k] as f64)
                 .sum();
-            let target = one_way[k] / 20_000.0;
+            let target = count / 20_000.0;
             assert!(
                 (implied - target).abs() < 1e-3,
                 "{k}: {implied} vs {target}"
