@@ -57,6 +57,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Split a table into train and test Parquet files (shuffled by seed).
     Split(SplitArgs),
+    /// Fit a model and serve its sampling job to `chimera worker` processes over gRPC.
+    Coordinator(CoordinatorArgs),
+    /// Lease shards from a coordinator, sample them and write them to the output.
+    Worker(WorkerArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,9 +116,10 @@ pub struct ModelArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
-    /// Output folder: <table>/part-NNNNN.parquet, _manifest.json, _SUCCESS.
+    /// Output folder or object-store URL (s3://bucket/prefix/...): <table>/part-NNNNN.parquet,
+    /// _model.json, _manifest.json, _SUCCESS.
     #[arg(long)]
-    pub output: PathBuf,
+    pub output: String,
     /// Number of rows to synthesise.
     #[arg(long, allow_hyphen_values = true)]
     pub rows: String,
@@ -139,6 +144,9 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// In-process workers sampling shards in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +172,77 @@ pub struct SampleArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Object-store option KEY=VALUE for the output (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+    /// In-process workers sampling shards in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the shared token every worker must present.
+    #[arg(long, env = "CHIMERA_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds without a heartbeat after which a shard's lease lapses and it is leased again.
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_timeout: f64,
+    /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:8080).
+    #[arg(long)]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Seconds a finished coordinator keeps telling workers the job is done before it exits.
+    #[arg(long, default_value_t = 5.0)]
+    pub linger: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The coordinator's URL, e.g. http://coordinator:50051 (https:// for TLS).
+    #[arg(long, env = "CHIMERA_COORDINATOR")]
+    pub coordinator: String,
+    /// File holding the shared token.
+    #[arg(long, env = "CHIMERA_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// PEM CA certificate that signed the coordinator's certificate (default: system roots).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to expect in the coordinator's certificate (default: the URL's host).
+    #[arg(long)]
+    pub tls_domain: Option<String>,
+    /// Object-store option KEY=VALUE for the output; repeatable. Credentials come from the
+    /// environment (AWS_*, GOOGLE_*, AZURE_*), never from the coordinator.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+    /// Serve /healthz and /readyz over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Seconds to keep trying to reach the coordinator (it may start after the worker).
+    #[arg(long, default_value_t = 300.0)]
+    pub connect_timeout: f64,
+    /// Name in the coordinator's logs (default: $HOSTNAME).
+    #[arg(long, env = "HOSTNAME")]
+    pub name: Option<String>,
+    /// Write what this worker did (shards, rows, lease latencies) as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

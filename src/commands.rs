@@ -1,8 +1,8 @@
 //! What each subcommand does.
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{RecordBatch, UInt32Array};
@@ -11,24 +11,23 @@ use chimera_core::fit::FitSettings;
 use chimera_core::model::Model;
 use chimera_core::privacy::PrivacyMode;
 use chimera_core::spec::Spec;
-use chimera_worker::manifest::{
-    Manifest, ManifestPrivacy, ManifestTable, PrivacyMode as ManifestMode,
-};
-use chimera_worker::output::OutputDir;
-use chimera_worker::sample::{ShardSampler, plan};
-use rayon::prelude::*;
+use chimera_storage::{MANIFEST_FILE, Manifest};
+use chimera_worker::remote::WorkerOptions;
 
 use crate::cli::*;
+use crate::distributed::{JobTarget, Serving, fresh_token, read_token, run_job, worker};
 use crate::progress::Bars;
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run(a).await,
         Command::Fit(a) => fit_cmd(a).await,
-        Command::Sample(a) => sample_cmd(a),
+        Command::Sample(a) => sample_cmd(a).await,
         Command::Inspect(a) => inspect(a),
         Command::Eval(a) => eval(a).await,
         Command::Split(a) => split(a).await,
+        Command::Coordinator(a) => coordinator(a).await,
+        Command::Worker(a) => worker_cmd(a).await,
     }
 }
 
@@ -39,23 +38,25 @@ fn read_options(a: &InputArgs) -> Result<ReadOptions> {
         Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
         Some(d) => bail!("--delimiter must be one character (or \\t), got `{d}`"),
     };
-    let storage_options = a
-        .storage_options
+    Ok(ReadOptions {
+        delimiter,
+        has_header: a.header,
+        null_tokens: a.null_tokens.clone(),
+        column_names: a.column_names.clone(),
+        storage_options: storage_options(&a.storage_options)?,
+        ..ReadOptions::default()
+    })
+}
+
+fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
         .iter()
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .with_context(|| format!("--storage-option must be KEY=VALUE, got `{kv}`"))
         })
-        .collect::<Result<_>>()?;
-    Ok(ReadOptions {
-        delimiter,
-        has_header: a.header,
-        null_tokens: a.null_tokens.clone(),
-        column_names: a.column_names.clone(),
-        storage_options,
-        ..ReadOptions::default()
-    })
+        .collect()
 }
 
 fn parse_rows(s: &str) -> Result<u64> {
@@ -142,93 +143,119 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
-    let rows = parse_rows(&a.output.rows)?;
-    // Refuse a finished output folder before spending time (and budget) on the fit.
-    if a.output.output.join("_SUCCESS").exists() && !a.output.overwrite {
-        OutputDir::prepare(&a.output.output, false)?;
-    }
-    let model = fit(&a.input, &a.privacy, &a.model, a.output.seed).await?;
-    let model = Arc::new(model);
-    tokio::task::block_in_place(|| sample_model(model, rows, &a.output))
+    let target = job_target(&a.output, storage_options(&a.input.storage_options)?)?;
+    // Refuses a finished output (unless --overwrite) before spending time and budget on the fit,
+    // and resumes an unfinished run of the same job from its stored model.
+    let model = match target.resumable_model().await? {
+        Some(model) => {
+            tracing::info!("the output holds an unfinished run of this job: resuming it");
+            model
+        }
+        None => fit(&a.input, &a.privacy, &a.model, a.output.seed).await?,
+    };
+    run_job(model, &target, embedded(a.workers)?).await
 }
 
-fn sample_cmd(a: SampleArgs) -> Result<()> {
-    let rows = parse_rows(&a.output.rows)?;
+async fn sample_cmd(a: SampleArgs) -> Result<()> {
+    let target = job_target(&a.output, storage_options(&a.storage_options)?)?;
     let model = load_model(&a.model)?;
-    sample_model(Arc::new(model), rows, &a.output)
+    run_job(model, &target, embedded(a.workers)?).await
+}
+
+/// A job run in this process: the coordinator on a loopback port, `workers` workers beside it.
+fn embedded(workers: usize) -> Result<Serving> {
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    Ok(Serving {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        token: fresh_token(),
+        tls: None,
+        health: None,
+        workers,
+        linger: Duration::ZERO,
+    })
+}
+
+fn job_target(o: &OutputArgs, storage_options: Vec<(String, String)>) -> Result<JobTarget> {
+    let rows = parse_rows(&o.rows)?;
+    if o.shard_rows == 0 {
+        bail!("--shard-rows must be positive");
+    }
+    Ok(JobTarget {
+        output: o.output.clone(),
+        storage_options,
+        rows,
+        shard_rows: o.shard_rows,
+        seed: o.seed,
+        overwrite: o.overwrite,
+        lease: Duration::from_secs(30),
+    })
+}
+
+fn seconds(what: &str, s: f64) -> Result<Duration> {
+    if !(s.is_finite() && s > 0.0) {
+        bail!("{what} must be a positive number of seconds, got {s}");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+async fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    let token = read_token(&a.token_file)?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+        )),
+        _ => None,
+    };
+    let mut target = job_target(&a.output, storage_options(&a.input.storage_options)?)?;
+    target.lease = seconds("--lease-timeout", a.lease_timeout)?;
+    let linger = Duration::from_secs_f64(a.linger.max(0.0));
+    let model = match target.resumable_model().await? {
+        Some(model) => {
+            tracing::info!("the output holds an unfinished run of this job: resuming it");
+            model
+        }
+        None => fit(&a.input, &a.privacy, &a.model, a.output.seed).await?,
+    };
+    let serving = Serving {
+        listen: a.listen,
+        token,
+        tls,
+        health: a.health_listen,
+        workers: 0,
+        linger,
+    };
+    run_job(model, &target, serving).await
+}
+
+async fn worker_cmd(a: WorkerArgs) -> Result<()> {
+    let tls_ca = match &a.tls_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let options = WorkerOptions {
+        coordinator: a.coordinator.clone(),
+        token: read_token(&a.token_file)?,
+        tls_ca,
+        tls_domain: a.tls_domain.clone(),
+        name: a.name.clone().unwrap_or_else(|| "worker".into()),
+        threads: rayon::current_num_threads(),
+        storage_options: storage_options(&a.storage_options)?,
+        connect_for: seconds("--connect-timeout", a.connect_timeout)?,
+    };
+    let report = worker(options, a.health_listen).await?;
+    if let Some(path) = &a.report {
+        write_atomically(path, &serde_json::to_vec(&report)?)?;
+    }
+    Ok(())
 }
 
 fn load_model(path: &Path) -> Result<Model> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
     Model::from_json(&bytes).with_context(|| format!("model {}", path.display()))
-}
-
-/// Samples `rows` rows into the output folder, shard by shard, and commits the manifest.
-fn sample_model(model: Arc<Model>, rows: u64, o: &OutputArgs) -> Result<()> {
-    if o.shard_rows == 0 {
-        bail!("--shard-rows must be positive");
-    }
-    let started = Instant::now();
-    let out = OutputDir::prepare(&o.output, o.overwrite)?;
-    let sampler = ShardSampler::new(model.clone())?;
-    let schema = sampler.schema();
-    let plans = plan(rows, o.shard_rows, o.seed);
-    let bar = Bars::counter("sample", rows);
-    let parts = plans
-        .par_iter()
-        .map(|p| -> Result<_> {
-            let batches = sampler.sample(p)?;
-            let part = out.write_part(&model.table, p.shard, 1, &schema, &batches)?;
-            bar.inc(p.rows);
-            Ok(part)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    bar.finish_and_clear();
-    write_atomically(&o.output.join("_model.json"), &model.to_json()?)?;
-    let privacy = match model.privacy.mode {
-        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
-            mode: ManifestMode::Dp,
-            epsilon: Some(epsilon),
-            delta: Some(delta),
-            notes: model.privacy.notes.clone(),
-        },
-        PrivacyMode::None => ManifestPrivacy {
-            mode: ManifestMode::None,
-            epsilon: None,
-            delta: None,
-            notes: vec!["fitted with --no-dp: no privacy guarantee".into()],
-        },
-    };
-    let mut manifest = Manifest::new(model.digest()?, o.seed, privacy, o.shard_rows);
-    let mut table = ManifestTable::new(
-        model
-            .columns
-            .iter()
-            .map(|c| c.schema.name.clone())
-            .collect(),
-    );
-    for p in parts {
-        table.push_part(p);
-    }
-    if table.rows != rows {
-        bail!(
-            "internal error: wrote {} rows, {} requested",
-            table.rows,
-            rows
-        );
-    }
-    manifest.tables.insert(model.table.clone(), table);
-    out.commit(&manifest)?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        rows,
-        seconds = format!("{secs:.2}"),
-        rows_per_second = format!("{:.0}", rows as f64 / secs.max(1e-9)),
-        output = %o.output.display(),
-        "sampled"
-    );
-    Ok(())
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
@@ -330,9 +357,14 @@ pub fn summary(model: &Model) -> Result<serde_json::Value> {
 /// A chimera output folder reads as its single table's folder.
 fn resolve_synthetic(path: &str) -> Result<String> {
     let p = Path::new(path);
-    let manifest = p.join("_manifest.json");
+    let manifest = p.join(MANIFEST_FILE);
     if manifest.exists() {
-        let m = Manifest::load(&manifest)?;
+        let bytes = std::fs::read(&manifest)
+            .with_context(|| format!("cannot read {}", manifest.display()))?;
+        let m = Manifest::from_json(&bytes, &manifest.display().to_string())?;
+        if !m.complete {
+            bail!("{path} holds an unfinished chimera run (no _SUCCESS); run it again first");
+        }
         if m.tables.len() != 1 {
             bail!("{} holds {} tables; name one folder", path, m.tables.len());
         }

@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+mod distributed;
+mod health;
 mod progress;
 
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fit;
 pub mod grid;
 pub mod model;
+pub mod plan;
 pub mod privacy;
 pub mod profile;
 pub mod rng;

@@ -1,5 +1,5 @@
-//! chimera-worker: samples shards from a model, decodes them to Arrow and writes Parquet.
+//! chimera-worker: samples shards from a model and decodes them to Arrow (`sample`), and the
+//! worker loop that leases shards from a coordinator and writes them to the output (`remote`).
 
-pub mod manifest;
-pub mod output;
+pub mod remote;
 pub mod sample;

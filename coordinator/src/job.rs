@@ -1,0 +1,466 @@
+//! One sampling job as the coordinator runs it: the model, the shard plan, the leases, and the
+//! output prefix with its manifest. The gRPC service (`service.rs`) is a thin layer over this.
+//!
+//! Start-up: a finished output is refused unless `overwrite`; an unfinished one written by the
+//! same job (same table, rows, shard size, seed and model settings) is resumed: its stored model
+//! is reused (a new fit would spend the privacy budget again) and its committed shards are kept;
+//! anything else is cleared. The manifest is rewritten as shards commit (coalesced by a
+//! background writer), and `_SUCCESS` comes last.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chimera_core::model::Model;
+use chimera_core::plan::plan;
+use chimera_core::privacy::PrivacyMode;
+use chimera_storage::{
+    Manifest, ManifestPrivacy, ManifestTable, Output, OutputState, PartInfo, PrivacyMode as Mode,
+    StorageError,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::leases::{Grant, Leases, Stale};
+
+/// Why a job cannot start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the job failed: {0}")]
+    Failed(String),
+}
+
+/// What the job is: everything that must match to resume an unfinished output.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub rows: u64,
+    pub shard_rows: u64,
+    pub seed: u64,
+    /// A lease lapses this long after the last heartbeat.
+    pub lease: Duration,
+    /// Workers heartbeat this often.
+    pub heartbeat: Duration,
+    pub overwrite: bool,
+}
+
+/// Where the job stands, for waiting on it and for progress bars.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Running,
+    /// `_SUCCESS` is written.
+    Finished,
+    Failed(String),
+}
+
+struct State {
+    leases: Leases,
+    manifest: Manifest,
+    /// Bumped on every change of the manifest; the writer persists the latest.
+    version: u64,
+    workers: HashMap<String, String>,
+}
+
+/// A running job, shared by the gRPC handlers and the manifest writer.
+pub struct Job {
+    pub model: Arc<Model>,
+    pub model_json: Vec<u8>,
+    pub digest: String,
+    pub spec: JobSpec,
+    /// Output location as workers should open it (their own credentials).
+    pub output_url: String,
+    output: Output,
+    state: Mutex<State>,
+    changed: Notify,
+    status: watch::Sender<Status>,
+    started: Instant,
+}
+
+/// How the job was started, for the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Fresh,
+    /// Resumed an unfinished output; this many shards were already committed.
+    Resumed {
+        committed: usize,
+    },
+}
+
+fn manifest_privacy(model: &Model) -> ManifestPrivacy {
+    match model.privacy.mode {
+        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
+            mode: Mode::Dp,
+            epsilon: Some(epsilon),
+            delta: Some(delta),
+            notes: model.privacy.notes.clone(),
+        },
+        PrivacyMode::None => ManifestPrivacy {
+            mode: Mode::None,
+            epsilon: None,
+            delta: None,
+            notes: vec!["fitted with --no-dp: no privacy guarantee".into()],
+        },
+    }
+}
+
+/// Looks at the output before a fit: a finished run is refused (unless `overwrite`), and an
+/// unfinished run of the same job hands back its stored model so the fit can be skipped.
+pub async fn stored_model(
+    output: &Output,
+    spec: &JobSpec,
+    table: Option<&str>,
+) -> Result<Option<Model>, JobError> {
+    match output.state().await? {
+        OutputState::Finished(_) if !spec.overwrite => Err(JobError::Invalid(format!(
+            "{} already holds a finished chimera run (it has _SUCCESS); pass --overwrite to replace it or choose another output",
+            output.location().display()
+        ))),
+        OutputState::Unfinished {
+            manifest: Some(m),
+            model: Some(bytes),
+        } if !spec.overwrite => {
+            let model = match Model::from_json(&bytes) {
+                Ok(model) => model,
+                Err(_) => return Ok(None),
+            };
+            let same = m.rows_requested == spec.rows
+                && m.rows_per_part == spec.shard_rows
+                && m.seed == spec.seed
+                && table.is_none_or(|t| t == model.table)
+                && model.digest().ok().as_deref() == Some(m.model_digest.as_str());
+            Ok(same.then_some(model))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Job {
+    /// Prepares the output for `model` (resuming or clearing what is there) and plans shards.
+    pub async fn start(
+        model: Model,
+        spec: JobSpec,
+        output: Output,
+        output_url: String,
+    ) -> Result<(Arc<Job>, Start), JobError> {
+        if spec.shard_rows == 0 {
+            return Err(JobError::Invalid("--shard-rows must be positive".into()));
+        }
+        if spec.rows.div_ceil(spec.shard_rows) > chimera_core::plan::MAX_SHARDS {
+            return Err(JobError::Invalid(format!(
+                "{} rows in shards of {} is more than {} shards; raise --shard-rows",
+                spec.rows,
+                spec.shard_rows,
+                chimera_core::plan::MAX_SHARDS
+            )));
+        }
+        let model_json = model
+            .to_json()
+            .map_err(|e| JobError::Invalid(e.to_string()))?;
+        let digest = model
+            .digest()
+            .map_err(|e| JobError::Invalid(e.to_string()))?;
+        let columns: Vec<String> = model
+            .columns
+            .iter()
+            .map(|c| c.schema.name.clone())
+            .collect();
+
+        // Resume only the same job from the same model; otherwise start clean.
+        let previous = match output.state().await? {
+            OutputState::Finished(_) if !spec.overwrite => {
+                return Err(JobError::Invalid(format!(
+                    "{} already holds a finished chimera run (it has _SUCCESS); pass --overwrite to replace it or choose another output",
+                    output.location().display()
+                )));
+            }
+            OutputState::Unfinished {
+                manifest: Some(m), ..
+            } if !spec.overwrite
+                && m.model_digest == digest
+                && m.rows_requested == spec.rows
+                && m.rows_per_part == spec.shard_rows
+                && m.seed == spec.seed
+                && m.table == model.table =>
+            {
+                Some(m)
+            }
+            OutputState::Empty => None,
+            _ => {
+                output.clear().await?;
+                None
+            }
+        };
+        let (manifest, start) = match previous {
+            Some(m) => {
+                let committed = m.committed_shards().len();
+                (m, Start::Resumed { committed })
+            }
+            None => {
+                output.write_model(&model_json).await?;
+                let mut m = Manifest::new(
+                    digest.clone(),
+                    spec.seed,
+                    manifest_privacy(&model),
+                    spec.shard_rows,
+                );
+                m.rows_requested = spec.rows;
+                m.table = model.table.clone();
+                m.complete = false;
+                m.tables
+                    .insert(model.table.clone(), ManifestTable::new(columns));
+                output.write_manifest(&m).await?;
+                (m, Start::Fresh)
+            }
+        };
+        let committed: BTreeMap<u32, u32> = manifest
+            .tables
+            .get(&model.table)
+            .map(|t| t.parts.iter().map(|p| (p.shard, p.attempt)).collect())
+            .unwrap_or_default();
+        // Attempts after a restart are numbered past every attempt the old run could have made.
+        let first_attempt = committed.values().copied().max().unwrap_or(0)
+            + match start {
+                Start::Fresh => 0,
+                Start::Resumed { .. } => 1000,
+            };
+        let leases = Leases::new(
+            plan(spec.rows, spec.shard_rows, spec.seed),
+            &committed,
+            first_attempt,
+            spec.lease,
+        );
+        let done = leases.is_done();
+        let (status, _) = watch::channel(Status::Running);
+        let job = Arc::new(Job {
+            model: Arc::new(model),
+            model_json,
+            digest,
+            spec,
+            output_url,
+            output,
+            state: Mutex::new(State {
+                leases,
+                manifest,
+                version: 1,
+                workers: HashMap::new(),
+            }),
+            changed: Notify::new(),
+            status,
+            started: Instant::now(),
+        });
+        tokio::spawn(writer(job.clone()));
+        if done {
+            job.changed.notify_one();
+        }
+        Ok((job, start))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state itself stays consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn table(&self) -> &str {
+        &self.model.table
+    }
+
+    /// Waits until the job has finished or failed.
+    pub async fn wait(&self) -> Result<(), JobError> {
+        let mut rx = self.status.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Status::Finished => return Ok(()),
+                Status::Failed(why) => return Err(JobError::Failed(why.clone())),
+                Status::Running => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(JobError::Failed("the job was dropped".into()));
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Rows committed or reported so far, and shards committed / total.
+    pub fn progress(&self) -> (u64, usize, usize) {
+        let s = self.lock();
+        (
+            s.leases.rows_done(),
+            s.leases.committed(),
+            s.leases.shards(),
+        )
+    }
+
+    /// Leases that lapsed so far.
+    pub fn lapsed(&self) -> u64 {
+        self.lock().leases.lapsed
+    }
+
+    pub fn register(&self, name: &str) -> String {
+        let id = format!("w-{:016x}", rand::random::<u64>());
+        tracing::info!(worker = %id, name, "worker registered");
+        self.lock().workers.insert(id.clone(), name.to_owned());
+        id
+    }
+
+    pub fn knows(&self, worker: &str) -> bool {
+        self.lock().workers.contains_key(worker)
+    }
+
+    pub fn lease(&self, worker: &str) -> Grant {
+        let grant = self.lock().leases.lease(worker, Instant::now());
+        if let Grant::Shard { plan, attempt } = &grant {
+            tracing::debug!(worker, shard = plan.shard, attempt, "leased");
+        }
+        grant
+    }
+
+    pub fn heartbeat(&self, shard: u32, attempt: u32, rows: u64) -> bool {
+        self.lock()
+            .leases
+            .heartbeat(shard, attempt, rows, Instant::now())
+    }
+
+    /// Commits a completed attempt: moves its object into place and records it. A stale attempt
+    /// is refused and its object removed. Returns whether the attempt was committed.
+    pub async fn complete(&self, part: PartInfo) -> Result<Result<(), Stale>, JobError> {
+        let (shard, attempt) = (part.shard, part.attempt);
+        let begun = self.lock().leases.begin_commit(shard, attempt);
+        let plan = match begun {
+            Ok(plan) => plan,
+            Err(stale) => {
+                tracing::info!(shard, attempt, %stale, "ignoring a stale report");
+                if let Err(e) = self
+                    .output
+                    .discard_attempt(self.table(), shard, attempt)
+                    .await
+                {
+                    tracing::warn!(shard, attempt, error = %e, "could not remove a stale attempt");
+                }
+                return Ok(Err(stale));
+            }
+        };
+        if part.rows != plan.rows {
+            let why = format!(
+                "attempt wrote {} rows, the shard has {}",
+                part.rows, plan.rows
+            );
+            self.lock()
+                .leases
+                .end_commit(shard, attempt, false, false, &why);
+            self.fail_job(why.clone());
+            return Err(JobError::Failed(why));
+        }
+        match self.output.commit_part(&part).await {
+            Ok(committed) => {
+                let mut s = self.lock();
+                s.leases.end_commit(shard, attempt, true, false, "");
+                let table = self.model.table.clone();
+                if let Some(t) = s.manifest.tables.get_mut(&table) {
+                    t.push_part(committed);
+                }
+                s.version += 1;
+                drop(s);
+                self.changed.notify_one();
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                let why = format!("committing shard {shard} attempt {attempt}: {e}");
+                tracing::warn!(shard, attempt, error = %e, retryable = e.retryable(), "commit failed");
+                self.lock()
+                    .leases
+                    .end_commit(shard, attempt, false, e.retryable(), &why);
+                self.check_failed();
+                Err(JobError::Storage(e))
+            }
+        }
+    }
+
+    /// Records a failed attempt; returns true when the job has failed as a whole.
+    pub async fn fail(&self, shard: u32, attempt: u32, why: &str, retryable: bool) -> bool {
+        tracing::warn!(shard, attempt, retryable, why, "attempt failed");
+        let failed = self.lock().leases.fail(shard, attempt, why, retryable);
+        if let Err(e) = self
+            .output
+            .discard_attempt(self.table(), shard, attempt)
+            .await
+        {
+            tracing::warn!(shard, attempt, error = %e, "could not remove a failed attempt");
+        }
+        self.check_failed();
+        failed
+    }
+
+    fn check_failed(&self) {
+        if let Some(why) = self.lock().leases.failure().map(str::to_owned) {
+            self.status.send_replace(Status::Failed(why));
+        }
+    }
+
+    /// Fails the whole job (e.g. on shutdown or a storage error no retry can fix).
+    pub fn fail_job(&self, why: String) {
+        self.lock().leases.fail_job(why.clone());
+        self.status.send_replace(Status::Failed(why));
+    }
+
+    /// Seconds since the job started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Persists the manifest whenever it changed (coalescing bursts of commits into one write), and
+/// finishes the output once every shard is committed.
+async fn writer(job: Arc<Job>) {
+    let mut written = 0u64;
+    loop {
+        job.changed.notified().await;
+        let (manifest, version, done) = {
+            let s = job.lock();
+            if s.version == written && !s.leases.is_done() {
+                continue;
+            }
+            (s.manifest.clone(), s.version, s.leases.is_done())
+        };
+        if !matches!(job.status(), Status::Running) {
+            return;
+        }
+        let result = if done {
+            let mut m = manifest;
+            m.complete = true;
+            job.output.finish(&m).await
+        } else {
+            job.output.write_manifest(&manifest).await
+        };
+        match result {
+            Ok(()) => {
+                written = version;
+                if done {
+                    let secs = job.elapsed().as_secs_f64();
+                    tracing::info!(
+                        rows = job.spec.rows,
+                        seconds = format!("{secs:.2}"),
+                        lapsed_leases = job.lapsed(),
+                        output = job.output.location().display(),
+                        "job finished"
+                    );
+                    job.status.send_replace(Status::Finished);
+                    return;
+                }
+            }
+            Err(e) => {
+                // The object store may be unavailable for a while: the store client retries
+                // each call; a failure that remains fails the job with its reason.
+                job.fail_job(format!(
+                    "cannot write the manifest to {}: {e}",
+                    job.output.location().display()
+                ));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The distributed job with real processes on loopback: a coordinator, worker processes killed,
+//! stopped and restarted, and the output compared with a single-process run.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{chimera, data, ok, read_parts, stderr};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chimera");
+
+/// A child process killed on drop; its stderr is collected as it comes.
+struct Proc(Child, std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(c: &mut Command) -> Proc {
+        let mut child = c.spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Proc(child, log)
+    }
+
+    fn log(&self) -> String {
+        self.1.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the exit status, failing the test after `secs`.
+    fn wait(&mut self, secs: u64) -> std::process::ExitStatus {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < until, "process did not exit in {secs} s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr_text(&mut self) -> String {
+        // give the reader thread a moment to drain the pipe after exit
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    token: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret-token\n").unwrap();
+        Cluster {
+            port: free_port(),
+            dir,
+            token,
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// A coordinator fitting the 2,000-row Adult fixture without DP (deterministic model).
+    /// `extra` must hold `--linger SECONDS`.
+    fn coordinator(&self, rows: &str, shard_rows: &str, extra: &[&str]) -> Proc {
+        let mut c = Command::new(BIN);
+        c.args([
+            "coordinator",
+            "--input",
+            &data("adult_2000.csv"),
+            "--no-dp",
+            "--seed",
+            "5",
+            "--rows",
+            rows,
+            "--shard-rows",
+            shard_rows,
+            "--output",
+            self.out().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--token-file",
+            self.token.to_str().unwrap(),
+            "--lease-timeout",
+            "1.5",
+        ])
+        .args(extra)
+        .env("CHIMERA_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        Proc::spawn(&mut c)
+    }
+
+    fn worker(&self, token: &Path, extra: &[&str]) -> Proc {
+        let mut c = Command::new(BIN);
+        c.args([
+            "worker",
+            "--coordinator",
+            &format!("http://127.0.0.1:{}", self.port),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--connect-timeout",
+            "20",
+            "--threads",
+            "1",
+        ])
+        .args(extra)
+        .env("CHIMERA_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        Proc::spawn(&mut c)
+    }
+
+    /// The same job in one process: `chimera run` with the same input, seed and shard size.
+    fn embedded(&self, rows: &str, shard_rows: &str) -> PathBuf {
+        let out = self.dir.path().join("embedded");
+        ok(&chimera(&[
+            "run",
+            "--input",
+            &data("adult_2000.csv"),
+            "--no-dp",
+            "--seed",
+            "5",
+            "--rows",
+            rows,
+            "--shard-rows",
+            shard_rows,
+            "--output",
+            out.to_str().unwrap(),
+        ]));
+        out
+    }
+}
+
+fn manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap()
+}
+
+/// Committed (shard -> attempt) pairs of the manifest.
+fn committed(out: &Path) -> BTreeMap<u64, u64> {
+    let Ok(text) = std::fs::read_to_string(out.join("_manifest.json")) else {
+        return BTreeMap::new();
+    };
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return BTreeMap::new();
+    };
+    m["tables"]["adult_2000"]["parts"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .map(|p| (p["shard"].as_u64().unwrap(), p["attempt"].as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The distributed output equals the single-process one, part by part and row by row, and has
+/// no attempt files left.
+fn assert_same_output(distributed: &Path, embedded: &Path, shards: usize) {
+    assert!(distributed.join("_SUCCESS").exists());
+    let parts: Vec<String> = files(distributed)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert_eq!(parts.len(), shards, "{parts:?}");
+    assert!(
+        parts.iter().all(|p| p.starts_with("adult_2000/part-")),
+        "attempt files left: {parts:?}"
+    );
+    assert_eq!(
+        parts,
+        files(embedded)
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .collect::<Vec<_>>()
+    );
+    let a = read_parts(&distributed.join("adult_2000"));
+    let b = read_parts(&embedded.join("adult_2000"));
+    assert_eq!(a, b, "rows differ from the single-process run");
+    let m = manifest(distributed);
+    assert_eq!(m["complete"], true);
+    let listed: Vec<u64> = m["tables"]["adult_2000"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        (0..shards as u64).collect::<Vec<_>>(),
+        "each shard once"
+    );
+}
+
+#[test]
+fn three_workers_one_killed_mid_shard_give_the_single_process_output() {
+    let c = Cluster::new();
+    let mut coord = c.coordinator("400000", "100000", &["--linger", "3"]);
+    // The first worker takes a shard and is killed before it can finish it.
+    let victim = c.worker(&c.token, &[]);
+    wait_for("the first worker", 60, || {
+        coord.log().contains("worker registered")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    victim.signal("-KILL");
+    drop(victim);
+    let mut workers: Vec<Proc> = (0..3).map(|_| c.worker(&c.token, &[])).collect();
+    for w in &mut workers {
+        let status = w.wait(240);
+        assert!(status.success(), "worker failed: {}", w.stderr_text());
+    }
+    let status = coord.wait(60);
+    let log = coord.stderr_text();
+    assert!(status.success(), "coordinator failed: {log}");
+    let attempts = committed(&c.out());
+    assert_eq!(attempts.len(), 4);
+    assert!(
+        attempts.values().any(|&a| a > 1) && log.contains("lease lapsed"),
+        "the killed worker held no shard: {attempts:?}\n{log}"
+    );
+    let embedded = c.embedded("400000", "100000");
+    assert_same_output(&c.out(), &embedded, 4);
+}
+
+#[test]
+fn a_stopped_worker_loses_its_lease_and_its_late_report_is_ignored() {
+    let c = Cluster::new();
+    let mut coord = c.coordinator("300000", "100000", &["--linger", "8"]);
+    let mut sleeper = c.worker(&c.token, &[]);
+    // Let it lease a shard, then freeze it (a hung process: no heartbeats).
+    wait_for("the first worker", 60, || {
+        coord.log().contains("worker registered")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    sleeper.signal("-STOP");
+    let mut other = c.worker(&c.token, &[]);
+    assert!(other.wait(240).success(), "{}", other.stderr_text());
+    wait_for("_SUCCESS", 60, || c.out().join("_SUCCESS").exists());
+    // Wake the hung worker while the coordinator still answers: its attempt is stale.
+    sleeper.signal("-CONT");
+    let status = sleeper.wait(60);
+    assert!(status.success(), "{}", sleeper.stderr_text());
+    let status = coord.wait(60);
+    let log = coord.stderr_text();
+    assert!(status.success(), "{log}");
+    // the frozen worker's lease lapsed and its shard went to the other worker
+    assert!(log.contains("lease lapsed"), "{log}");
+    assert!(committed(&c.out()).values().any(|&a| a > 1), "{log}");
+    let embedded = c.embedded("300000", "100000");
+    assert_same_output(&c.out(), &embedded, 3);
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_and_redoes_only_unfinished_shards() {
+    let c = Cluster::new();
+    let mut coord = c.coordinator("300000", "25000", &["--linger", "3"]);
+    let mut worker = c.worker(&c.token, &[]);
+    wait_for("two committed shards", 120, || {
+        committed(&c.out()).len() >= 2
+    });
+    coord.signal("-KILL");
+    let _ = coord.wait(10);
+    drop(coord);
+    let before = committed(&c.out());
+    assert!(!c.out().join("_SUCCESS").exists());
+    // Same arguments again: the stored model and the committed shards are reused.
+    let mut coord = c.coordinator("300000", "25000", &["--linger", "3"]);
+    assert!(worker.wait(240).success(), "{}", worker.stderr_text());
+    let status = coord.wait(60);
+    let log = coord.stderr_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("resuming"), "{log}");
+    let after = committed(&c.out());
+    for (shard, attempt) in &before {
+        assert_eq!(after.get(shard), Some(attempt), "shard {shard} was redone");
+    }
+    let embedded = c.embedded("300000", "25000");
+    assert_same_output(&c.out(), &embedded, 12);
+}
+
+#[test]
+fn a_worker_with_the_wrong_token_gets_nothing() {
+    let c = Cluster::new();
+    let _coord = c.coordinator("1000", "1000", &["--linger", "1"]);
+    let wrong = c.dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let mut w = c.worker(&wrong, &[]);
+    let status = w.wait(60);
+    let err = w.stderr_text();
+    assert!(!status.success());
+    assert!(err.contains("token"), "{err}");
+    assert!(!c.out().join("adult_2000").exists() || files(&c.out().join("adult_2000")).is_empty());
+}
+
+#[test]
+fn a_worker_started_before_the_coordinator_waits_for_it() {
+    let c = Cluster::new();
+    let mut w = c.worker(&c.token, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut coord = c.coordinator("20000", "10000", &["--linger", "3"]);
+    assert!(w.wait(120).success(), "{}", w.stderr_text());
+    assert!(coord.wait(60).success(), "{}", coord.stderr_text());
+    assert_eq!(committed(&c.out()).len(), 2);
+}
+
+#[test]
+fn a_worker_gives_up_on_a_coordinator_that_never_comes() {
+    let c = Cluster::new();
+    let o = std::process::Command::new(BIN)
+        .args([
+            "worker",
+            "--coordinator",
+            &format!("http://127.0.0.1:{}", c.port),
+            "--token-file",
+            c.token.to_str().unwrap(),
+            "--connect-timeout",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot reach the coordinator"),
+        "{}",
+        stderr(&o)
+    );
+}
