@@ -80,7 +80,9 @@ pub struct InputArgs {
     /// Comma-separated column names for a headerless CSV.
     #[arg(long, value_delimiter = ',')]
     pub column_names: Option<Vec<String>>,
-    /// Object-store option KEY=VALUE (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
+    /// Object-store option KEY=VALUE for the input and the output (e.g.
+    /// aws_endpoint=http://127.0.0.1:9000; retry_timeout=60s and max_retries=5 bound the retries
+    /// of an unreachable store); repeatable.
     #[arg(long = "storage-option", value_name = "KEY=VALUE")]
     pub storage_options: Vec<String>,
 }

@@ -16,6 +16,7 @@ use chimera_worker::remote::WorkerOptions;
 
 use crate::cli::*;
 use crate::distributed::{JobTarget, Serving, fresh_token, read_token, run_job, worker};
+use crate::health::{self, Ready};
 use crate::progress::Bars;
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
@@ -171,7 +172,7 @@ fn embedded(workers: usize) -> Result<Serving> {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         token: fresh_token(),
         tls: None,
-        health: None,
+        ready: Ready::default(),
         workers,
         linger: Duration::ZERO,
     })
@@ -212,6 +213,12 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let mut target = job_target(&a.output, storage_options(&a.input.storage_options)?)?;
     target.lease = seconds("--lease-timeout", a.lease_timeout)?;
     let linger = Duration::from_secs_f64(a.linger.max(0.0));
+    // Probes answer from the start: alive while the output is checked and the model fitted
+    // (which can take long), ready once the job is served.
+    let ready = Ready::default();
+    if let Some(addr) = a.health_listen {
+        health::serve(addr, ready.clone()).await?;
+    }
     let model = match target.resumable_model().await? {
         Some(model) => {
             tracing::info!("the output holds an unfinished run of this job: resuming it");
@@ -223,7 +230,7 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         listen: a.listen,
         token,
         tls,
-        health: a.health_listen,
+        ready,
         workers: 0,
         linger,
     };

@@ -59,7 +59,9 @@ pub struct Serving {
     pub listen: SocketAddr,
     pub token: String,
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
-    pub health: Option<SocketAddr>,
+    /// Readiness of the probe server the caller started (if any) before the fit, so that
+    /// liveness probes answer during a long fit; set once the job is served.
+    pub ready: Ready,
     /// In-process workers (embedded mode); 0 for a coordinator that waits for remote ones.
     pub workers: usize,
     /// How long a finished coordinator keeps answering "done" to remote workers.
@@ -105,10 +107,7 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
             "resuming an unfinished run of the same job"
         ),
     }
-    let ready = Ready::default();
-    if let Some(addr) = serving.health {
-        health::serve(addr, ready.clone()).await?;
-    }
+    let ready = serving.ready;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;

@@ -1,6 +1,6 @@
 //! `/healthz` and `/readyz` over plain HTTP for Kubernetes probes (both processes).
 //! Liveness is "the process answers"; readiness is set by the caller (the coordinator once its
-//! job is planned and served, a worker once registered).
+//! job is planned and served, a worker once it has started: nothing is routed to workers).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -334,6 +334,15 @@ impl Job {
             Ok(plan) => plan,
             Err(stale) => {
                 tracing::info!(shard, attempt, %stale, "ignoring a stale report");
+                // A repeated report of the attempt being (or already) committed: its object is
+                // the one that counts, so it stays.
+                if stale
+                    == (Stale::NotCurrent {
+                        current: Some(attempt),
+                    })
+                {
+                    return Ok(Err(stale));
+                }
                 if let Err(e) = self
                     .output
                     .discard_attempt(self.table(), shard, attempt)

@@ -55,6 +55,8 @@ pub enum Grant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stale {
     UnknownShard,
+    /// The job has failed; nothing more is committed.
+    JobFailed,
     /// Another attempt holds the shard now, or it is already committed.
     NotCurrent {
         current: Option<u32>,
@@ -65,6 +67,7 @@ impl std::fmt::Display for Stale {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stale::UnknownShard => write!(f, "no such shard"),
+            Stale::JobFailed => write!(f, "the job has failed"),
             Stale::NotCurrent { current: Some(a) } => {
                 write!(
                     f,
@@ -208,6 +211,9 @@ impl Leases {
         let Ok(i) = self.index(shard) else {
             return false;
         };
+        if self.failed.is_some() {
+            return false;
+        }
         let lease = self.lease;
         match &mut self.slots[i] {
             Slot::Leased {
@@ -228,6 +234,9 @@ impl Leases {
     /// Starts committing a completed attempt: only the shard's current attempt may.
     pub fn begin_commit(&mut self, shard: u32, attempt: u32) -> Result<ShardPlan, Stale> {
         let i = self.index(shard)?;
+        if self.failed.is_some() {
+            return Err(Stale::JobFailed);
+        }
         match &self.slots[i] {
             Slot::Leased { attempt: a, .. } if *a == attempt => {
                 self.slots[i] = Slot::Committing { attempt };
@@ -392,9 +401,13 @@ mod tests {
     fn a_failure_no_retry_can_help_fails_the_job_at_once() {
         let mut l = leases(2);
         let t = Instant::now();
-        let (s, a) = shard(l.lease("w", t));
-        assert!(l.fail(s, a, "model is invalid", false));
+        let (s0, a0) = shard(l.lease("w", t));
+        let (s1, a1) = shard(l.lease("w2", t));
+        assert!(l.fail(s0, a0, "model is invalid", false));
         assert_eq!(l.lease("w", t), Grant::Failed);
+        // the other worker is told to stop and cannot commit
+        assert!(!l.heartbeat(s1, a1, 0, t));
+        assert_eq!(l.begin_commit(s1, a1), Err(Stale::JobFailed));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 mod bad_input;
 mod distributed;
+mod distributed_s3;
 mod pipeline;
 mod s3;
+mod tls_health;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

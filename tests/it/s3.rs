@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::{chimera, data, ok, read_parts};
 
 /// A `moto_server` on a free port, killed on drop.
-struct Moto {
+pub struct Moto {
     child: Child,
-    endpoint: String,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
 }
 
 impl Drop for Moto {
@@ -17,6 +18,20 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A started `moto_server`, or `None` after printing a note that the test is skipped; a missing
+/// server fails the test when `CHIMERA_REQUIRE_S3` is set.
+pub fn moto_or_skip() -> Option<Moto> {
+    let moto = start_moto();
+    if moto.is_none() {
+        assert!(
+            std::env::var_os("CHIMERA_REQUIRE_S3").is_none(),
+            "CHIMERA_REQUIRE_S3 is set but moto_server did not start"
+        );
+        println!("skipped: moto_server is not installed");
+    }
+    moto
 }
 
 fn start_moto() -> Option<Moto> {
@@ -44,7 +59,8 @@ fn start_moto() -> Option<Moto> {
     None
 }
 
-fn curl_put(url: &str, file: Option<&str>) -> bool {
+/// `PUT url` (a bucket, or an object with the bytes of `file`); true on a 2xx answer.
+pub fn curl_put(url: &str, file: Option<&str>) -> bool {
     let mut c = Command::new("curl");
     c.args(["-sf", "-X", "PUT", url]);
     if let Some(f) = file {
@@ -61,12 +77,7 @@ fn curl_put(url: &str, file: Option<&str>) -> bool {
 
 #[test]
 fn run_reads_its_input_from_s3() {
-    let Some(moto) = start_moto() else {
-        assert!(
-            std::env::var_os("CHIMERA_REQUIRE_S3").is_none(),
-            "CHIMERA_REQUIRE_S3 is set but moto_server did not start"
-        );
-        println!("skipped: moto_server is not installed");
+    let Some(moto) = moto_or_skip() else {
         return;
     };
     assert!(

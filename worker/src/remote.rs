@@ -117,17 +117,27 @@ impl Interceptor for Token {
 type Client = CoordinatorClient<InterceptedService<Channel, Token>>;
 
 fn endpoint(o: &WorkerOptions) -> Result<Endpoint, WorkerError> {
-    let mut e = Endpoint::from_shared(o.coordinator.clone())
+    // A CA or a domain asks for TLS. tonic speaks TLS only to https:// URLs and would silently
+    // send an http:// one (and its token) in the clear, so the URL is upgraded.
+    let tls = o.coordinator.starts_with("https://") || o.tls_ca.is_some() || o.tls_domain.is_some();
+    let url = match o.coordinator.strip_prefix("http://") {
+        Some(rest) if tls => format!("https://{rest}"),
+        _ => o.coordinator.clone(),
+    };
+    let mut e = Endpoint::from_shared(url)
         .map_err(|e| WorkerError::Invalid(format!("coordinator URL `{}`: {e}", o.coordinator)))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    if o.coordinator.starts_with("https://") || o.tls_ca.is_some() {
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(ca) = &o.tls_ca {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
+    if tls {
+        // The given CA, or else the system roots (as documented; tonic refuses a host without
+        // any system roots even when a CA is given, so they are not loaded then).
+        let mut tls = ClientTlsConfig::new();
+        tls = match &o.tls_ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls.with_native_roots(),
+        };
         if let Some(d) = &o.tls_domain {
             tls = tls.domain_name(d.clone());
         }
@@ -342,6 +352,29 @@ async fn lease_lost(rx: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Tells the coordinator an attempt failed (best effort: a lost lease lapses anyway).
+async fn report_failure(
+    session: &mut Session,
+    shard: u32,
+    attempt: u32,
+    message: String,
+    retryable: bool,
+) {
+    let r = session
+        .client
+        .fail(FailRequest {
+            worker_id: session.worker_id.clone(),
+            shard,
+            attempt,
+            message,
+            retryable,
+        })
+        .await;
+    if let Err(s) = r {
+        tracing::warn!(shard, attempt, error = %s.message(), "could not report the failed attempt");
+    }
+}
+
 enum ShardEnd {
     Committed,
     Abandoned,
@@ -427,7 +460,6 @@ async fn run_shard(
     });
     let result = body.await;
     heartbeat.abort();
-    let worker_id = session.worker_id.clone();
     let part = match result {
         Ok(Some(part)) => part,
         Ok(None) => {
@@ -436,16 +468,14 @@ async fn run_shard(
                 attempt,
                 "lease lost or stop requested; abandoning the attempt"
             );
-            let _ = session
-                .client
-                .fail(FailRequest {
-                    worker_id,
-                    shard,
-                    attempt,
-                    message: "abandoned by the worker".into(),
-                    retryable: true,
-                })
-                .await;
+            report_failure(
+                session,
+                shard,
+                attempt,
+                "abandoned by the worker".into(),
+                true,
+            )
+            .await;
             return Ok(ShardEnd::Abandoned);
         }
         Err(e) => {
@@ -453,16 +483,7 @@ async fn run_shard(
                 WorkerError::Storage(s) => s.retryable(),
                 _ => false,
             };
-            let _ = session
-                .client
-                .fail(FailRequest {
-                    worker_id,
-                    shard,
-                    attempt,
-                    message: e.to_string(),
-                    retryable,
-                })
-                .await;
+            report_failure(session, shard, attempt, e.to_string(), retryable).await;
             if retryable {
                 tracing::warn!(shard, attempt, error = %e, "attempt failed; the shard will be leased again");
                 return Ok(ShardEnd::Abandoned);

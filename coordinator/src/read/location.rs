@@ -54,7 +54,7 @@ pub(crate) struct DataFile {
 impl Location {
     /// Parses a plain path, a `file://` URL or an object-store URL. Store
     /// options come from the `AWS_*`, `GOOGLE_*` and `AZURE_*` environment
-    /// variables, then `options` (which win).
+    /// variables, then `options` (which win); see `chimera_storage::Location::parse`.
     pub(crate) fn parse(input: &str, options: &[(String, String)]) -> Result<Location, ReadError> {
         let invalid = |detail: String| ReadError::InvalidInput {
             input: input.to_owned(),
@@ -80,16 +80,14 @@ impl Location {
                 .map_err(|()| invalid("not a local file URL".into()))?;
             return Ok(Location::Local(path));
         }
-        let env = std::env::vars().filter(|(key, _)| {
-            key.starts_with("AWS_") || key.starts_with("GOOGLE_") || key.starts_with("AZURE_")
-        });
-        let all = env.chain(options.iter().cloned());
-        let (store, path) =
-            object_store::parse_url_opts(&url, all).map_err(|e| invalid(e.to_string()))?;
+        // The same store construction as the output's: environment then options, bounded
+        // retries (`retry_timeout`, `max_retries`), credentials kept out of messages.
+        let remote =
+            chimera_storage::Location::parse(input, options).map_err(|e| invalid(e.to_string()))?;
         Ok(Location::Remote {
             url,
-            store: Arc::from(store),
-            path,
+            store: remote.store().clone(),
+            path: remote.object_path(""),
         })
     }
 
