@@ -393,3 +393,18 @@ fn a_worker_gives_up_on_a_coordinator_that_never_comes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn workers_exit_cleanly_when_the_coordinator_has_finished_and_gone() {
+    let c = Cluster::new();
+    // No linger: the coordinator exits as soon as `_SUCCESS` is written, so workers waiting
+    // for a shard find it gone and must learn from the output that the job is done.
+    let mut coord = c.coordinator("80000", "10000", &["--linger", "0"]);
+    let mut workers: Vec<Proc> = (0..4).map(|_| c.worker(&c.token, &[])).collect();
+    assert!(coord.wait(120).success(), "{}", coord.stderr_text());
+    for w in &mut workers {
+        let status = w.wait(60);
+        assert!(status.success(), "{}", w.stderr_text());
+    }
+    assert_eq!(committed(&c.out()).len(), 8);
+}

@@ -19,7 +19,7 @@ use chimera_proto::v1::{
     lease_response::Outcome,
 };
 use chimera_proto::{AUTHORIZATION, PROTOCOL_VERSION};
-use chimera_storage::{Location, Output, PartInfo, StorageError};
+use chimera_storage::{Location, Output, OutputState, PartInfo, StorageError};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -200,10 +200,21 @@ fn transient(s: &Status) -> bool {
 struct Session {
     client: Client,
     worker_id: String,
+    digest: String,
     sampler: Arc<ShardSampler>,
     output: Output,
     table: String,
     heartbeat: Duration,
+}
+
+impl Session {
+    /// Whether the output holds a finished run of this job's model.
+    async fn job_finished(&self) -> bool {
+        matches!(
+            self.output.state().await,
+            Ok(OutputState::Finished(m)) if m.model_digest == self.digest
+        )
+    }
 }
 
 async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, WorkerError> {
@@ -241,6 +252,7 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
     Ok(Session {
         client: client.clone(),
         worker_id: r.worker_id,
+        digest,
         sampler,
         output,
         table: r.table,
@@ -284,6 +296,15 @@ pub async fn run_worker(o: WorkerOptions, stop: StopSignal) -> Result<WorkerRepo
                 return Err(WorkerError::JobFailed(s.message().to_owned()));
             }
             Err(s) if transient(&s) => {
+                // A coordinator that finished and exited looks like this too: the output says.
+                if session.job_finished().await {
+                    tracing::info!(
+                        shards = report.shards,
+                        rows = report.rows,
+                        "the coordinator is gone and the output is finished; exiting"
+                    );
+                    return Ok(report);
+                }
                 let since = *transient_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > o.connect_for {
                     return Err(WorkerError::Rpc {
