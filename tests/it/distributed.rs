@@ -408,3 +408,30 @@ fn workers_exit_cleanly_when_the_coordinator_has_finished_and_gone() {
     }
     assert_eq!(committed(&c.out()).len(), 8);
 }
+
+#[test]
+fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
+    let c = Cluster::new();
+    let mut coord = c.coordinator("400000", "100000", &["--linger", "3"]);
+    let mut leaving = c.worker(&c.token, &[]);
+    wait_for("the first worker", 60, || {
+        coord.log().contains("worker registered")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    leaving.signal("-TERM");
+    let status = leaving.wait(120);
+    let log = leaving.stderr_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stop requested"), "{log}");
+    // The shard in hand was finished and committed, not abandoned.
+    wait_for("the stopped worker's shard", 30, || {
+        !committed(&c.out()).is_empty()
+    });
+    assert!(committed(&c.out()).values().all(|&a| a == 1));
+    assert!(!log.contains("abandoning"), "{log}");
+    let mut rest = c.worker(&c.token, &[]);
+    assert!(rest.wait(120).success(), "{}", rest.stderr_text());
+    assert!(coord.wait(60).success(), "{}", coord.stderr_text());
+    assert_eq!(committed(&c.out()).len(), 4);
+    assert!(!coord.log().contains("lease lapsed"));
+}
