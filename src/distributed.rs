@@ -130,7 +130,7 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
     }
     ready.set(true);
 
-    let mut workers = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
     for i in 0..serving.workers {
         let options = WorkerOptions {
             coordinator: format!("http://{addr}"),
@@ -142,7 +142,7 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
             storage_options: target.storage_options.clone(),
             connect_for: Duration::from_secs(10),
         };
-        workers.push(tokio::spawn(run_worker(options, StopSignal::default())));
+        workers.spawn(run_worker(options, StopSignal::default()));
     }
 
     let bar = Bars::counter("sample", rows);
@@ -157,8 +157,35 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
         })
     };
     let sigterm = terminate();
+    // Embedded workers that all stop on an error would leave the job waiting forever.
+    let embedded = serving.workers > 0;
+    let workers_failed = async {
+        let mut failure = None;
+        while let Some(r) = workers.join_next().await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => failure = Some(anyhow::Error::from(e)),
+                Err(e) => failure = Some(anyhow::anyhow!("an embedded worker panicked: {e}")),
+            }
+        }
+        match failure {
+            Some(e) if embedded => e,
+            // All finished well (the job is done) or none was started: wait for the job.
+            _ => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = job.wait() => r.map_err(anyhow::Error::from),
+        e = workers_failed => {
+            let (_, committed, shards) = job.progress();
+            if committed == shards {
+                // The others finished the job; `_SUCCESS` is being written.
+                job.wait().await.map_err(anyhow::Error::from)
+            } else {
+                job.fail_job(format!("every embedded worker stopped: {e:#}"));
+                Err(e.context("every embedded worker stopped"))
+            }
+        }
         _ = sigterm => {
             job.fail_job("stopped by a signal".into());
             Err(anyhow::anyhow!("stopped by a signal; run the same command again to resume"))
@@ -166,22 +193,10 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
     };
     watch.abort();
     bar.finish_and_clear();
-    if serving.workers > 0 {
-        // Every shard is committed (or the job failed): embedded workers have nothing left to
-        // do, but one may be sleeping before its next lease call. A worker that failed on its
-        // own explains a failed job better than the job's status does.
-        for w in workers {
-            if w.is_finished() {
-                if let Ok(Err(e)) = w.await
-                    && result.is_err()
-                {
-                    tracing::error!(error = %e, "an embedded worker failed");
-                }
-            } else {
-                w.abort();
-            }
-        }
-    } else if result.is_ok() {
+    // Every shard is committed (or the job failed): embedded workers left have nothing to do,
+    // but one may be sleeping before its next lease call.
+    workers.abort_all();
+    if !embedded && result.is_ok() {
         // Remote workers learn that the job is done from their next lease call.
         tokio::time::sleep(serving.linger).await;
     }

@@ -1,0 +1,3 @@
+//! chimera-worker's integration tests (one binary).
+
+mod smollm2_tokenizer;
