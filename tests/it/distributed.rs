@@ -2,82 +2,12 @@
 //! stopped and restarted, and the output compared with a single-process run.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use crate::procs::{BIN, Proc, files, free_port, wait_for};
 use crate::{chimera, data, ok, read_parts, stderr};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chimera");
-
-/// A child process killed on drop; its stderr is collected as it comes.
-struct Proc(Child, std::sync::Arc<std::sync::Mutex<String>>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(c: &mut Command) -> Proc {
-        let mut child = c.spawn().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        if let Some(err) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        Proc(child, log)
-    }
-
-    fn log(&self) -> String {
-        self.1.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig}");
-    }
-
-    /// Waits for the exit status, failing the test after `secs`.
-    fn wait(&mut self, secs: u64) -> std::process::ExitStatus {
-        let until = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < until, "process did not exit in {secs} s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stderr_text(&mut self) -> String {
-        // give the reader thread a moment to drain the pipe after exit
-        std::thread::sleep(Duration::from_millis(100));
-        self.log()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -125,10 +55,7 @@ impl Cluster {
             "--lease-timeout",
             "1.5",
         ])
-        .args(extra)
-        .env("CHIMERA_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .args(extra);
         Proc::spawn(&mut c)
     }
 
@@ -145,10 +72,7 @@ impl Cluster {
             "--threads",
             "1",
         ])
-        .args(extra)
-        .env("CHIMERA_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .args(extra);
         Proc::spawn(&mut c)
     }
 
@@ -194,32 +118,6 @@ fn committed(out: &Path) -> BTreeMap<u64, u64> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The distributed output equals the single-process one, part by part and row by row, and has
@@ -275,10 +173,10 @@ fn three_workers_one_killed_mid_shard_give_the_single_process_output() {
     let mut workers: Vec<Proc> = (0..3).map(|_| c.worker(&c.token, &[])).collect();
     for w in &mut workers {
         let status = w.wait(240);
-        assert!(status.success(), "worker failed: {}", w.stderr_text());
+        assert!(status.success(), "worker failed: {}", w.log());
     }
     let status = coord.wait(60);
-    let log = coord.stderr_text();
+    let log = coord.log();
     assert!(status.success(), "coordinator failed: {log}");
     let attempts = committed(&c.out());
     assert_eq!(attempts.len(), 4);
@@ -302,14 +200,14 @@ fn a_stopped_worker_loses_its_lease_and_its_late_report_is_ignored() {
     std::thread::sleep(Duration::from_millis(100));
     sleeper.signal("-STOP");
     let mut other = c.worker(&c.token, &[]);
-    assert!(other.wait(240).success(), "{}", other.stderr_text());
+    assert!(other.wait(240).success(), "{}", other.log());
     wait_for("_SUCCESS", 60, || c.out().join("_SUCCESS").exists());
     // Wake the hung worker while the coordinator still answers: its attempt is stale.
     sleeper.signal("-CONT");
     let status = sleeper.wait(60);
-    assert!(status.success(), "{}", sleeper.stderr_text());
+    assert!(status.success(), "{}", sleeper.log());
     let status = coord.wait(60);
-    let log = coord.stderr_text();
+    let log = coord.log();
     assert!(status.success(), "{log}");
     // the frozen worker's lease lapsed and its shard went to the other worker
     assert!(log.contains("lease lapsed"), "{log}");
@@ -333,9 +231,9 @@ fn a_restarted_coordinator_resumes_and_redoes_only_unfinished_shards() {
     assert!(!c.out().join("_SUCCESS").exists());
     // Same arguments again: the stored model and the committed shards are reused.
     let mut coord = c.coordinator("300000", "25000", &["--linger", "3"]);
-    assert!(worker.wait(240).success(), "{}", worker.stderr_text());
+    assert!(worker.wait(240).success(), "{}", worker.log());
     let status = coord.wait(60);
-    let log = coord.stderr_text();
+    let log = coord.log();
     assert!(status.success(), "{log}");
     assert!(log.contains("resuming"), "{log}");
     let after = committed(&c.out());
@@ -354,7 +252,7 @@ fn a_worker_with_the_wrong_token_gets_nothing() {
     std::fs::write(&wrong, "not-the-token").unwrap();
     let mut w = c.worker(&wrong, &[]);
     let status = w.wait(60);
-    let err = w.stderr_text();
+    let err = w.log();
     assert!(!status.success());
     assert!(err.contains("token"), "{err}");
     assert!(!c.out().join("adult_2000").exists() || files(&c.out().join("adult_2000")).is_empty());
@@ -366,8 +264,8 @@ fn a_worker_started_before_the_coordinator_waits_for_it() {
     let mut w = c.worker(&c.token, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let mut coord = c.coordinator("20000", "10000", &["--linger", "3"]);
-    assert!(w.wait(120).success(), "{}", w.stderr_text());
-    assert!(coord.wait(60).success(), "{}", coord.stderr_text());
+    assert!(w.wait(120).success(), "{}", w.log());
+    assert!(coord.wait(60).success(), "{}", coord.log());
     assert_eq!(committed(&c.out()).len(), 2);
 }
 
@@ -401,10 +299,10 @@ fn workers_exit_cleanly_when_the_coordinator_has_finished_and_gone() {
     // for a shard find it gone and must learn from the output that the job is done.
     let mut coord = c.coordinator("80000", "10000", &["--linger", "0"]);
     let mut workers: Vec<Proc> = (0..4).map(|_| c.worker(&c.token, &[])).collect();
-    assert!(coord.wait(120).success(), "{}", coord.stderr_text());
+    assert!(coord.wait(120).success(), "{}", coord.log());
     for w in &mut workers {
         let status = w.wait(60);
-        assert!(status.success(), "{}", w.stderr_text());
+        assert!(status.success(), "{}", w.log());
     }
     assert_eq!(committed(&c.out()).len(), 8);
 }
@@ -420,7 +318,7 @@ fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
     std::thread::sleep(Duration::from_millis(100));
     leaving.signal("-TERM");
     let status = leaving.wait(120);
-    let log = leaving.stderr_text();
+    let log = leaving.log();
     assert!(status.success(), "{log}");
     assert!(log.contains("stop requested"), "{log}");
     // The shard in hand was finished and committed, not abandoned.
@@ -430,8 +328,8 @@ fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
     assert!(committed(&c.out()).values().all(|&a| a == 1));
     assert!(!log.contains("abandoning"), "{log}");
     let mut rest = c.worker(&c.token, &[]);
-    assert!(rest.wait(120).success(), "{}", rest.stderr_text());
-    assert!(coord.wait(60).success(), "{}", coord.stderr_text());
+    assert!(rest.wait(120).success(), "{}", rest.log());
+    assert!(coord.wait(60).success(), "{}", coord.log());
     assert_eq!(committed(&c.out()).len(), 4);
     assert!(!coord.log().contains("lease lapsed"));
 }

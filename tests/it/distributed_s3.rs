@@ -17,6 +17,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::procs::{files, free_port};
 use crate::s3::{curl_put, moto_or_skip};
 use crate::{chimera, data, ok, stderr};
 
@@ -68,14 +69,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The store options for an S3 endpoint, as `(key, value)`.
@@ -149,24 +142,6 @@ impl Bucket {
             .unwrap()
             .to_vec()
     }
-}
-
-/// The files of a local folder, relative, sorted.
-fn local_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
@@ -261,7 +236,7 @@ fn a_distributed_job_writes_to_s3_and_equals_a_local_run() {
     args.extend(strings(&["--output", local.to_str().unwrap()]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&chimera(&args));
-    let local_parts: Vec<String> = local_files(&local)
+    let local_parts: Vec<String> = files(&local)
         .into_iter()
         .filter(|f| f.ends_with(".parquet"))
         .collect();
@@ -349,7 +324,7 @@ fn an_unreachable_object_store_fails_clearly_and_in_bounded_time() {
         assert!(
             std::fs::read_dir(&cwd).unwrap().next().is_none(),
             "{name}: something was written locally: {:?}",
-            local_files(&cwd)
+            files(&cwd)
         );
     }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod distributed;
 mod distributed_s3;
 mod pipeline;
+mod procs;
 mod s3;
 mod tls_health;
 

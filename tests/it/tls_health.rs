@@ -5,8 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -15,105 +14,7 @@ use rcgen::{
 };
 
 use crate::data;
-
-const BIN: &str = env!("CARGO_BIN_EXE_chimera");
-
-/// A child process killed on drop; its stderr is collected as it comes.
-struct Proc(Child, Arc<Mutex<String>>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(c: &mut Command) -> Proc {
-        c.env("CHIMERA_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(err) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        Proc(child, log)
-    }
-
-    fn log(&self) -> String {
-        self.1.lock().unwrap().clone()
-    }
-
-    fn running(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the exit status, failing the test after `secs`.
-    fn wait(&mut self, secs: u64) -> std::process::ExitStatus {
-        let until = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                // let the reader thread drain the pipe
-                std::thread::sleep(Duration::from_millis(100));
-                return s;
-            }
-            assert!(
-                Instant::now() < until,
-                "process did not exit in {secs} s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Every file under `dir`, relative (none when it does not exist).
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::procs::{BIN, Proc, files, free_port, wait_for};
 
 /// PEM files: a CA, a server certificate it signed for `localhost` and 127.0.0.1 with its key,
 /// and an unrelated CA.
