@@ -105,6 +105,16 @@ fn manifest_privacy(model: &Model) -> ManifestPrivacy {
     }
 }
 
+/// Whether an unfinished run's manifest was written by this job: same model, table, rows, shard
+/// size and seed. Only then are its committed shards kept.
+fn same_job(m: &Manifest, spec: &JobSpec, digest: &str, table: &str) -> bool {
+    m.model_digest == digest
+        && m.table == table
+        && m.rows_requested == spec.rows
+        && m.rows_per_part == spec.shard_rows
+        && m.seed == spec.seed
+}
+
 /// Looks at the output before a fit: a finished run is refused (unless `overwrite`), and an
 /// unfinished run of the same job hands back its stored model so the fit can be skipped.
 pub async fn stored_model(
@@ -125,11 +135,10 @@ pub async fn stored_model(
                 Ok(model) => model,
                 Err(_) => return Ok(None),
             };
-            let same = m.rows_requested == spec.rows
-                && m.rows_per_part == spec.shard_rows
-                && m.seed == spec.seed
-                && table.is_none_or(|t| t == model.table)
-                && model.digest().ok().as_deref() == Some(m.model_digest.as_str());
+            let same = match model.digest() {
+                Ok(digest) => same_job(&m, spec, &digest, table.unwrap_or(&model.table)),
+                Err(_) => false,
+            };
             Ok(same.then_some(model))
         }
         _ => Ok(None),
@@ -177,15 +186,7 @@ impl Job {
             }
             OutputState::Unfinished {
                 manifest: Some(m), ..
-            } if !spec.overwrite
-                && m.model_digest == digest
-                && m.rows_requested == spec.rows
-                && m.rows_per_part == spec.shard_rows
-                && m.seed == spec.seed
-                && m.table == model.table =>
-            {
-                Some(m)
-            }
+            } if !spec.overwrite && same_job(&m, &spec, &digest, &model.table) => Some(m),
             OutputState::Empty => None,
             _ => {
                 output.clear().await?;
