@@ -81,17 +81,7 @@ pub async fn fit_table(
     drop(stats);
 
     let attributes = fitter.attributes().to_vec();
-    let encoders: Vec<Encoder> = attributes
-        .iter()
-        .map(|&c| {
-            Encoder::new(
-                fitter.columns()[c]
-                    .encoding
-                    .as_ref()
-                    .expect("attribute has encoding"),
-            )
-        })
-        .collect();
+    let encoders = attribute_encoders(&fitter);
     let cards = fitter.cards();
 
     // Pass 2: encode, one-way counts, sample.
@@ -139,17 +129,7 @@ pub async fn fit_table(
 
     let structure = tokio::task::block_in_place(|| fitter.structure(&one_way, &sample))?;
     // The structure step may merge rare categories: count the tables in the new codes.
-    let encoders: Vec<Encoder> = attributes
-        .iter()
-        .map(|&c| {
-            Encoder::new(
-                fitter.columns()[c]
-                    .encoding
-                    .as_ref()
-                    .expect("attribute has encoding"),
-            )
-        })
-        .collect();
+    let encoders = attribute_encoders(&fitter);
     let cards = fitter.cards();
     let sample = fitter.recode(sample);
 
@@ -187,6 +167,22 @@ pub async fn fit_table(
     Ok(tokio::task::block_in_place(|| {
         fitter.finish(&structure, &joint)
     })?)
+}
+
+/// An encoder per network attribute, from the fitter's current encodings.
+fn attribute_encoders(fitter: &Fitter) -> Vec<Encoder> {
+    fitter
+        .attributes()
+        .iter()
+        .map(|&c| {
+            Encoder::new(
+                fitter.columns()[c]
+                    .encoding
+                    .as_ref()
+                    .expect("attribute has encoding"),
+            )
+        })
+        .collect()
 }
 
 fn cells(cards: &[usize], e: &Edge) -> usize {
