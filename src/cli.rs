@@ -61,6 +61,58 @@ pub enum Command {
     Coordinator(CoordinatorArgs),
     /// Lease shards from a coordinator, sample them and write them to the output.
     Worker(WorkerArgs),
+    /// Language-model tools: write a random-weight model, benchmark generation.
+    #[command(subcommand)]
+    Llm(LlmCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LlmCommand {
+    /// Write a random-weight model with a small built-in tokenizer (for tests and speed
+    /// benchmarks: the speed of a shape does not depend on its weights).
+    Random(RandomArgs),
+    /// Generated tokens per second at several batch sizes against one-at-a-time generation.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RandomArgs {
+    /// Architecture: llama, qwen2 or qwen3.
+    #[arg(long, default_value = "llama")]
+    pub arch: String,
+    /// Shape: `tiny` (2 layers, hidden 64) or `1b` (TinyLlama-1.1B's shape; llama only).
+    #[arg(long, default_value = "tiny")]
+    pub shape: String,
+    /// `gguf` (one file with tokenizer metadata) or `safetensors` (a Hugging Face folder).
+    #[arg(long, default_value = "gguf")]
+    pub format: String,
+    /// Weight type: f32, f16, bf16 (safetensors), q8_0 or q4_1 (gguf).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Folder to write into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A .gguf file or Hugging Face folder.
+    #[arg(long)]
+    pub llm: PathBuf,
+    #[command(flatten)]
+    pub llm_run: LlmRunArgs,
+    /// Comma-separated batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub batches: Vec<usize>,
+    /// Tokens generated per sequence.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 40)]
+    pub prompt: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -116,6 +168,56 @@ pub struct ModelArgs {
     pub bins: Option<usize>,
 }
 
+/// The LLM that writes text columns: what the fit records in the model.
+#[derive(Args, Debug, Clone)]
+pub struct LlmArgs {
+    /// Language model that writes the text columns: a .gguf file (the tokenizer is rebuilt from
+    /// its metadata) or a Hugging Face folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub llm: Option<PathBuf>,
+    /// Example rows in the LLM's prompts: `synthetic` (earlier synthetic rows; keeps the DP
+    /// guarantee), `none`, or `knn-real` (nearest real rows; voids the DP guarantee).
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub exemplars: ExemplarsArg,
+    /// Comma-separated columns the LLM writes (default: strings with too many distinct values
+    /// to be categories).
+    #[arg(long, value_delimiter = ',')]
+    pub llm_columns: Vec<String>,
+    /// Cells the LLM writes: `other` (where the network drew the long-tail code) or `all`.
+    #[arg(long, value_enum, default_value = "other")]
+    pub llm_fill: FillArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExemplarsArg {
+    Synthetic,
+    None,
+    KnnReal,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillArg {
+    Other,
+    All,
+}
+
+/// How a worker runs the LLM.
+#[derive(Args, Debug, Clone)]
+pub struct LlmRunArgs {
+    /// Device of the LLM: `cpu`, or `cuda` (GPU 0; needs a build with the `cuda` feature).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Rows the LLM decodes together.
+    #[arg(long, default_value_t = 32)]
+    pub llm_batch: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
     /// Output folder or object-store URL (s3://bucket/prefix/...): <table>/part-NNNNN.parquet,
@@ -146,6 +248,10 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    #[command(flatten)]
+    pub llm_run: LlmRunArgs,
     /// In-process workers sampling shards in parallel.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -159,6 +265,8 @@ pub struct FitArgs {
     pub privacy: PrivacyArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
     /// Where to save the model (JSON).
     #[arg(long = "model")]
     pub model_path: PathBuf,
@@ -177,6 +285,11 @@ pub struct SampleArgs {
     /// Object-store option KEY=VALUE for the output (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
     #[arg(long = "storage-option", value_name = "KEY=VALUE")]
     pub storage_options: Vec<String>,
+    /// The language model for the model's text columns (.gguf file or Hugging Face folder).
+    #[arg(long)]
+    pub llm: Option<PathBuf>,
+    #[command(flatten)]
+    pub llm_run: LlmRunArgs,
     /// In-process workers sampling shards in parallel.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -192,6 +305,8 @@ pub struct CoordinatorArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
     /// Address to serve gRPC on.
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: std::net::SocketAddr,
@@ -245,6 +360,12 @@ pub struct WorkerArgs {
     /// Write what this worker did (shards, rows, lease latencies) as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// The language model for the job's text columns (.gguf file or Hugging Face folder); the
+    /// same model the job was fitted with.
+    #[arg(long)]
+    pub llm: Option<PathBuf>,
+    #[command(flatten)]
+    pub llm_run: LlmRunArgs,
 }
 
 #[derive(Args, Debug)]

@@ -2,13 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{RecordBatch, UInt32Array};
 use chimera_coordinator::read::{ReadOptions, open_table, read_all};
 use chimera_core::fit::FitSettings;
-use chimera_core::model::Model;
+use chimera_core::model::{Exemplars, FillScope, LlmFill, Model, TextRules};
+use chimera_core::schema::Role;
+use chimera_worker::llm::candle_core::Device;
+use chimera_worker::llm::fill::LlmRuntime;
 use chimera_core::privacy::PrivacyMode;
 use chimera_core::spec::Spec;
 use chimera_storage::{MANIFEST_FILE, Manifest};
@@ -29,6 +33,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Split(a) => split(a).await,
         Command::Coordinator(a) => coordinator(a).await,
         Command::Worker(a) => worker_cmd(a).await,
+        Command::Llm(LlmCommand::Random(a)) => llm_random(a),
+        Command::Llm(LlmCommand::Bench(a)) => llm_bench(a).await,
     }
 }
 
@@ -47,6 +53,197 @@ fn read_options(a: &InputArgs) -> Result<ReadOptions> {
         storage_options: storage_options(&a.storage_options)?,
         ..ReadOptions::default()
     })
+}
+
+/// The LLM fill the model records, from `--llm` and its companions; marks `--llm-columns` as
+/// text columns in the spec.
+fn llm_fill(a: &LlmArgs, spec: &mut Spec) -> Result<Option<LlmFill>> {
+    let Some(path) = &a.llm else {
+        if !a.llm_columns.is_empty() {
+            bail!("--llm-columns needs --llm MODEL (the model that writes them)");
+        }
+        return Ok(None);
+    };
+    if !path.exists() {
+        bail!("--llm {}: no such file or folder", path.display());
+    }
+    let exemplars = match a.exemplars {
+        ExemplarsArg::Synthetic => Exemplars::Synthetic,
+        ExemplarsArg::None => Exemplars::None,
+        ExemplarsArg::KnnReal => bail!(
+            "--exemplars knn-real is not available yet in this chimera (it needs the real rows \
+             in the workers); use synthetic or none"
+        ),
+    };
+    for c in &a.llm_columns {
+        spec.columns.entry(c.clone()).or_default().role = Some(Role::Text);
+    }
+    let columns = spec
+        .columns
+        .iter()
+        .filter(|(_, c)| c.pattern.is_some() || c.max_length.is_some() || c.description.is_some())
+        .map(|(name, c)| {
+            let rules = TextRules {
+                pattern: c.pattern.clone(),
+                max_length: c.max_length,
+                description: c.description.clone(),
+            };
+            (name.clone(), rules)
+        })
+        .collect();
+    Ok(Some(LlmFill {
+        model: path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        exemplars,
+        scope: match a.llm_fill {
+            FillArg::Other => FillScope::Other,
+            FillArg::All => FillScope::All,
+        },
+        instruction: spec.llm.instruction.clone(),
+        columns,
+    }))
+}
+
+/// Loads the LLM a job's text columns need (once per process; in-process workers share it).
+async fn llm_runtime(
+    model: &Model,
+    path: Option<&Path>,
+    run: &LlmRunArgs,
+) -> Result<Option<Arc<LlmRuntime>>> {
+    let Some(fill) = &model.llm else {
+        if let Some(p) = path {
+            tracing::warn!(llm = %p.display(), "the model has no text columns: --llm is not used");
+        }
+        return Ok(None);
+    };
+    let Some(path) = path else {
+        bail!(
+            "the model's text columns are written by an LLM ({}): pass --llm with its path",
+            fill.model
+        );
+    };
+    Ok(Some(load_llm(path, run).await?))
+}
+
+/// Loads a language model for the workers of this process.
+async fn load_llm(path: &Path, run: &LlmRunArgs) -> Result<Arc<LlmRuntime>> {
+    if run.llm_batch == 0 {
+        bail!("--llm-batch must be at least 1");
+    }
+    let device = match run.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::new_cuda(0).map_err(|e| {
+            anyhow::anyhow!(
+                "--device cuda: {e} (CUDA needs a chimera built with `--features cuda`)"
+            )
+        })?,
+    };
+    let started = Instant::now();
+    let p = path.to_path_buf();
+    let runtime = tokio::task::spawn_blocking(move || LlmRuntime::load(&p, &device))
+        .await
+        .context("loading the LLM")?
+        .with_context(|| format!("--llm {}", path.display()))?;
+    tracing::info!(
+        llm = %path.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        "language model loaded"
+    );
+    Ok(Arc::new(runtime))
+}
+
+fn llm_random(a: RandomArgs) -> Result<()> {
+    use chimera_worker::llm::model::Architecture;
+    use chimera_worker::llm::random::{
+        RandomDType, RandomFormat, RandomModelSpec, write_random_model,
+    };
+    let arch = match a.arch.as_str() {
+        "llama" => Architecture::Llama,
+        "qwen2" => Architecture::Qwen2,
+        "qwen3" => Architecture::Qwen3,
+        other => bail!("--arch must be llama, qwen2 or qwen3, got `{other}`"),
+    };
+    let spec = match (a.shape.as_str(), arch) {
+        ("tiny", _) => RandomModelSpec::tiny(arch),
+        ("1b", Architecture::Llama) => RandomModelSpec::llama_1b(),
+        ("1b", _) => bail!("--shape 1b is a llama shape"),
+        (other, _) => bail!("--shape must be tiny or 1b, got `{other}`"),
+    };
+    let format = match a.format.as_str() {
+        "gguf" => RandomFormat::Gguf,
+        "safetensors" => RandomFormat::Safetensors,
+        other => bail!("--format must be gguf or safetensors, got `{other}`"),
+    };
+    let dtype = match a.dtype.as_str() {
+        "f32" => RandomDType::F32,
+        "f16" => RandomDType::F16,
+        "bf16" => RandomDType::BF16,
+        "q8_0" => RandomDType::Q8_0,
+        "q4_1" => RandomDType::Q4_1,
+        other => bail!("--dtype must be f32, f16, bf16, q8_0 or q4_1, got `{other}`"),
+    };
+    let path = write_random_model(&a.out, &spec, format, dtype)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+async fn llm_bench(a: BenchArgs) -> Result<()> {
+    let runtime = load_llm(&a.llm, &a.llm_run).await?;
+    let batches = a.batches.clone();
+    let (prompt, tokens) = (a.prompt, a.tokens);
+    let rt = runtime.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        chimera_worker::llm::bench::bench(&rt.model, &batches, prompt, tokens)
+    })
+    .await??;
+    let c = runtime.model.config();
+    println!(
+        "{} ({:?}, {} layers, hidden {}), {} prompt tokens, {} generated per sequence",
+        a.llm.display(),
+        c.architecture,
+        c.layers,
+        c.hidden,
+        prompt,
+        tokens
+    );
+    println!(
+        "{:>14} {:>6} {:>10} {:>16} {:>16} {:>8}",
+        "mode", "batch", "sequences", "prefill tok/s", "decode tok/s", "speedup"
+    );
+    for r in &rows {
+        println!(
+            "{:>14} {:>6} {:>10} {:>16.1} {:>16.1} {:>7.2}x",
+            r.mode, r.batch, r.sequences, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.speedup
+        );
+    }
+    if let Some(path) = &a.json {
+        write_atomically(path, &serde_json::to_vec_pretty(&rows)?)?;
+    }
+    Ok(())
+}
+
+/// CSV column types the spec declares (`type:`), for the reader.
+fn spec_types(spec: &Spec) -> Result<Vec<(String, arrow::datatypes::DataType)>> {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let mut types = Vec::new();
+    for (name, c) in &spec.columns {
+        let Some(t) = &c.read_type else { continue };
+        let dt = match t.as_str() {
+            "Utf8" => DataType::Utf8,
+            "Int64" => DataType::Int64,
+            "Float64" => DataType::Float64,
+            "Boolean" => DataType::Boolean,
+            "Date32" => DataType::Date32,
+            "Timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            other => bail!(
+                "spec: column `{name}`: type must be one of {}, got `{other}`",
+                chimera_core::spec::READ_TYPES.join(", ")
+            ),
+        };
+        types.push((name.clone(), dt));
+    }
+    Ok(types)
 }
 
 fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
@@ -107,11 +304,14 @@ async fn fit(
     input: &InputArgs,
     privacy: &PrivacyArgs,
     model: &ModelArgs,
+    llm: &LlmArgs,
     seed: u64,
 ) -> Result<Model> {
-    let settings = fit_settings(privacy, model)?;
-    let spec = load_spec(model)?;
-    let opts = read_options(input)?;
+    let mut settings = fit_settings(privacy, model)?;
+    let mut spec = load_spec(model)?;
+    settings.llm = llm_fill(llm, &mut spec)?;
+    let mut opts = read_options(input)?;
+    opts.column_types = spec_types(&spec)?;
     let started = Instant::now();
     let source = open_table(&input.input, &opts).await?;
     let bars = Bars::new();
@@ -130,7 +330,7 @@ async fn fit(
 }
 
 async fn fit_cmd(a: FitArgs) -> Result<()> {
-    let model = fit(&a.input, &a.privacy, &a.model, a.seed).await?;
+    let model = fit(&a.input, &a.privacy, &a.model, &a.llm, a.seed).await?;
     write_atomically(&a.model_path, &model.to_json()?)?;
     tracing::info!(path = %a.model_path.display(), digest = %model.digest()?, "model saved");
     Ok(())
@@ -152,19 +352,25 @@ async fn run(a: RunArgs) -> Result<()> {
             tracing::info!("the output holds an unfinished run of this job: resuming it");
             model
         }
-        None => fit(&a.input, &a.privacy, &a.model, a.output.seed).await?,
+        None => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed).await?,
     };
-    run_job(model, &target, embedded(a.workers)?).await
+    let llm = llm_runtime(&model, a.llm.llm.as_deref(), &a.llm_run).await?;
+    run_job(model, &target, embedded(a.workers, llm, &a.llm_run)?).await
 }
 
 async fn sample_cmd(a: SampleArgs) -> Result<()> {
     let target = job_target(&a.output, storage_options(&a.storage_options)?)?;
     let model = load_model(&a.model)?;
-    run_job(model, &target, embedded(a.workers)?).await
+    let llm = llm_runtime(&model, a.llm.as_deref(), &a.llm_run).await?;
+    run_job(model, &target, embedded(a.workers, llm, &a.llm_run)?).await
 }
 
 /// A job run in this process: the coordinator on a loopback port, `workers` workers beside it.
-fn embedded(workers: usize) -> Result<Serving> {
+fn embedded(
+    workers: usize,
+    llm: Option<Arc<LlmRuntime>>,
+    run: &LlmRunArgs,
+) -> Result<Serving> {
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
@@ -175,6 +381,8 @@ fn embedded(workers: usize) -> Result<Serving> {
         ready: Ready::default(),
         workers,
         linger: Duration::ZERO,
+        llm,
+        llm_batch: run.llm_batch,
     })
 }
 
@@ -224,7 +432,7 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
             tracing::info!("the output holds an unfinished run of this job: resuming it");
             model
         }
-        None => fit(&a.input, &a.privacy, &a.model, a.output.seed).await?,
+        None => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed).await?,
     };
     let serving = Serving {
         listen: a.listen,
@@ -233,6 +441,8 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         ready,
         workers: 0,
         linger,
+        llm: None,
+        llm_batch: 0,
     };
     run_job(model, &target, serving).await
 }
@@ -251,6 +461,11 @@ async fn worker_cmd(a: WorkerArgs) -> Result<()> {
         threads: rayon::current_num_threads(),
         storage_options: storage_options(&a.storage_options)?,
         connect_for: seconds("--connect-timeout", a.connect_timeout)?,
+        llm: match &a.llm {
+            Some(p) => Some(load_llm(p, &a.llm_run).await?),
+            None => None,
+        },
+        llm_batch: a.llm_run.llm_batch,
     };
     let report = worker(options, a.health_listen).await?;
     if let Some(path) = &a.report {

@@ -2,6 +2,7 @@
 //! `sample` start the same coordinator on a loopback port with a fresh token and a few
 //! in-process workers; `coordinator` and `worker` run them as separate processes.
 
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use chimera_coordinator::job::{Job, JobSpec, Start, stored_model};
 use chimera_coordinator::service::{ServeOptions, bind};
 use chimera_core::model::Model;
 use chimera_storage::{Location, Output};
+use chimera_worker::llm::fill::LlmRuntime;
 use chimera_worker::remote::{StopSignal, WorkerOptions, WorkerReport, run_worker};
 
 use crate::health::{self, Ready};
@@ -66,6 +68,10 @@ pub struct Serving {
     pub workers: usize,
     /// How long a finished coordinator keeps answering "done" to remote workers.
     pub linger: Duration,
+    /// The language model the in-process workers share, for a model with text columns.
+    pub llm: Option<Arc<LlmRuntime>>,
+    /// Rows an in-process worker's LLM decodes together.
+    pub llm_batch: usize,
 }
 
 /// A random token for an embedded job (the port is loopback-only, but other local users exist).
@@ -141,6 +147,8 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
             threads: rayon::current_num_threads(),
             storage_options: target.storage_options.clone(),
             connect_for: Duration::from_secs(10),
+            llm: serving.llm.clone(),
+            llm_batch: serving.llm_batch,
         };
         workers.spawn(run_worker(options, StopSignal::default()));
     }

@@ -28,7 +28,15 @@ pub struct FitSettings {
     pub search_rows: usize,
     /// Seed for the DP noise; None draws it from the operating system (the safe default).
     pub noise_seed: Option<u64>,
+    /// How an LLM fills text columns, if one does. Then a text column is modelled as its
+    /// frequent values plus an `other` code (the joint distribution stays right) and the LLM
+    /// writes the value wherever `other` is drawn; without an LLM, a text column is an error.
+    pub llm: Option<crate::model::LlmFill>,
 }
+
+/// Without DP, a text column's values seen fewer times than this are left to the LLM (the
+/// long tail), so no rare real string is copied into the output.
+pub const TEXT_MIN_COUNT: f64 = 5.0;
 
 impl Default for FitSettings {
     fn default() -> Self {
@@ -42,6 +50,7 @@ impl Default for FitSettings {
             max_categories: 1000,
             search_rows: 50_000,
             noise_seed: None,
+            llm: None,
         }
     }
 }
@@ -264,7 +273,15 @@ impl Fitter {
                 // Under DP the role follows from the released categories, never from an exact
                 // distinct count: categorical if the released values cover most rows.
                 let (enc, kept, nulls) =
-                    self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?;
+                    self.categorical(
+                        c,
+                        s,
+                        spec.as_ref(),
+                        sigma,
+                        delta_sel,
+                        selection_columns,
+                        false,
+                    )?;
                 let non_null = (rows_released - nulls).max(1.0);
                 let share = (kept / non_null).clamp(0.0, 1.0);
                 if share >= 0.5 {
@@ -293,7 +310,8 @@ impl Fitter {
                             privacy::selection_threshold(sigma, delta_sel, selection_columns)
                         ),
                     };
-                    (choice, None)
+                    let llm = self.settings.llm.is_some();
+                    (choice, llm.then_some(enc))
                 }
             } else if dp
                 && c.kind == ValueKind::Integer
@@ -334,10 +352,19 @@ impl Fitter {
                     self.settings.max_categories,
                 );
                 let encoding = match choice.role {
-                    Role::Identifier | Role::Text => None,
-                    Role::Categorical => Some(
-                        self.categorical(c, s, spec.as_ref(), sigma, delta_sel, selection_columns)?
-                            .0,
+                    Role::Identifier => None,
+                    Role::Text if self.settings.llm.is_none() => None,
+                    Role::Categorical | Role::Text => Some(
+                        self.categorical(
+                            c,
+                            s,
+                            spec.as_ref(),
+                            sigma,
+                            delta_sel,
+                            selection_columns,
+                            choice.role == Role::Text,
+                        )?
+                        .0,
                     ),
                     Role::Numeric | Role::Datetime => {
                         let bins = spec.as_ref().and_then(|x| x.bins).unwrap_or(bins_default);
@@ -352,15 +379,15 @@ impl Fitter {
                 };
                 (choice, encoding)
             };
-            if choice.role == Role::Text {
+            if choice.role == Role::Text && self.settings.llm.is_none() {
                 return Err(CoreError::Column {
                     table: self.table.clone(),
                     column: c.name.clone(),
                     message: format!(
                         "it looks like free text ({}); this chimera cannot model free text \
-                         without an LLM: declare `role: identifier` in the spec to regenerate \
-                         it as fresh unique values, or `role: categorical` to keep its most \
-                         frequent values",
+                         without an LLM: pass `--llm MODEL` to have one write it, declare \
+                         `role: identifier` in the spec to regenerate it as fresh unique values, \
+                         or `role: categorical` to keep its most frequent values",
                         choice.reason
                     ),
                 });
@@ -405,6 +432,7 @@ impl Fitter {
         sigma: f64,
         delta_sel: f64,
         selection_columns: usize,
+        text: bool,
     ) -> Result<(Encoding, f64, f64)> {
         let dp = self.ledger.is_some();
         let counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
@@ -473,10 +501,14 @@ impl Fitter {
         } else {
             let mut sorted = counts.clone();
             sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            let limit = self.settings.max_categories;
-            let other = sorted.len() > limit;
+            let mut limit = self.settings.max_categories;
+            if text {
+                // The long tail of a text column is the LLM's to write.
+                limit = limit.min(sorted.iter().filter(|x| x.1 >= TEXT_MIN_COUNT).count());
+            }
+            let other = sorted.len() > limit || text;
             kept_mass = sorted.iter().take(limit).map(|x| x.1).sum();
-            if other {
+            if sorted.len() > limit {
                 let rest: f64 = sorted[limit..].iter().map(|x| x.1).sum();
                 self.notes.push(format!(
                     "column `{}`: {} rare values ({} rows) beyond the {limit} most frequent are merged into `other`",
@@ -824,6 +856,15 @@ impl Fitter {
             }
         }
         let mut notes = self.notes;
+        if let Some(fill) = &self.settings.llm
+            && fill.exemplars == crate::model::Exemplars::KnnReal
+        {
+            notes.push(
+                "knn-real exemplars: real rows are pasted into the LLM's prompts, so the text \
+                 columns carry NO differential-privacy guarantee"
+                    .into(),
+            );
+        }
         if let Some(l) = &self.ledger {
             notes.push(format!(
                 "({:.3}, {:.1e})-DP: zCDP rho {:.5} spent of {:.5}; delta split {:.1e} conversion + {:.1e} category release",
@@ -857,6 +898,7 @@ impl Fitter {
                 search_rows: self.settings.search_rows,
                 rows_in_search: self.rows_in_search,
             },
+            llm: self.settings.llm.clone(),
         };
         model.check()?;
         Ok(model)

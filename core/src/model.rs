@@ -1,5 +1,7 @@
 //! The model artifact: everything `sample` needs, with the privacy ledger and fit settings.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +47,54 @@ pub struct FitSettingsRecord {
     pub rows_in_search: usize,
 }
 
+/// Where the LLM's prompts take their example rows from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exemplars {
+    /// Earlier synthetic rows of the same shard: no real record reaches a prompt (the default).
+    Synthetic,
+    /// No example rows, only the instruction and the row's values.
+    None,
+    /// The k nearest real rows (HARMONIC): voids the DP guarantee, and the manifest says so.
+    KnnReal,
+}
+
+/// Which cells of a text column the LLM writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FillScope {
+    /// Where the network drew the `other` code (the long tail); frequent values stay as drawn.
+    Other,
+    /// Every non-null cell.
+    All,
+}
+
+/// How the LLM fills the text columns, recorded in the model so every worker does the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmFill {
+    /// File name of the language model (each worker loads its own copy).
+    pub model: String,
+    pub exemplars: Exemplars,
+    pub scope: FillScope,
+    /// Instruction template overriding the default (`{table}` and `{columns}` are replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// Per text column: what constrains the values the LLM writes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, TextRules>,
+}
+
+/// Constraints and hints for the values an LLM writes in one text column (from the spec).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// A fitted model of one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -59,6 +109,21 @@ pub struct Model {
     pub network: BayesNet,
     pub privacy: ModelPrivacy,
     pub settings: FitSettingsRecord,
+    /// How an LLM fills the text columns; None when the model has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmFill>,
+}
+
+impl Model {
+    /// Columns the LLM writes: text columns in the network.
+    pub fn llm_columns(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.role == Role::Text && c.encoding.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 impl Model {

@@ -19,7 +19,33 @@ pub struct ColumnSpec {
     pub domain: Option<Vec<String>>,
     /// Public bounds [low, high] of a numeric column: values outside are clamped.
     pub bounds: Option<[f64; 2]>,
+    /// The column's type when reading CSV, instead of inferring it from the first rows:
+    /// one of [`READ_TYPES`].
+    #[serde(rename = "type")]
+    pub read_type: Option<String>,
+    /// A text column's values must match this regular expression (LLM-written values are
+    /// constrained to it).
+    pub pattern: Option<String>,
+    /// Most characters of an LLM-written value (default [`DEFAULT_TEXT_MAX_LENGTH`]).
+    pub max_length: Option<usize>,
+    /// What the column holds, in words, for the LLM's prompt.
+    pub description: Option<String>,
 }
+
+/// Default bound on the characters of an LLM-written value.
+pub const DEFAULT_TEXT_MAX_LENGTH: usize = 48;
+
+/// Settings of the LLM fill that the spec may override.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSpec {
+    /// The instruction at the top of every prompt; `{table}` and `{columns}` are replaced by
+    /// the table's name and the list of its columns.
+    pub instruction: Option<String>,
+}
+
+/// Types a spec may declare for a CSV column.
+pub const READ_TYPES: [&str; 6] = ["Utf8", "Int64", "Float64", "Boolean", "Date32", "Timestamp"];
 
 /// Settings of the fit that the spec may override.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +69,8 @@ pub struct Spec {
     pub columns: BTreeMap<String, ColumnSpec>,
     #[serde(default)]
     pub fit: FitSpec,
+    #[serde(default)]
+    pub llm: LlmSpec,
 }
 
 impl Spec {
@@ -74,6 +102,21 @@ impl Spec {
             {
                 return Err(CoreError::Spec(format!(
                     "column `{name}`: bounds must be two finite numbers, low < high, got [{lo}, {hi}]"
+                )));
+            }
+            if let Some(t) = &c.read_type
+                && !READ_TYPES.contains(&t.as_str())
+            {
+                return Err(CoreError::Spec(format!(
+                    "column `{name}`: type must be one of {}, got `{t}`",
+                    READ_TYPES.join(", ")
+                )));
+            }
+            if let Some(m) = c.max_length
+                && !(1..=4096).contains(&m)
+            {
+                return Err(CoreError::Spec(format!(
+                    "column `{name}`: max_length must be between 1 and 4096, got {m}"
                 )));
             }
             if let Some(d) = &c.domain
@@ -144,5 +187,8 @@ mod tests {
         assert!(Spec::from_yaml("columns:\n  age: {role: colour}\n").is_err());
         let s = Spec::from_yaml("columns:\n  age: {bounds: [5, 1]}\n").unwrap();
         assert!(s.validate("t", &cols()).is_err());
+        let s = Spec::from_yaml("columns:\n  age: {type: Int128}\n").unwrap();
+        let e = s.validate("t", &cols()).unwrap_err().to_string();
+        assert!(e.contains("`age`") && e.contains("Int128"), "{e}");
     }
 }

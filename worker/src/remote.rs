@@ -26,6 +26,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::llm::fill::{FillError, Filler, LlmRuntime};
 use crate::sample::{SampleError, ShardSampler};
 
 /// Largest message the worker accepts (the model travels in `Register`).
@@ -48,6 +49,10 @@ pub struct WorkerOptions {
     pub storage_options: Vec<(String, String)>,
     /// How long to keep trying to reach the coordinator before giving up.
     pub connect_for: Duration,
+    /// The language model for jobs with text columns (shared by in-process workers).
+    pub llm: Option<Arc<LlmRuntime>>,
+    /// Rows the LLM decodes together.
+    pub llm_batch: usize,
 }
 
 /// Why the worker stopped without the job being done.
@@ -59,6 +64,8 @@ pub enum WorkerError {
         secs: f64,
         message: String,
     },
+    #[error("LLM fill: {0}")]
+    Fill(#[from] FillError),
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
     #[error("the job failed: {0}")]
@@ -202,6 +209,7 @@ struct Session {
     worker_id: String,
     digest: String,
     sampler: Arc<ShardSampler>,
+    filler: Option<Arc<Filler>>,
     output: Output,
     table: String,
     heartbeat: Duration,
@@ -246,7 +254,22 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
             r.model_digest
         )));
     }
-    let sampler = Arc::new(ShardSampler::new(Arc::new(model))?);
+    let model = Arc::new(model);
+    let filler = match (&model.llm, &o.llm) {
+        (None, _) => None,
+        (Some(fill), None) => {
+            return Err(WorkerError::Fill(FillError::NoLlm {
+                model: fill.model.clone(),
+            }));
+        }
+        (Some(_), Some(runtime)) => {
+            let mut f = Filler::new(runtime.clone(), model.clone())?;
+            f.max_batch = o.llm_batch.max(1);
+            f.window = f.window.max(4 * f.max_batch);
+            Some(Arc::new(f))
+        }
+    };
+    let sampler = Arc::new(ShardSampler::new(model)?);
     let output = Output::new(Location::parse(&r.output, &o.storage_options)?);
     tracing::info!(worker = %r.worker_id, output = %output.location().display(), "registered");
     Ok(Session {
@@ -254,6 +277,7 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
         worker_id: r.worker_id,
         digest,
         sampler,
+        filler,
         output,
         table: r.table,
         heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
@@ -448,7 +472,26 @@ async fn run_shard(
         Box<dyn std::future::Future<Output = Result<Option<PartInfo>, WorkerError>> + Send + '_>,
     > = Box::pin(async {
         let sampler = session.sampler.clone();
-        let work = tokio::task::spawn_blocking(move || sampler.sample(&plan));
+        let filler = session.filler.clone();
+        let work = tokio::task::spawn_blocking(move || -> Result<_, WorkerError> {
+            let sampled = sampler.sample_shard(&plan)?;
+            match filler {
+                None => Ok(sampled.batches),
+                Some(f) => {
+                    let (batches, stats) = f.fill(&plan, sampled)?;
+                    tracing::info!(
+                        shard = plan.shard,
+                        rows = stats.rows,
+                        cells = stats.cells,
+                        tokens_sampled = stats.engine.sampled,
+                        tokens_forced = stats.engine.forced,
+                        seconds = stats.seconds,
+                        "text columns written by the LLM"
+                    );
+                    Ok(batches)
+                }
+            }
+        });
         let batches = tokio::select! {
             r = work => r.map_err(|e| WorkerError::Invalid(format!("sampling task: {e}")))??,
             _ = lease_lost(&mut lost_rx) => return Ok(None),

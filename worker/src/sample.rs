@@ -12,7 +12,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chimera_core::bayesnet::{SAMPLE_CHUNK, Sampler};
 use chimera_core::domain::{Code, Decoder, Value};
-use chimera_core::model::Model;
+use chimera_core::domain::Encoding;
+use chimera_core::model::{FillScope, Model};
 use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};
 use rayon::prelude::*;
@@ -44,6 +45,15 @@ pub struct ShardSampler {
     attribute_of: Vec<Option<usize>>,
     schema: SchemaRef,
     types: Vec<DataType>,
+}
+
+/// A sampled shard before the LLM fill.
+#[derive(Debug)]
+pub struct SampledShard {
+    /// The rows, [`BATCH_ROWS`] per batch.
+    pub batches: Vec<RecordBatch>,
+    /// Per LLM column (column index): the shard rows, ascending, whose value the LLM writes.
+    pub fill: Vec<(usize, Vec<u32>)>,
 }
 
 /// Rows per output record batch.
@@ -89,8 +99,39 @@ impl ShardSampler {
 
     /// Samples one shard.
     pub fn sample(&self, shard: &ShardPlan) -> Result<Vec<RecordBatch>, SampleError> {
+        Ok(self.sample_shard(shard)?.batches)
+    }
+
+    /// Samples one shard and says which text cells the LLM is to write: per LLM column (see
+    /// [`Model::llm_columns`]), the rows where the network drew `other` (or, with
+    /// [`FillScope::All`], every non-null row). Those cells hold a placeholder until filled.
+    pub fn sample_shard(&self, shard: &ShardPlan) -> Result<SampledShard, SampleError> {
         let rows = shard.rows as usize;
         let codes = self.sampler.sample(rows, shard.seed);
+        let mut fill = Vec::new();
+        if let Some(llm) = &self.model.llm {
+            for c in self.model.llm_columns() {
+                let (Some(a), Some(Encoding::Categorical(enc))) =
+                    (self.attribute_of[c], &self.model.columns[c].encoding)
+                else {
+                    continue;
+                };
+                let other = enc.other.then_some(enc.values.len() as Code);
+                let null = enc
+                    .null
+                    .then_some((enc.values.len() + enc.other as usize) as Code);
+                let cells: Vec<u32> = codes[a]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &k)| match llm.scope {
+                        FillScope::Other => Some(k) == other,
+                        FillScope::All => Some(k) != null,
+                    })
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                fill.push((c, cells));
+            }
+        }
         let mut batches = Vec::new();
         let mut start = 0usize;
         while start < rows {
@@ -108,7 +149,7 @@ impl ShardSampler {
             batches.push(batch);
             start += n;
         }
-        Ok(batches)
+        Ok(SampledShard { batches, fill })
     }
 
     fn column(

@@ -1,12 +1,24 @@
-//! A `tokenizers::Tokenizer` rebuilt from GGUF metadata (`tokenizer.ggml.*`), for models that
-//! ship no `tokenizer.json`. Follows llama.cpp's reading of the same keys: `model` picks the
-//! algorithm (only byte-level BPE, "gpt2", so far), `pre` picks the pre-tokenizer regex, control
-//! tokens become special tokens that are never split.
+//! The model's tokenizer, loaded from either of the two places models ship it:
+//!
+//! - a GGUF file's metadata (`tokenizer.ggml.*`): [`GgufTokenizer`] rebuilds a
+//!   `tokenizers::Tokenizer` the way llama.cpp reads the same keys: `model` picks the algorithm
+//!   (only byte-level BPE, "gpt2", so far), `pre` picks the pre-tokenizer regex, control tokens
+//!   become special tokens that are never split;
+//! - a Hugging Face model directory: `tokenizer.json`, `tokenizer_config.json` (chat template,
+//!   BOS/EOS strings, `add_bos_token`) and `generation_config.json` (the stop ids).
+//!
+//! [`load_tokenizer`] picks by path and returns a [`ChimeraTokenizer`], which also knows the exact
+//! bytes every token decodes to ([`ChimeraTokenizer::token_bytes`]), the vocabulary that
+//! constrained decoding walks.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::metaspace::PrependScheme;
+use tokenizers::{DecoderWrapper, normalizers};
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -28,6 +40,29 @@ const KEY_EOS: &str = "tokenizer.ggml.eos_token_id";
 const KEY_PAD: &str = "tokenizer.ggml.padding_token_id";
 const KEY_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+const KEY_EOT: &str = "tokenizer.ggml.eot_token_id";
+const KEY_EOM: &str = "tokenizer.ggml.eom_token_id";
+
+/// Texts of control tokens that end a turn or the text, which llama.cpp also treats as stops
+/// when the metadata names only one EOS.
+const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<|return|>",
+    "</s>",
+];
+
+/// Files of a Hugging Face model directory.
+const HF_TOKENIZER_JSON: &str = "tokenizer.json";
+const HF_TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+const HF_GENERATION_CONFIG: &str = "generation_config.json";
+/// Newer `transformers` saves the chat template beside the config instead of inside it.
+const HF_CHAT_TEMPLATE_JINJA: &str = "chat_template.jinja";
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
@@ -67,12 +102,44 @@ pub enum TokenizerError {
         KNOWN_PRE.join(", ")
     )]
     UnsupportedPre { file: PathBuf, pre: String },
-    /// The `tokenizers` crate rejected the rebuilt parts.
+    /// The `tokenizers` crate rejected the rebuilt parts (or `tokenizer.json`).
     #[error("{}: cannot build the tokenizer: {source}", file.display())]
     Build {
         file: PathBuf,
         source: tokenizers::Error,
     },
+    /// A file of a model directory could not be read.
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// A JSON file of a model directory is not valid JSON.
+    #[error("{}: not valid JSON: {source}", file.display())]
+    Json {
+        file: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A key of a model directory's JSON file has a value this module cannot use.
+    #[error("{}: {key}: {reason}", file.display())]
+    BadKey {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+    /// The tokenizer's decoder is neither byte-level nor SentencePiece-style, so the bytes of its
+    /// tokens are unknown.
+    #[error(
+        "{}: the decoder is neither ByteLevel nor Metaspace/ByteFallback; token bytes are unknown",
+        file.display()
+    )]
+    UnsupportedDecoder { file: PathBuf },
+    /// The path is neither a `.gguf` file nor a model directory with a `tokenizer.json`.
+    #[error(
+        "{}: expected a .gguf file or a directory with tokenizer.json",
+        path.display()
+    )]
+    NotAModel { path: PathBuf },
 }
 
 /// A tokenizer rebuilt from a GGUF file, with the ids and template a prompt builder needs.
@@ -238,6 +305,528 @@ impl GgufTokenizer {
             special_ids,
             chat_template,
         })
+    }
+}
+
+/// How token strings map back to bytes, read from the tokenizer's decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceBytes {
+    /// GPT-2 byte-level BPE: every char of a token stands for one byte.
+    ByteLevel,
+    /// SentencePiece style: `space` stands for ' ', `<0xAB>` is a raw byte when `byte_fallback`.
+    Metaspace { space: char, byte_fallback: bool },
+}
+
+/// A model's tokenizer with what prompting and constrained decoding need: the special ids, the
+/// stop ids, the chat template, and the bytes of every token.
+#[derive(Debug, Clone)]
+pub struct ChimeraTokenizer {
+    /// The tokenizer; special tokens are added tokens marked special.
+    pub tokenizer: Tokenizer,
+    /// Beginning-of-sequence id, if the model has one.
+    pub bos: Option<u32>,
+    /// Ids that end generation, the configured EOS first (e.g. `<|im_end|>`, `<|endoftext|>`).
+    pub eos: Vec<u32>,
+    /// Padding id, if the model names one.
+    pub pad: Option<u32>,
+    /// Whether a prompt starts with `bos` when the chat template does not write it itself.
+    pub add_bos: bool,
+    /// Ids of the special (control) tokens, ascending.
+    pub special_ids: Vec<u32>,
+    /// The Jinja chat template, unrendered; `None` when the model ships none.
+    pub chat_template: Option<String>,
+    /// The BOS token's text, as chat templates see it (`bos_token`).
+    pub bos_token: Option<String>,
+    /// The EOS token's text, as chat templates see it (`eos_token`).
+    pub eos_token: Option<String>,
+    /// The file or directory this was loaded from (errors name it).
+    pub source: PathBuf,
+    pieces: PieceBytes,
+}
+
+/// Loads the tokenizer of the model at `model_path`: a `.gguf` file (metadata) or a Hugging Face
+/// model directory (`tokenizer.json` and its configs).
+pub fn load_tokenizer(model_path: &Path) -> Result<ChimeraTokenizer, TokenizerError> {
+    if model_path.is_dir() {
+        return ChimeraTokenizer::from_hf_dir(model_path);
+    }
+    let is_gguf = model_path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if is_gguf {
+        ChimeraTokenizer::from_gguf(model_path)
+    } else {
+        Err(TokenizerError::NotAModel {
+            path: model_path.to_path_buf(),
+        })
+    }
+}
+
+impl From<GgufTokenizer> for ChimeraTokenizer {
+    fn from(gguf: GgufTokenizer) -> Self {
+        Self::from_gguf_parts(gguf, &[], Path::new(IN_MEMORY))
+    }
+}
+
+impl ChimeraTokenizer {
+    /// Reads a GGUF file's metadata: the rebuilt tokenizer plus the end-of-turn ids
+    /// (`tokenizer.ggml.eot_token_id`, `eom_token_id`).
+    pub fn from_gguf(path: &Path) -> Result<Self, TokenizerError> {
+        let content = read_content(path)?;
+        let meta = GgufMetadata::new(&content, path);
+        let gguf = GgufTokenizer::build(meta)?;
+        let n_tokens = gguf.tokenizer.get_vocab_size(true);
+        let mut extra_stops = Vec::new();
+        for key in [KEY_EOT, KEY_EOM] {
+            if let Some(id) = meta.opt_u32(key)? {
+                if id as usize >= n_tokens {
+                    return Err(meta
+                        .bad(
+                            key,
+                            format!("id {id} is outside the {n_tokens}-token vocabulary"),
+                        )
+                        .into());
+                }
+                extra_stops.push(id);
+            }
+        }
+        Ok(Self::from_gguf_parts(gguf, &extra_stops, path))
+    }
+
+    fn from_gguf_parts(gguf: GgufTokenizer, extra_stops: &[u32], source: &Path) -> Self {
+        let text = |id: Option<u32>| id.and_then(|i| gguf.tokenizer.id_to_token(i));
+        let mut eos: Vec<u32> = gguf.eos.into_iter().chain(extra_stops.iter().copied()).collect();
+        for &id in &gguf.special_ids {
+            if gguf
+                .tokenizer
+                .id_to_token(id)
+                .is_some_and(|t| END_OF_GENERATION_TEXTS.contains(&t.as_str()))
+            {
+                eos.push(id);
+            }
+        }
+        dedup_in_order(&mut eos);
+        Self {
+            bos_token: text(gguf.bos),
+            eos_token: text(eos.first().copied()),
+            tokenizer: gguf.tokenizer,
+            bos: gguf.bos,
+            eos,
+            pad: gguf.pad,
+            add_bos: gguf.add_bos,
+            special_ids: gguf.special_ids,
+            chat_template: gguf.chat_template,
+            source: source.to_path_buf(),
+            pieces: PieceBytes::ByteLevel,
+        }
+    }
+
+    /// Wraps a `tokenizers::Tokenizer` with no configs: no BOS/EOS, no chat template; special
+    /// ids are its added tokens marked special. `source` names it in errors.
+    pub fn from_tokenizer(tokenizer: Tokenizer, source: &Path) -> Result<Self, TokenizerError> {
+        let pieces = piece_bytes(&tokenizer).ok_or_else(|| TokenizerError::UnsupportedDecoder {
+            file: source.to_path_buf(),
+        })?;
+        let mut special_ids: Vec<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        special_ids.sort_unstable();
+        Ok(Self {
+            tokenizer,
+            bos: None,
+            eos: Vec::new(),
+            pad: None,
+            add_bos: false,
+            special_ids,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+            source: source.to_path_buf(),
+            pieces,
+        })
+    }
+
+    /// Reads a Hugging Face model directory: `tokenizer.json` (required), `tokenizer_config.json`
+    /// and `generation_config.json` (optional), and `chat_template.jinja` when the config holds
+    /// no template.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        let tokenizer_file = dir.join(HF_TOKENIZER_JSON);
+        if !tokenizer_file.is_file() {
+            return Err(TokenizerError::NotAModel {
+                path: dir.to_path_buf(),
+            });
+        }
+        let tokenizer =
+            Tokenizer::from_file(&tokenizer_file).map_err(|source| TokenizerError::Build {
+                file: tokenizer_file.clone(),
+                source,
+            })?;
+        let mut tok = Self::from_tokenizer(tokenizer, &tokenizer_file)?;
+        tok.source = dir.to_path_buf();
+
+        let config_file = dir.join(HF_TOKENIZER_CONFIG);
+        let config = read_optional_json(&config_file)?.unwrap_or_default();
+        let token_field = |key: &str| -> Result<Option<String>, TokenizerError> {
+            match config.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(serde_json::Value::Object(o)) => match o.get("content") {
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    _ => Err(bad_key(&config_file, key, "object without a string \"content\"")),
+                },
+                Some(other) => Err(bad_key(
+                    &config_file,
+                    key,
+                    format!("expected a string or {{\"content\": ..}}, found {other}"),
+                )),
+            }
+        };
+        let id_of = |key: &str, text: &str| {
+            tok.tokenizer.token_to_id(text).ok_or_else(|| {
+                bad_key(
+                    &config_file,
+                    key,
+                    format!("{text:?} is not in the vocabulary"),
+                )
+            })
+        };
+        let bos_token = token_field("bos_token")?;
+        let eos_token = token_field("eos_token")?;
+        let pad_token = token_field("pad_token")?;
+        let bos = bos_token.as_deref().map(|t| id_of("bos_token", t)).transpose()?;
+        let config_eos = eos_token.as_deref().map(|t| id_of("eos_token", t)).transpose()?;
+        let pad = pad_token.as_deref().map(|t| id_of("pad_token", t)).transpose()?;
+        let add_bos = match config.get("add_bos_token") {
+            None | Some(serde_json::Value::Null) => {
+                // No flag: whatever tokenizer.json's post-processor does.
+                bos.is_some_and(|b| {
+                    tok.tokenizer
+                        .encode("a", true)
+                        .is_ok_and(|e| e.get_ids().first() == Some(&b))
+                })
+            }
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(bad_key(
+                    &config_file,
+                    "add_bos_token",
+                    format!("expected true or false, found {other}"),
+                ));
+            }
+        };
+        let mut chat_template = match config.get("chat_template") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // Several named templates: the "default" one, else the first.
+            Some(serde_json::Value::Array(named)) => {
+                let template_of = |v: &serde_json::Value| {
+                    v.get("template").and_then(|t| t.as_str()).map(str::to_owned)
+                };
+                let default = named
+                    .iter()
+                    .find(|v| v.get("name").and_then(|n| n.as_str()) == Some("default"));
+                default
+                    .or(named.first())
+                    .map(|v| {
+                        template_of(v).ok_or_else(|| {
+                            bad_key(&config_file, "chat_template", "entry without a \"template\"")
+                        })
+                    })
+                    .transpose()?
+            }
+            Some(other) => {
+                return Err(bad_key(
+                    &config_file,
+                    "chat_template",
+                    format!("expected a string or a list, found {other}"),
+                ));
+            }
+        };
+        if chat_template.is_none() {
+            let jinja = dir.join(HF_CHAT_TEMPLATE_JINJA);
+            if jinja.is_file() {
+                let text = std::fs::read_to_string(&jinja)
+                    .map_err(|source| TokenizerError::Io { file: jinja, source })?;
+                chat_template = Some(text);
+            }
+        }
+
+        let generation_file = dir.join(HF_GENERATION_CONFIG);
+        let generation = read_optional_json(&generation_file)?.unwrap_or_default();
+        let vocab = tok.vocab_size();
+        let check = |key: &str, v: &serde_json::Value| -> Result<u32, TokenizerError> {
+            v.as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .filter(|&i| (i as usize) < vocab)
+                .ok_or_else(|| {
+                    bad_key(
+                        &generation_file,
+                        key,
+                        format!("{v} is not an id in the {vocab}-token vocabulary"),
+                    )
+                })
+        };
+        let generation_eos = match generation.get("eos_token_id") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(ids)) => ids
+                .iter()
+                .map(|v| check("eos_token_id", v))
+                .collect::<Result<_, _>>()?,
+            Some(v) => vec![check("eos_token_id", v)?],
+        };
+        let bos = match (bos, generation.get("bos_token_id")) {
+            (Some(b), _) => Some(b),
+            (None, Some(v)) if !v.is_null() => Some(check("bos_token_id", v)?),
+            (None, _) => None,
+        };
+
+        let mut eos: Vec<u32> = config_eos.into_iter().chain(generation_eos).collect();
+        dedup_in_order(&mut eos);
+        let text = |id: Option<u32>| id.and_then(|i| tok.tokenizer.id_to_token(i));
+        tok.bos_token = bos_token.or_else(|| text(bos));
+        tok.eos_token = eos_token.or_else(|| text(eos.first().copied()));
+        tok.bos = bos;
+        tok.eos = eos;
+        tok.pad = pad;
+        tok.add_bos = add_bos;
+        tok.chat_template = chat_template;
+        Ok(tok)
+    }
+
+    /// Number of token ids (the model's embedding may have more rows; those ids decode to
+    /// nothing).
+    pub fn vocab_size(&self) -> usize {
+        let added_max = self
+            .tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .map(|&id| id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        self.tokenizer.get_vocab_size(true).max(added_max)
+    }
+
+    /// Ids whose bytes carry toktrie's special-token marker: the special ids and added tokens
+    /// that look like `<...>`, so a grammar can never spell them by accident.
+    fn marked_ids(&self) -> HashSet<u32> {
+        let mut marked: HashSet<u32> = self.special_ids.iter().copied().collect();
+        for (id, token) in self.tokenizer.get_added_tokens_decoder() {
+            let c = &token.content;
+            if token.special || (c.len() > 2 && c.starts_with('<') && c.ends_with('>')) {
+                marked.insert(id);
+            }
+        }
+        marked
+    }
+
+    /// The exact bytes each token id decodes to, indexed by id. Special tokens are their text
+    /// behind toktrie's marker byte 0xFF (`TokTrie::SPECIAL_TOKEN_MARKER`); ids without a token
+    /// are empty. This is the vocabulary llguidance's token trie is built from.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        let marked = self.marked_ids();
+        (0..self.vocab_size())
+            .map(|id| {
+                let Ok(id) = u32::try_from(id) else {
+                    return Vec::new();
+                };
+                let Some(piece) = self.tokenizer.id_to_token(id) else {
+                    return Vec::new();
+                };
+                if marked.contains(&id) {
+                    let mut bytes = Vec::with_capacity(piece.len() + 1);
+                    bytes.push(SPECIAL_TOKEN_MARKER);
+                    bytes.extend_from_slice(piece.as_bytes());
+                    bytes
+                } else {
+                    piece_to_bytes(&piece, self.pieces)
+                }
+            })
+            .collect()
+    }
+
+    /// A copy of the tokenizer that turns text into ids as the model would see that text in a
+    /// longer prompt: special tokens' texts are plain text, no truncation or padding, and no
+    /// space prepended by SentencePiece normalizers.
+    pub fn text_encoder(&self) -> Tokenizer {
+        let mut enc = self.tokenizer.clone();
+        enc.set_encode_special_tokens(true);
+        // Neither can fail in a way that matters: removing truncation always succeeds, and an
+        // encoder that keeps its normalizer only loses canonical forcing (callers check that
+        // ids spell their text).
+        let _ = enc.with_truncation(None);
+        enc.with_padding(None);
+        if let Some(n) = enc.get_normalizer().cloned() {
+            let _ = enc.with_normalizer(without_prepend(n));
+        }
+        if let Some(p) = enc.get_pre_tokenizer().cloned() {
+            enc.with_pre_tokenizer(Some(never_prepend(p)));
+        }
+        enc
+    }
+}
+
+/// toktrie's special-token marker byte (it can never start a valid UTF-8 sequence).
+const SPECIAL_TOKEN_MARKER: u8 = 0xff;
+
+fn dedup_in_order(ids: &mut Vec<u32>) {
+    let mut seen = HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+}
+
+fn bad_key(file: &Path, key: &str, reason: impl Into<String>) -> TokenizerError {
+    TokenizerError::BadKey {
+        file: file.to_path_buf(),
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A JSON object file, `None` when the file does not exist.
+fn read_optional_json(
+    file: &Path,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, TokenizerError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(TokenizerError::Io {
+                file: file.to_path_buf(),
+                source,
+            });
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err(bad_key(file, "(top level)", "expected a JSON object")),
+        Err(source) => Err(TokenizerError::Json {
+            file: file.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads the decoder to learn how token strings map to bytes; `None` when neither scheme
+/// applies.
+fn piece_bytes(tokenizer: &Tokenizer) -> Option<PieceBytes> {
+    fn walk(d: &DecoderWrapper, byte_level: &mut bool, fallback: &mut bool, space: &mut char) {
+        match d {
+            DecoderWrapper::ByteLevel(_) => *byte_level = true,
+            DecoderWrapper::ByteFallback(_) => *fallback = true,
+            DecoderWrapper::Metaspace(m) => *space = m.get_replacement(),
+            DecoderWrapper::Replace(r) => {
+                // `Replace` keeps its pattern private; its serialized form shows it.
+                if let Ok(v) = serde_json::to_value(r) {
+                    let content = v.get("content").and_then(|c| c.as_str());
+                    let pattern = v.pointer("/pattern/String").and_then(|p| p.as_str());
+                    if let (Some(" "), Some(p)) = (content, pattern) {
+                        let mut chars = p.chars();
+                        if let (Some(c), None) = (chars.next(), chars.next()) {
+                            *space = c;
+                        }
+                    }
+                }
+            }
+            DecoderWrapper::Sequence(seq) => {
+                for d in seq.get_decoders() {
+                    walk(d, byte_level, fallback, space);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut byte_level, mut fallback, mut space) = (false, false, ' ');
+    walk(tokenizer.get_decoder()?, &mut byte_level, &mut fallback, &mut space);
+    if byte_level {
+        Some(PieceBytes::ByteLevel)
+    } else if fallback || space != ' ' {
+        Some(PieceBytes::Metaspace {
+            space,
+            byte_fallback: fallback,
+        })
+    } else {
+        None
+    }
+}
+
+/// The bytes of one (non-special) token string.
+fn piece_to_bytes(piece: &str, scheme: PieceBytes) -> Vec<u8> {
+    match scheme {
+        // As the ByteLevel decoder does: a token with a char outside the table (an added
+        // token's raw text) is its UTF-8.
+        PieceBytes::ByteLevel => piece
+            .chars()
+            .map(byte_level_char_to_byte)
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_else(|| piece.as_bytes().to_vec()),
+        PieceBytes::Metaspace {
+            space,
+            byte_fallback,
+        } => {
+            if byte_fallback
+                && let Some(hex) = piece.strip_prefix("<0x").and_then(|p| p.strip_suffix('>'))
+                && hex.len() == 2
+                && let Ok(b) = u8::from_str_radix(hex, 16)
+            {
+                return vec![b];
+            }
+            piece.replace(space, " ").into_bytes()
+        }
+    }
+}
+
+/// GPT-2's byte-to-unicode table, inverted: printable Latin-1 bytes stand for themselves, the
+/// other 68 bytes (controls, space, DEL, NBSP, soft hyphen) for U+0100.. in byte order.
+fn byte_level_char_to_byte(c: char) -> Option<u8> {
+    let code = u32::from(c);
+    match code {
+        0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff => u8::try_from(code).ok(),
+        0x100..=0x143 => {
+            let n = code - 0x100;
+            let byte = match n {
+                0..=0x20 => n,                // 0x00..=0x20
+                0x21..=0x42 => n - 0x21 + 0x7f, // 0x7f..=0xa0
+                _ => 0xad,
+            };
+            u8::try_from(byte).ok()
+        }
+        _ => None,
+    }
+}
+
+fn without_prepend(n: NormalizerWrapper) -> Option<NormalizerWrapper> {
+    match n {
+        NormalizerWrapper::Prepend(_) => None,
+        NormalizerWrapper::Sequence(seq) => {
+            let kept: Vec<_> = seq
+                .as_ref()
+                .iter()
+                .cloned()
+                .filter_map(without_prepend)
+                .collect();
+            (!kept.is_empty()).then(|| normalizers::Sequence::new(kept).into())
+        }
+        other => Some(other),
+    }
+}
+
+fn never_prepend(p: PreTokenizerWrapper) -> PreTokenizerWrapper {
+    match p {
+        PreTokenizerWrapper::Metaspace(mut m) => {
+            m.set_prepend_scheme(PrependScheme::Never);
+            PreTokenizerWrapper::Metaspace(m)
+        }
+        PreTokenizerWrapper::Sequence(seq) => Sequence::new(
+            seq.as_ref()
+                .iter()
+                .cloned()
+                .map(never_prepend)
+                .collect(),
+        )
+        .into(),
+        other => other,
     }
 }
 
