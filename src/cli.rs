@@ -364,6 +364,10 @@ pub struct WorkerArgs {
     /// same model the job was fitted with.
     #[arg(long)]
     pub llm: Option<PathBuf>,
+    /// The real table, for a job fitted with `--exemplars knn-real` (nearest real rows are
+    /// pasted into prompts: no DP guarantee for the text).
+    #[arg(long)]
+    pub real_input: Option<String>,
     #[command(flatten)]
     pub llm_run: LlmRunArgs,
 }

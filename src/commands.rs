@@ -10,12 +10,12 @@ use arrow::array::{RecordBatch, UInt32Array};
 use chimera_coordinator::read::{ReadOptions, open_table, read_all};
 use chimera_core::fit::FitSettings;
 use chimera_core::model::{Exemplars, FillScope, LlmFill, Model, TextRules};
-use chimera_core::schema::Role;
-use chimera_worker::llm::candle_core::Device;
-use chimera_worker::llm::fill::LlmRuntime;
 use chimera_core::privacy::PrivacyMode;
+use chimera_core::schema::Role;
 use chimera_core::spec::Spec;
 use chimera_storage::{MANIFEST_FILE, Manifest};
+use chimera_worker::llm::candle_core::Device;
+use chimera_worker::llm::fill::LlmRuntime;
 use chimera_worker::remote::WorkerOptions;
 
 use crate::cli::*;
@@ -70,10 +70,13 @@ fn llm_fill(a: &LlmArgs, spec: &mut Spec) -> Result<Option<LlmFill>> {
     let exemplars = match a.exemplars {
         ExemplarsArg::Synthetic => Exemplars::Synthetic,
         ExemplarsArg::None => Exemplars::None,
-        ExemplarsArg::KnnReal => bail!(
-            "--exemplars knn-real is not available yet in this chimera (it needs the real rows \
-             in the workers); use synthetic or none"
-        ),
+        ExemplarsArg::KnnReal => {
+            tracing::warn!(
+                "--exemplars knn-real pastes real rows into the LLM's prompts: the text columns \
+                 will carry no differential-privacy guarantee (recorded in the model and manifest)"
+            );
+            Exemplars::KnnReal
+        }
     };
     for c in &a.llm_columns {
         spec.columns.entry(c.clone()).or_default().role = Some(Role::Text);
@@ -92,9 +95,10 @@ fn llm_fill(a: &LlmArgs, spec: &mut Spec) -> Result<Option<LlmFill>> {
         })
         .collect();
     Ok(Some(LlmFill {
-        model: path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        model: path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
         exemplars,
         scope: match a.llm_fill {
             FillArg::Other => FillScope::Other,
@@ -355,7 +359,18 @@ async fn run(a: RunArgs) -> Result<()> {
         None => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed).await?,
     };
     let llm = llm_runtime(&model, a.llm.llm.as_deref(), &a.llm_run).await?;
-    run_job(model, &target, embedded(a.workers, llm, &a.llm_run)?).await
+    let mut serving = embedded(a.workers, llm, &a.llm_run)?;
+    if model
+        .llm
+        .as_ref()
+        .is_some_and(|f| f.exemplars == Exemplars::KnnReal)
+    {
+        let mut opts = read_options(&a.input)?;
+        opts.column_types = spec_types(&load_spec(&a.model)?)?;
+        let (_, batches) = read_all(&a.input.input, &opts).await?;
+        serving.real_rows = Some(Arc::new(batches));
+    }
+    run_job(model, &target, serving).await
 }
 
 async fn sample_cmd(a: SampleArgs) -> Result<()> {
@@ -366,11 +381,7 @@ async fn sample_cmd(a: SampleArgs) -> Result<()> {
 }
 
 /// A job run in this process: the coordinator on a loopback port, `workers` workers beside it.
-fn embedded(
-    workers: usize,
-    llm: Option<Arc<LlmRuntime>>,
-    run: &LlmRunArgs,
-) -> Result<Serving> {
+fn embedded(workers: usize, llm: Option<Arc<LlmRuntime>>, run: &LlmRunArgs) -> Result<Serving> {
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
@@ -383,6 +394,7 @@ fn embedded(
         linger: Duration::ZERO,
         llm,
         llm_batch: run.llm_batch,
+        real_rows: None,
     })
 }
 
@@ -443,6 +455,7 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         linger,
         llm: None,
         llm_batch: 0,
+        real_rows: None,
     };
     run_job(model, &target, serving).await
 }
@@ -466,6 +479,18 @@ async fn worker_cmd(a: WorkerArgs) -> Result<()> {
             None => None,
         },
         llm_batch: a.llm_run.llm_batch,
+        real_rows: match &a.real_input {
+            Some(input) => {
+                let opts = ReadOptions::default();
+                Some(Arc::new(
+                    read_all(input, &opts)
+                        .await
+                        .context("reading --real-input")?
+                        .1,
+                ))
+            }
+            None => None,
+        },
     };
     let report = worker(options, a.health_listen).await?;
     if let Some(path) = &a.report {

@@ -2,9 +2,9 @@
 //! `sample` start the same coordinator on a loopback port with a fresh token and a few
 //! in-process workers; `coordinator` and `worker` run them as separate processes.
 
-use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -72,6 +72,8 @@ pub struct Serving {
     pub llm: Option<Arc<LlmRuntime>>,
     /// Rows an in-process worker's LLM decodes together.
     pub llm_batch: usize,
+    /// The real rows, for `knn-real` exemplars.
+    pub real_rows: Option<Arc<Vec<arrow::array::RecordBatch>>>,
 }
 
 /// A random token for an embedded job (the port is loopback-only, but other local users exist).
@@ -149,6 +151,7 @@ pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Resu
             connect_for: Duration::from_secs(10),
             llm: serving.llm.clone(),
             llm_batch: serving.llm_batch,
+            real_rows: serving.real_rows.clone(),
         };
         workers.spawn(run_worker(options, StopSignal::default()));
     }

@@ -100,7 +100,16 @@ fn manifest_privacy(model: &Model) -> ManifestPrivacy {
             mode: Mode::None,
             epsilon: None,
             delta: None,
-            notes: vec!["fitted with --no-dp: no privacy guarantee".into()],
+            notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
+                .chain(
+                    model
+                        .privacy
+                        .notes
+                        .iter()
+                        .filter(|n| n.contains("knn-real"))
+                        .cloned(),
+                )
+                .collect(),
         },
     }
 }

@@ -272,16 +272,14 @@ impl Fitter {
             let (choice, encoding) = if dp && self.role_from_release(c) {
                 // Under DP the role follows from the released categories, never from an exact
                 // distinct count: categorical if the released values cover most rows.
-                let (enc, kept, nulls) =
-                    self.categorical(
-                        c,
-                        s,
-                        spec.as_ref(),
-                        sigma,
-                        delta_sel,
-                        selection_columns,
-                        false,
-                    )?;
+                let (enc, kept, nulls) = self.categorical(
+                    c,
+                    s,
+                    spec.as_ref(),
+                    sigma,
+                    privacy::selection_threshold(sigma, delta_sel, selection_columns),
+                    false,
+                )?;
                 let non_null = (rows_released - nulls).max(1.0);
                 let share = (kept / non_null).clamp(0.0, 1.0);
                 if share >= 0.5 {
@@ -360,8 +358,7 @@ impl Fitter {
                             s,
                             spec.as_ref(),
                             sigma,
-                            delta_sel,
-                            selection_columns,
+                            privacy::selection_threshold(sigma, delta_sel, selection_columns),
                             choice.role == Role::Text,
                         )?
                         .0,
@@ -392,9 +389,11 @@ impl Fitter {
                     ),
                 });
             }
+            // A text column with no released value is the LLM's alone (its `other` code).
             if let Some(Encoding::Categorical(e)) = &encoding
                 && e.values.is_empty()
                 && !e.null
+                && choice.role != Role::Text
             {
                 let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
                 return Err(CoreError::Column {
@@ -430,8 +429,8 @@ impl Fitter {
         s: &ColumnStats,
         spec: Option<&crate::spec::ColumnSpec>,
         sigma: f64,
-        delta_sel: f64,
-        selection_columns: usize,
+        // Noisy count a value needs to be released (partition selection).
+        tau: f64,
         text: bool,
     ) -> Result<(Encoding, f64, f64)> {
         let dp = self.ledger.is_some();
@@ -480,7 +479,6 @@ impl Fitter {
             // Under DP, nulls too rare to release are imputed through `other`.
             (domain, dp && !null)
         } else if dp {
-            let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
             let mut kept: Vec<String> = Vec::new();
             for (v, n) in &counts {
                 let noisy = n + privacy::gaussian(sigma, &mut self.noise);

@@ -171,6 +171,100 @@ fn random_model_writes_schema_valid_text_deterministically() {
     }
 }
 
+/// The prompts a run logged (`CHIMERA_LOG=chimera_worker::llm::fill=debug`).
+fn logged_prompts(o: &std::process::Output) -> Vec<String> {
+    stderr(o)
+        .lines()
+        .filter(|l| l.contains("LLM prompt"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a prompt line shows `column` holding one of `values` (as a JSON field).
+fn shows_any(prompts: &[String], column: &str, values: &[&String]) -> usize {
+    let needles: Vec<String> = values
+        .iter()
+        .map(|v| {
+            // The log line escapes the prompt's quotes once more.
+            let field = format!("\"{column}\":{}", serde_json::to_string(v).unwrap());
+            format!("{field:?}").trim_matches('"').to_string()
+        })
+        .collect();
+    prompts
+        .iter()
+        .filter(|p| needles.iter().any(|n| p.contains(n.as_str())))
+        .count()
+}
+
+#[test]
+fn synthetic_exemplars_keep_real_rows_out_of_prompts_and_knn_real_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = tiny_model(dir.path());
+    let input = data("prescriptions_1500.csv");
+    let spec = spec();
+    let run = |out: &Path, exemplars: &str| {
+        let args = [
+            "run",
+            "--input",
+            &input,
+            "--spec",
+            &spec,
+            "--rows",
+            "40",
+            "--output",
+            out.to_str().unwrap(),
+            "--llm",
+            llm.to_str().unwrap(),
+            "--no-dp",
+            "--llm-columns",
+            "drug",
+            "--exemplars",
+            exemplars,
+            "--workers",
+            "1",
+        ];
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
+            .args(args)
+            .env("CHIMERA_LOG", "warn,chimera_worker::llm::fill=debug")
+            .output()
+            .unwrap();
+        ok(&o);
+        o
+    };
+    // Real values the model did not keep (seen fewer than 5 times): private.
+    let rare: Vec<String> = real_counts("drug")
+        .into_iter()
+        .filter(|(_, n)| *n < 5)
+        .map(|(v, _)| v)
+        .collect();
+    let rare: Vec<&String> = rare.iter().collect();
+    assert!(rare.len() > 50);
+
+    let out = dir.path().join("synthetic");
+    let prompts = logged_prompts(&run(&out, "synthetic"));
+    assert!(!prompts.is_empty());
+    assert_eq!(shows_any(&prompts, "drug", &rare), 0);
+
+    // The check can fail: nearest real rows do bring rare real values into prompts, and the
+    // manifest says the text carries no DP guarantee.
+    let out = dir.path().join("knn");
+    let prompts = logged_prompts(&run(&out, "knn-real"));
+    assert!(shows_any(&prompts, "drug", &rare) > 0);
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_model.json")).unwrap()).unwrap();
+    assert_eq!(model["llm"]["exemplars"], "knn-real");
+    assert!(
+        model["privacy"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("NO differential-privacy guarantee"))
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    assert!(manifest["privacy"]["notes"].to_string().contains("knn-real"));
+}
+
 #[test]
 fn llm_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,7 +284,11 @@ fn llm_flags_are_checked() {
     ];
     let o = chimera(&[&base[..], &["--llm-columns", "drug"]].concat());
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--llm-columns needs --llm"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--llm-columns needs --llm"),
+        "{}",
+        stderr(&o)
+    );
 
     let missing = dir.path().join("nope.gguf");
     let o = chimera(&[&base[..], &["--llm", missing.to_str().unwrap()]].concat());
@@ -203,7 +301,13 @@ fn llm_flags_are_checked() {
     let o = chimera(
         &[
             &base[..],
-            &["--no-dp", "--llm", junk.to_str().unwrap(), "--llm-columns", "drug"],
+            &[
+                "--no-dp",
+                "--llm",
+                junk.to_str().unwrap(),
+                "--llm-columns",
+                "drug",
+            ],
         ]
         .concat(),
     );

@@ -53,6 +53,8 @@ pub struct WorkerOptions {
     pub llm: Option<Arc<LlmRuntime>>,
     /// Rows the LLM decodes together.
     pub llm_batch: usize,
+    /// The real table, for jobs whose prompts show the nearest real rows (`knn-real`).
+    pub real_rows: Option<Arc<Vec<arrow::array::RecordBatch>>>,
 }
 
 /// Why the worker stopped without the job being done.
@@ -264,6 +266,9 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
         }
         (Some(_), Some(runtime)) => {
             let mut f = Filler::new(runtime.clone(), model.clone())?;
+            if let Some(real) = &o.real_rows {
+                f = f.with_real_rows(real)?;
+            }
             f.max_batch = o.llm_batch.max(1);
             f.window = f.window.max(4 * f.max_batch);
             Some(Arc::new(f))

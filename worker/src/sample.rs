@@ -11,8 +11,8 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chimera_core::bayesnet::{SAMPLE_CHUNK, Sampler};
-use chimera_core::domain::{Code, Decoder, Value};
 use chimera_core::domain::Encoding;
+use chimera_core::domain::{Code, Decoder, Value};
 use chimera_core::model::{FillScope, Model};
 use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};

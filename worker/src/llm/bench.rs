@@ -30,7 +30,9 @@ pub struct BenchRow {
 fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+            if x > b.1 { (i, x) } else { b }
+        })
         .0 as u32
 }
 

@@ -206,7 +206,10 @@ mod tests {
         let t = ChatTemplate::new(None, None, None).expect("compile");
         assert!(t.is_chatml_fallback());
         let text = t
-            .render(&[ChatMessage::system("Be brief."), ChatMessage::user("Hi")], true)
+            .render(
+                &[ChatMessage::system("Be brief."), ChatMessage::user("Hi")],
+                true,
+            )
             .expect("render");
         assert_eq!(
             text,

@@ -3,21 +3,25 @@
 //! forced, and whose generated values fit their column schema.
 //!
 //! Design:
-//! - [`RowGrammar`] turns a row's fields into a small Lark grammar for llguidance. Keys,
-//!   punctuation and fixed values are literal text, so llguidance's forced-token computation
-//!   yields them without sampling. Generated strings are nested JSON Schema strings (`%json`:
-//!   JSON quoting, `maxLength`, a whole-value `pattern`); numbers, integers, dates and booleans
-//!   are regular expressions written here, because JSON Schema cannot bound a number's digits
-//!   (so `1e999` or a fraction that never ends would be allowed). Every value's language is
-//!   finite, so every row terminates: strings default to [`DEFAULT_MAX_STRING_CHARS`], numbers
-//!   to 15 integer and [`NUMBER_FRACTION_DIGITS`] fraction digits, integers to `i64`.
+//! - [`RowGrammar`] turns a row's fields into a JSON Schema for llguidance: properties in
+//!   order, all required, no others, no free whitespace (`x-guidance`). Fixed values are
+//!   `const`, so llguidance's forced-token computation yields them without sampling. Every
+//!   generated value's language is finite, so every row terminates: strings default to
+//!   [`DEFAULT_MAX_STRING_CHARS`] characters and match a column `pattern` as a whole; integers
+//!   stay within ±[`MAX_EXACT_INTEGER`]; numbers get both bounds (±[`DEFAULT_NUMBER_LIMIT`] by
+//!   default, so no exponent) and `multipleOf` 10^-[`NUMBER_FRACTION_DIGITS`], which caps the
+//!   fraction digits; dates are regexes of real calendar days. A row with a fixed value that a
+//!   `const` cannot spell exactly (an integer beyond 2^53, which llguidance reads through an
+//!   `f64`; a string with a control character that needs `\u`) is written in Lark instead:
+//!   the same language with literal text, costing about a millisecond more to compile.
 //! - [`ConstraintFactory`] is built once per model: the token trie from the tokenizer's token
 //!   bytes, the stop ids, and llguidance's `ParserFactory` (with its token-set slices). It is
-//!   `Send + Sync`; each row compiles its grammar through it ([`ConstraintFactory::row`]).
+//!   `Send + Sync`; each row compiles its grammar through it ([`ConstraintFactory::row`],
+//!   0.2–3 ms depending on the columns).
 //! - [`RowConstraint`] is one sequence's state (`Send`, so a batch's masks can be computed on
 //!   rayon threads): forced tokens → mask → commit, until [`RowConstraint::is_done`], then
-//!   [`RowConstraint::finish`] parses the object. Nothing is cached across steps except inside
-//!   llguidance, which invalidates its caches on every committed token.
+//!   [`RowConstraint::finish`] parses the object. Nothing is cached here across steps; llguidance
+//!   invalidates its own caches on every committed token.
 //!
 //! Forced text is tokenized canonically by the model's own tokenizer (special-token texts as
 //! plain text), and llguidance keeps back the last forced token when a longer token could span
@@ -29,7 +33,9 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::earley::SlicedBiasComputer;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Map, Value};
-use toktrie::{InferenceCapabilities, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use toktrie::{
+    InferenceCapabilities, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv,
+};
 
 use super::tokenizer::ChimeraTokenizer;
 
@@ -37,8 +43,8 @@ use super::tokenizer::ChimeraTokenizer;
 pub const DEFAULT_MAX_STRING_CHARS: usize = 64;
 /// Digits after the decimal point of a generated number.
 pub const NUMBER_FRACTION_DIGITS: u32 = 6;
-/// Largest magnitude of a generated number when a column gives no bounds (15 integer digits, so
-/// every value is exact to the last fraction digit as an `f64`... nearly, and always finite).
+/// Largest magnitude of a generated number, and the bound when a column gives none (at most
+/// 16 integer digits: always finite, and near an `f64`'s precision).
 pub const DEFAULT_NUMBER_LIMIT: f64 = 1e15;
 /// Escapes a generated string may use: newline, carriage return, tab, quote, backslash. No
 /// `\uXXXX`, so every character is written as itself.
@@ -52,7 +58,7 @@ const NUMBER_SCALE: i128 = 10_i128.pow(NUMBER_FRACTION_DIGITS);
 pub enum FieldType {
     /// A JSON string.
     String,
-    /// A JSON integer that fits `i64`.
+    /// A JSON integer within ±[`MAX_EXACT_INTEGER`] (so it fits `i64` and `f64` exactly).
     Integer,
     /// A JSON number with at most [`NUMBER_FRACTION_DIGITS`] fraction digits and no exponent.
     Number,
@@ -76,7 +82,8 @@ pub struct FieldSchema {
     /// The only allowed values, written as text (`"12"` for an integer); overrides the other
     /// constraints.
     pub enum_values: Option<Vec<String>>,
-    /// A regex the whole string must match (strings only).
+    /// A regex the whole string must match (strings only; Rust regex syntax, `\d` and `\w`
+    /// ASCII).
     pub pattern: Option<String>,
     /// Fewest characters (strings only).
     pub min_length: Option<usize>,
@@ -139,10 +146,10 @@ pub enum ConstraintError {
 
 /// A row's grammar for llguidance.
 ///
-/// Normally a JSON Schema (llguidance compiles one in tens of microseconds); rows whose fixed
-/// values JSON Schema cannot force exactly (integers beyond ±2^53, which its `const` reads
-/// through an `f64`) use the same grammar written in Lark instead, which is exact but costs
-/// about a millisecond more to compile.
+/// Normally a JSON Schema (llguidance reads one in tens of microseconds; its Lark front end
+/// takes over a millisecond). Rows with a fixed value that a JSON Schema `const` cannot spell
+/// exactly and in one way (an integer beyond ±2^53, a string with a control character other
+/// than `\n`, `\r`, `\t`) are written in Lark instead: the same language, with literal text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowGrammar {
     source: GrammarSource,
@@ -280,9 +287,7 @@ fn value_schema(key: &str, s: &FieldSchema) -> Result<Value, ConstraintError> {
         }
         FieldType::Integer => {
             let (lo, hi) = integer_bounds(s).map_err(bad)?;
-            let range = |lo: i64, hi: i64| {
-                serde_json::json!({ "type": "integer", "minimum": lo, "maximum": hi })
-            };
+            let range = |lo: i64, hi: i64| serde_json::json!({ "type": "integer", "minimum": lo, "maximum": hi });
             if lo < 0 && hi >= 0 {
                 // One range across zero would allow "-0", which reads back as the float -0.0.
                 serde_json::json!({ "anyOf": [range(lo, -1), range(0, hi)] })
@@ -301,7 +306,9 @@ fn value_schema(key: &str, s: &FieldSchema) -> Result<Value, ConstraintError> {
             })
         }
         FieldType::Boolean => serde_json::json!({ "type": "boolean" }),
-        FieldType::Date => serde_json::json!({ "type": "string", "pattern": format!("^{DATE_REGEX}$") }),
+        FieldType::Date => {
+            serde_json::json!({ "type": "string", "pattern": format!("^{DATE_REGEX}$") })
+        }
         FieldType::DateTime => serde_json::json!({
             "type": "string",
             "pattern": format!("^{DATE_REGEX} {TIME_REGEX}$"),
@@ -392,9 +399,10 @@ impl ConstraintFactory {
             backtrack: false,
             fork: false,
         };
-        let mut parsers =
-            ParserFactory::new(&tok_env, caps, &SlicedBiasComputer::general_slices())
-                .map_err(|e| ConstraintError::Tokenizer(format!("{e:#}")))?;
+        // The token-set slices (llguidance's defaults) cost ~0.1 ms per row to compile but make
+        // masks inside strings about a third cheaper on a 49k vocabulary.
+        let mut parsers = ParserFactory::new(&tok_env, caps, &SlicedBiasComputer::general_slices())
+            .map_err(|e| ConstraintError::Tokenizer(format!("{e:#}")))?;
         // Errors come back as values; llguidance's own stderr logging is noise here.
         parsers.quiet();
         Ok(Self { parsers, tok_env })
@@ -425,7 +433,9 @@ impl ConstraintFactory {
     }
 }
 
-/// One sequence's progress through its row grammar.
+/// One sequence's progress through its row grammar. Cloning is cheap and gives an independent
+/// copy (e.g. several samples of one row).
+#[derive(Clone)]
 pub struct RowConstraint {
     matcher: Matcher,
     tok_env: TokEnv,
@@ -607,11 +617,15 @@ fn value_rule(key: &str, s: &FieldSchema) -> Result<String, ConstraintError> {
     let regex = match s.ty {
         FieldType::String => {
             // Strings keep llguidance's JSON quoting: a nested JSON Schema.
-            let mut schema = value_schema(key, &FieldSchema {
-                nullable: false,
-                ..s.clone()
-            })?;
-            schema["x-guidance"] = serde_json::json!({ "json_allowed_escapes": JSON_ALLOWED_ESCAPES });
+            let mut schema = value_schema(
+                key,
+                &FieldSchema {
+                    nullable: false,
+                    ..s.clone()
+                },
+            )?;
+            schema["x-guidance"] =
+                serde_json::json!({ "json_allowed_escapes": JSON_ALLOWED_ESCAPES });
             let null = if s.nullable { " | \"null\"" } else { "" };
             return Ok(format!("%json {}{null}", json_text(&schema)));
         }
@@ -652,7 +666,10 @@ fn enum_value(ty: FieldType, v: &str) -> Result<Value, String> {
     match ty {
         FieldType::String | FieldType::Date | FieldType::DateTime => Ok(Value::from(v)),
         FieldType::Integer => {
-            let i: i64 = v.trim().parse().map_err(|e| format!("not an integer: {e}"))?;
+            let i: i64 = v
+                .trim()
+                .parse()
+                .map_err(|e| format!("not an integer: {e}"))?;
             if i.unsigned_abs() > MAX_EXACT_INTEGER.unsigned_abs() {
                 return Err(format!("beyond ±{MAX_EXACT_INTEGER}"));
             }
@@ -754,7 +771,11 @@ fn number_units(lo: f64, hi: f64) -> Result<(i128, i128), ()> {
     while (last as f64) / scale > hi {
         last -= 1;
     }
-    if first > last { Err(()) } else { Ok((first, last)) }
+    if first > last {
+        Err(())
+    } else {
+        Ok((first, last))
+    }
 }
 
 /// Regex for the decimal texts (`-?`, no leading zeros, no `-0`) of the integers in
@@ -766,7 +787,10 @@ fn int_range_regex(lo: i128, hi: i128) -> String {
         alternatives.push(format!("-(?:{magnitude})"));
     }
     if hi >= 0 {
-        alternatives.push(nonneg_range_regex(lo.max(0).unsigned_abs(), hi.unsigned_abs()));
+        alternatives.push(nonneg_range_regex(
+            lo.max(0).unsigned_abs(),
+            hi.unsigned_abs(),
+        ));
     }
     alternatives.join("|")
 }
@@ -797,9 +821,8 @@ fn decimal_magnitude_regex(a: u128, b: u128) -> String {
     let (ib, fb) = (b / scale, b % scale);
     let full = scale - 1;
     let mut alternatives = Vec::new();
-    let with_fraction = |int: u128, lo: u128, hi: u128| {
-        format!("{int}\\.(?:{})", fraction_range_regex(lo, hi))
-    };
+    let with_fraction =
+        |int: u128, lo: u128, hi: u128| format!("{int}\\.(?:{})", fraction_range_regex(lo, hi));
     if ia == ib {
         if fa == 0 {
             alternatives.push(ia.to_string());
@@ -882,7 +905,12 @@ fn fixed_width_ranges(lo: &[u8], hi: &[u8]) -> Vec<Vec<(u8, u8)>> {
     out
 }
 
-fn fixed_width_into(lo: &[u8], hi: &[u8], prefix: &mut Vec<(u8, u8)>, out: &mut Vec<Vec<(u8, u8)>>) {
+fn fixed_width_into(
+    lo: &[u8],
+    hi: &[u8],
+    prefix: &mut Vec<(u8, u8)>,
+    out: &mut Vec<Vec<(u8, u8)>>,
+) {
     let (Some(&l), Some(&h)) = (lo.first(), hi.first()) else {
         out.push(prefix.clone());
         return;
@@ -957,11 +985,22 @@ mod tests {
 
     #[test]
     fn fixed_width_ranges_cover_exactly_the_range() {
-        for (lo, hi) in [(0, 999), (17, 402), (100, 100), (99, 100), (0, 9), (5, 5), (120, 989)] {
+        for (lo, hi) in [
+            (0, 999),
+            (17, 402),
+            (100, 100),
+            (99, 100),
+            (0, 9),
+            (5, 5),
+            (120, 989),
+        ] {
             let width = 3;
             let seqs = fixed_width_ranges(&to_digits(lo, width), &to_digits(hi, width));
             for x in 0..1000_u128 {
-                let text: String = to_digits(x, width).iter().map(|d| (b'0' + d) as char).collect();
+                let text: String = to_digits(x, width)
+                    .iter()
+                    .map(|d| (b'0' + d) as char)
+                    .collect();
                 let hits = seqs.iter().filter(|s| matches_seq(&text, s)).count();
                 let inside = (lo..=hi).contains(&x);
                 assert_eq!(hits, usize::from(inside), "{x} in [{lo}, {hi}]: {seqs:?}");
@@ -975,13 +1014,19 @@ mod tests {
         assert_eq!(int_range_regex(10, 99), "[1-9][0-9]");
         assert_eq!(int_range_regex(-5, 5), "-(?:[1-5])|[0-5]");
         assert_eq!(int_range_regex(7, 7), "7");
-        assert_eq!(nonneg_range_regex(0, 1000), "[0-9]|[1-9][0-9]|[1-9][0-9]{2}|10{3}");
+        assert_eq!(
+            nonneg_range_regex(0, 1000),
+            "[0-9]|[1-9][0-9]|[1-9][0-9]{2}|10{3}"
+        );
     }
 
     #[test]
     fn number_units_round_inwards() {
         let (lo, hi) = number_units(0.1, 0.3).expect("units");
-        assert!((lo as f64) / 1e6 >= 0.1 && (hi as f64) / 1e6 <= 0.3, "{lo} {hi}");
+        assert!(
+            (lo as f64) / 1e6 >= 0.1 && (hi as f64) / 1e6 <= 0.3,
+            "{lo} {hi}"
+        );
         assert!(lo <= 100_001 && hi >= 299_999, "{lo} {hi}");
         assert_eq!(number_units(0.5, 0.5), Ok((500_000, 500_000)));
         assert!(number_units(0.6, 0.5).is_err());
@@ -999,7 +1044,10 @@ mod tests {
                 "name".to_owned(),
                 FieldValue::Generate(FieldSchema::new("name", FieldType::String)),
             ),
-            ("note\"".to_owned(), FieldValue::Fixed(Value::from("a\u{7f}b"))),
+            (
+                "note\"".to_owned(),
+                FieldValue::Fixed(Value::from("a\u{7f}b")),
+            ),
         ]
     }
 
@@ -1015,7 +1063,10 @@ mod tests {
             .collect();
         assert_eq!(keys, ["id", "name", "note\""]);
         assert_eq!(schema["properties"]["id"], serde_json::json!({"const": 7}));
-        assert_eq!(schema["required"], serde_json::json!(["id", "name", "note\""]));
+        assert_eq!(
+            schema["required"],
+            serde_json::json!(["id", "name", "note\""])
+        );
         assert_eq!(schema["x-guidance"]["whitespace_flexible"], false);
     }
 
@@ -1023,7 +1074,8 @@ mod tests {
     fn big_fixed_integers_fall_back_to_lark_literals() {
         let g = RowGrammar::new(&fields(Value::from(i64::MIN))).expect("grammar");
         assert!(g.is_lark());
-        let want = r#"start: "{\"id\":-9223372036854775808,\"name\":" f1 ",\"note\\\"\":\"a\u007fb\"}""#;
+        let want =
+            r#"start: "{\"id\":-9223372036854775808,\"name\":" f1 ",\"note\\\"\":\"a\u007fb\"}""#;
         assert!(g.source().starts_with(want), "{}", g.source());
         assert!(g.source().contains("f1: %json {"), "{}", g.source());
     }

@@ -18,8 +18,8 @@
 //! async runtime.
 
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::constrain::{ConstraintError, RowConstraint};
 use super::model::{KvCache, LanguageModel, ModelError, SharedPrefix, Step};
@@ -28,7 +28,7 @@ use super::model::{KvCache, LanguageModel, ModelError, SharedPrefix, Step};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(#[from] Box<ModelError>),
     #[error(transparent)]
     Constraint(#[from] ConstraintError),
     #[error("request {request}: no token after the shared prefix to take the first logits from")]
@@ -191,7 +191,7 @@ impl<'m> Engine<'m> {
                         want_logits: true,
                     })
                     .collect();
-                self.model.forward(&mut steps)?
+                self.model.forward(&mut steps).map_err(Box::new)?
             };
             stats.steps += 1;
             // Masks, sampling and forced tokens per sequence, in parallel (each owns its state).
@@ -239,7 +239,6 @@ impl<'m> Engine<'m> {
             }
         }
     }
-
 }
 
 /// Appends the tokens the constraint forces now to the sequence's pending tokens.
@@ -320,7 +319,9 @@ mod tests {
         let s = Sampling::default();
         let draws = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..200).map(|_| sample(&logits, s, &mut rng)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| sample(&logits, s, &mut rng))
+                .collect::<Vec<_>>()
         };
         let a = draws(1);
         assert!(a.iter().all(|&t| t == 3 || t == 7));
@@ -331,7 +332,10 @@ mod tests {
             temperature: 0.0,
             top_p: 1.0,
         };
-        assert_eq!(sample(&logits, greedy, &mut ChaCha8Rng::seed_from_u64(0)), 3);
+        assert_eq!(
+            sample(&logits, greedy, &mut ChaCha8Rng::seed_from_u64(0)),
+            3
+        );
     }
 
     #[test]

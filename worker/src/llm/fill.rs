@@ -40,6 +40,12 @@ use crate::sample::{BATCH_ROWS, SampledShard};
 
 /// Exemplar rows shown in a prompt (Amalgam shows 3 reference records).
 pub const EXEMPLARS: usize = 3;
+/// Context tokens a prompt leaves for the row it asks for.
+pub const ROW_TOKENS: usize = 768;
+/// Nearest real rows shown with `knn-real` (HARMONIC uses k = 5).
+pub const KNN: usize = 5;
+/// Real rows kept for `knn-real` matching at most (evenly spaced over the table).
+pub const MAX_REAL_ROWS: usize = 20_000;
 /// Context columns per row at most: the text columns' closest neighbours in the network.
 pub const MAX_CONTEXT: usize = 8;
 
@@ -53,13 +59,13 @@ pub enum FillError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(#[from] Box<ModelError>),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Constraint(#[from] ConstraintError),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] Box<EngineError>),
     #[error("column `{column}`: {message}")]
     Column { column: String, message: String },
     #[error("prompt: {0}")]
@@ -68,9 +74,14 @@ pub enum FillError {
         "the model's text columns need an LLM ({model}); pass --llm with the path of that model"
     )]
     NoLlm { model: String },
-    #[error("knn-real exemplars need the real rows, which this worker does not have")]
+    #[error(
+        "knn-real exemplars need the real rows, which this worker does not have (pass --real-input)"
+    )]
     KnnRealUnavailable,
 }
+
+/// Sees every prompt the filler renders.
+pub type PromptHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A loaded language model with its tokenizer and constraint compiler; shared by the shards
 /// a worker fills.
@@ -94,7 +105,7 @@ impl std::fmt::Debug for LlmRuntime {
 impl LlmRuntime {
     /// Loads a `.gguf` file or a Hugging Face model folder on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<LlmRuntime, FillError> {
-        let model = LanguageModel::load(path, device)?;
+        let model = LanguageModel::load(path, device).map_err(Box::new)?;
         let tokenizer = load_tokenizer(path)?;
         let constraints = ConstraintFactory::new(&tokenizer)?;
         let chat = ChatTemplate::for_tokenizer(&tokenizer)
@@ -149,17 +160,18 @@ pub struct Filler {
     /// Rows per prompt window (its exemplars are fixed).
     pub window: usize,
     /// Called with every prompt rendered (tests check no real value reaches one).
-    pub on_prompt: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub on_prompt: Option<PromptHook>,
+    /// Real rows for `knn-real` exemplars.
+    real: Option<RealRows>,
 }
 
 impl Filler {
     pub fn new(runtime: Arc<LlmRuntime>, model: Arc<Model>) -> Result<Filler, FillError> {
         let Some(fill) = model.llm.clone() else {
-            return Err(FillError::Prompt("the model has no LLM fill settings".into()));
+            return Err(FillError::Prompt(
+                "the model has no LLM fill settings".into(),
+            ));
         };
-        if fill.exemplars == Exemplars::KnnReal {
-            return Err(FillError::KnnRealUnavailable);
-        }
         let fields = row_fields(&model);
         Ok(Filler {
             runtime,
@@ -169,7 +181,15 @@ impl Filler {
             max_batch: 32,
             window: 128,
             on_prompt: None,
+            real: None,
         })
+    }
+
+    /// Gives the real rows `knn-real` exemplars are chosen from (at most [`MAX_REAL_ROWS`],
+    /// evenly spaced, are kept).
+    pub fn with_real_rows(mut self, batches: &[RecordBatch]) -> Result<Filler, FillError> {
+        self.real = Some(RealRows::new(&self.model, &self.fields, batches)?);
+        Ok(self)
     }
 
     /// Writes the shard's text cells; returns the completed batches.
@@ -198,15 +218,12 @@ impl Filler {
             return Ok((batches, stats));
         }
         let formatters = Formatters::new(&batches)?;
-        // Exemplars to start with: rows the network completed alone.
+        // Exemplars to start with: the shard's first rows as the network drew them (their text
+        // cells hold released frequent values, or the value `other` decodes to).
         let mut pool: Vec<Map<String, Json>> = Vec::new();
         if self.fill.exemplars == Exemplars::Synthetic {
-            let mut r = 0u32;
-            while pool.len() < EXEMPLARS && (r as u64) < shard.rows {
-                if !todo.contains_key(&r) {
-                    pool.push(self.row_object(&formatters, r as usize, &[])?);
-                }
-                r += 1;
+            for r in 0..(EXEMPLARS as u64).min(shard.rows) {
+                pool.push(self.row_object(&formatters, r as usize, &[])?);
             }
         }
         let rows: Vec<(u32, Vec<usize>)> = todo.into_iter().collect();
@@ -214,26 +231,56 @@ impl Filler {
         let mut engine = Engine::new(&self.runtime.model, self.max_batch);
         engine.max_tokens = 4096;
         for window in rows.chunks(self.window.max(1)) {
-            let prompt = self.prompt(&pool)?;
-            if let Some(f) = &self.on_prompt {
-                f(&prompt);
+            // Each row's prompt: one for the whole window, or one per row (knn-real exemplars).
+            let mut prompts: Vec<Arc<Vec<u32>>> = Vec::with_capacity(window.len());
+            let mut objects = Vec::with_capacity(window.len());
+            let shared = match self.fill.exemplars {
+                Exemplars::KnnReal => None,
+                _ => Some(Arc::new(self.encode_prompt(&pool)?)),
+            };
+            for (row, columns) in window {
+                let object = self.row_object(&formatters, *row as usize, columns)?;
+                let tokens = match &shared {
+                    Some(t) => t.clone(),
+                    None => {
+                        let real = self.real.as_ref().ok_or(FillError::KnnRealUnavailable)?;
+                        let mut rng = rng::stream(shard.seed, &[0x4B4E, *row as u64]);
+                        let exemplars = real.nearest(&object, KNN, &mut rng);
+                        Arc::new(self.encode_prompt(&exemplars)?)
+                    }
+                };
+                prompts.push(tokens);
+                objects.push(object);
             }
-            let mut tokens = self.runtime.encode(&prompt)?;
-            // The last prompt token is fed per row: the first logits come from it.
-            let last = tokens.pop().ok_or_else(|| FillError::Prompt("empty prompt".into()))?;
+            // The longest common prefix is computed once and shared; at least one token per
+            // row stays out of it, since the first logits come from a row's last fed token.
+            let mut common = prompts
+                .iter()
+                .map(|p| p.len())
+                .min()
+                .unwrap_or(0)
+                .saturating_sub(1);
+            for p in &prompts[1..] {
+                common = common.min(
+                    prompts[0]
+                        .iter()
+                        .zip(p.iter())
+                        .take_while(|(a, b)| a == b)
+                        .count(),
+                );
+            }
             let mut cache = self.runtime.model.new_cache();
-            if !tokens.is_empty() {
+            if common > 0 {
                 let mut steps = [super::model::Step {
                     cache: &mut cache,
-                    tokens: &tokens,
+                    tokens: &prompts[0][..common],
                     want_logits: false,
                 }];
-                self.runtime.model.forward(&mut steps)?;
+                self.runtime.model.forward(&mut steps).map_err(Box::new)?;
             }
             let prefix = cache.freeze();
             let mut requests = Vec::with_capacity(window.len());
-            for (row, columns) in window {
-                let object = self.row_object(&formatters, *row as usize, columns)?;
+            for (((row, columns), object), tokens) in window.iter().zip(&objects).zip(&prompts) {
                 let mut spec: Vec<(String, FieldValue)> = Vec::new();
                 for &c in &self.fields {
                     let name = &self.model.columns[c].schema.name;
@@ -244,17 +291,19 @@ impl Filler {
                     }
                 }
                 requests.push(Request {
-                    suffix: vec![last],
+                    suffix: tokens[common..].to_vec(),
                     constraint: self.runtime.constraints.row(&spec)?,
                     seed: rng::mix64(shard.seed ^ rng::mix64(0x11A5_0000 + *row as u64)),
                 });
             }
             let mut done: Vec<(usize, Map<String, Json>)> = Vec::with_capacity(window.len());
-            let s = engine.run(&prefix, requests, |c| {
-                let values = c.constraint.finish()?;
-                done.push((c.request, values));
-                Ok(())
-            })?;
+            let s = engine
+                .run(&prefix, requests, |c| {
+                    let values = c.constraint.finish()?;
+                    done.push((c.request, values));
+                    Ok(())
+                })
+                .map_err(Box::new)?;
             add_stats(&mut stats.engine, &s);
             done.sort_by_key(|d| d.0);
             for (k, values) in &done {
@@ -348,7 +397,26 @@ impl Filler {
         }
     }
 
-    /// The chat prompt of a window: instruction, exemplar rows, request for one more row.
+    /// A prompt's tokens (the hook sees its text). Exemplars are dropped from the end while
+    /// the prompt leaves less than [`ROW_TOKENS`] of the model's context for the row.
+    fn encode_prompt(&self, exemplars: &[Map<String, Json>]) -> Result<Vec<u32>, FillError> {
+        let context = self.runtime.model.config().context_length;
+        let mut n = exemplars.len();
+        loop {
+            let prompt = self.prompt(&exemplars[..n])?;
+            let tokens = self.runtime.encode(&prompt)?;
+            if tokens.len() + ROW_TOKENS <= context || n == 0 {
+                if let Some(f) = &self.on_prompt {
+                    f(&prompt);
+                }
+                tracing::debug!(tokens = tokens.len(), exemplars = n, ?prompt, "LLM prompt");
+                return Ok(tokens);
+            }
+            n -= 1;
+        }
+    }
+
+    /// The chat prompt: instruction, exemplar rows, request for one more row.
     fn prompt(&self, exemplars: &[Map<String, Json>]) -> Result<String, FillError> {
         let names: Vec<String> = self
             .fields
@@ -407,12 +475,11 @@ impl Filler {
                 }
                 columns[c] = self.replace(c, &columns[c], &here)?;
             }
-            let batch = RecordBatch::try_new(batch.schema(), columns).map_err(|e| {
-                FillError::Column {
+            let batch =
+                RecordBatch::try_new(batch.schema(), columns).map_err(|e| FillError::Column {
                     column: String::new(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             out.push(batch);
         }
         Ok(out)
@@ -495,7 +562,8 @@ pub fn row_fields(model: &Model) -> Vec<usize> {
     }
     // Then any other modelled column, in table order, until the budget is used.
     for (c, col) in model.columns.iter().enumerate() {
-        if col.encoding.is_some() && col.role != Role::Identifier
+        if col.encoding.is_some()
+            && col.role != Role::Identifier
             && let Some(&a) = attr_of.get(&c)
         {
             push(a, &mut context);
@@ -505,6 +573,135 @@ pub fn row_fields(model: &Model) -> Vec<usize> {
     let mut fields: Vec<usize> = context.into_iter().chain(llm).collect();
     fields.sort_unstable();
     fields
+}
+
+/// Real rows for `knn-real` exemplars: the row fields as JSON, and per field a scale for the
+/// distance (numbers: their range; everything else: equal or not).
+struct RealRows {
+    rows: Vec<Map<String, Json>>,
+    /// (name, range of numbers or None).
+    fields: Vec<(String, Option<f64>)>,
+}
+
+impl RealRows {
+    fn new(
+        model: &Model,
+        fields: &[usize],
+        batches: &[RecordBatch],
+    ) -> Result<RealRows, FillError> {
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let step = total.div_ceil(MAX_REAL_ROWS).max(1);
+        let mut rows = Vec::new();
+        for b in batches {
+            let mut cols = Vec::new();
+            for &c in fields {
+                let col = &model.columns[c];
+                let array =
+                    b.column_by_name(&col.schema.name)
+                        .ok_or_else(|| FillError::Column {
+                            column: col.schema.name.clone(),
+                            message: "not in the real table given for knn-real exemplars".into(),
+                        })?;
+                cols.push((col, array.clone()));
+            }
+            for i in (0..b.num_rows()).filter(|i| i % step == 0) {
+                let mut m = Map::new();
+                for (col, array) in &cols {
+                    m.insert(
+                        col.schema.name.clone(),
+                        json_cell(array, col.schema.kind, i),
+                    );
+                }
+                rows.push(m);
+            }
+        }
+        let fields = fields
+            .iter()
+            .map(|&c| {
+                let name = model.columns[c].schema.name.clone();
+                let nums: Vec<f64> = rows.iter().filter_map(|r| r.get(&name)?.as_f64()).collect();
+                let range = (!nums.is_empty()).then(|| {
+                    let lo = nums.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = nums.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (hi - lo).max(1e-12)
+                });
+                (name, range.filter(|r| r.is_finite()))
+            })
+            .collect();
+        Ok(RealRows { rows, fields })
+    }
+
+    /// The k real rows nearest to `row` on the fields it has (Gower-style distance), each with
+    /// its keys in a random order (HARMONIC permutes the feature order).
+    fn nearest(
+        &self,
+        row: &Map<String, Json>,
+        k: usize,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Map<String, Json>> {
+        let distance = |r: &Map<String, Json>| -> f64 {
+            let mut d = 0.0;
+            for (name, range) in &self.fields {
+                let Some(a) = row.get(name) else { continue };
+                let b = r.get(name).unwrap_or(&Json::Null);
+                d += match (a.as_f64(), b.as_f64(), range) {
+                    (Some(x), Some(y), Some(range)) => ((x - y).abs() / range).min(1.0),
+                    _ => (a != b) as u8 as f64,
+                };
+            }
+            d
+        };
+        let mut scored: Vec<(f64, usize)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (distance(r), i))
+            .collect();
+        let k = k.min(scored.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        scored.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored.truncate(k);
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .map(|(_, i)| {
+                let mut keys: Vec<&String> = self.rows[i].keys().collect();
+                for j in (1..keys.len()).rev() {
+                    keys.swap(j, rng.random_range(0..=j));
+                }
+                keys.into_iter()
+                    .map(|key| (key.clone(), self.rows[i][key].clone()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One cell as JSON: numbers as numbers, timestamps with a space, the rest as text.
+fn json_cell(array: &ArrayRef, kind: ValueKind, row: usize) -> Json {
+    if array.is_null(row) {
+        return Json::Null;
+    }
+    let options = FormatOptions::default();
+    let Ok(f) = ArrayFormatter::try_new(array.as_ref(), &options) else {
+        return Json::Null;
+    };
+    let text = f.value(row).to_string();
+    match kind {
+        ValueKind::Integer => text
+            .parse::<i64>()
+            .map(Json::from)
+            .unwrap_or(Json::String(text)),
+        ValueKind::Float => match text.parse::<f64>() {
+            Ok(x) if x.is_finite() => Json::from(x),
+            _ => Json::String(text),
+        },
+        ValueKind::Boolean => Json::Bool(text == "true"),
+        ValueKind::Timestamp => Json::String(text.replace('T', " ")),
+        _ => Json::String(text),
+    }
 }
 
 /// Cell values of the sampled batches as JSON.
@@ -521,26 +718,9 @@ impl Formatters {
 
     fn json(&self, c: usize, kind: ValueKind, row: usize) -> Json {
         let (b, i) = (row / BATCH_ROWS, row % BATCH_ROWS);
-        let Some(array) = self.batches.get(b).map(|x| x.column(c)) else {
-            return Json::Null;
-        };
-        if array.is_null(i) {
-            return Json::Null;
-        }
-        let options = FormatOptions::default();
-        let Ok(f) = ArrayFormatter::try_new(array.as_ref(), &options) else {
-            return Json::Null;
-        };
-        let text = f.value(i).to_string();
-        match kind {
-            ValueKind::Integer => text.parse::<i64>().map(Json::from).unwrap_or(Json::String(text)),
-            ValueKind::Float => match text.parse::<f64>() {
-                Ok(x) if x.is_finite() => Json::from(x),
-                _ => Json::String(text),
-            },
-            ValueKind::Boolean => Json::Bool(text == "true"),
-            ValueKind::Timestamp => Json::String(text.replace('T', " ")),
-            _ => Json::String(text),
+        match self.batches.get(b) {
+            Some(batch) => json_cell(batch.column(c), kind, i),
+            None => Json::Null,
         }
     }
 }

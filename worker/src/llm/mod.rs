@@ -3,8 +3,8 @@
 //! constraints on the output (`constrain`), the batched generation engine (`engine`), and the
 //! fill of a shard's text columns (`fill`).
 
-pub mod chat;
 pub mod bench;
+pub mod chat;
 pub mod constrain;
 pub mod engine;
 pub mod fill;

@@ -157,7 +157,10 @@ impl LanguageModel {
     pub fn load(path: &Path, device: &Device) -> Result<LanguageModel, ModelError> {
         let (config, weights) = if path.is_dir() {
             weights::load_safetensors_dir(path, device)?
-        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             weights::load_gguf(path, device)?
         } else {
             return Err(ModelError::UnknownFormat {
@@ -210,7 +213,12 @@ impl LanguageModel {
         }
         let plan = self.plan(steps)?;
         let before: Vec<usize> = steps.iter().map(|s| s.cache.own_len()).collect();
-        match self.forward_planned(steps, &plan) {
+        // Run on a rayon worker: candle's CPU ops (norms, element-wise maps, f32 GEMM) and our
+        // attention call into rayon many times per layer, and each call from a thread outside
+        // the pool is a cross-thread hand-off (a wake-up and a block). From inside the pool
+        // they run inline or split by work stealing.
+        let result = rayon::scope(|_| self.forward_planned(steps, &plan));
+        match result {
             Ok(logits) => {
                 for step in steps.iter_mut() {
                     let n = step.tokens.len();
@@ -261,8 +269,8 @@ impl LanguageModel {
             plan.ids.extend_from_slice(step.tokens);
             plan.positions.extend(start..end);
             if step.want_logits {
-                let row = u32::try_from(plan.ids.len() - 1)
-                    .map_err(|_| bad("batch too large".into()))?;
+                let row =
+                    u32::try_from(plan.ids.len() - 1).map_err(|_| bad("batch too large".into()))?;
                 plan.logit_rows.push(row);
             }
         }
@@ -316,8 +324,8 @@ impl LanguageModel {
             let o = layer.o.forward(&attn, rows).map_err(fwd("output", at))?;
             x = (x + o).map_err(fwd("residual", at))?;
 
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)
-                .map_err(fwd("mlp norm", at))?;
+            let h =
+                candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps).map_err(fwd("mlp norm", at))?;
             let y = mlp(&layer.gate_up, &layer.down, c.intermediate, &h, rows)
                 .map_err(fwd("mlp", at))?;
             x = (x + y).map_err(fwd("residual", at))?;
@@ -327,15 +335,15 @@ impl LanguageModel {
             return Ok(Vec::new());
         }
         let n = plan.logit_rows.len();
-        let idx =
-            Tensor::from_vec(plan.logit_rows.clone(), n, dev).map_err(fwd("gather", None))?;
+        let idx = Tensor::from_vec(plan.logit_rows.clone(), n, dev).map_err(fwd("gather", None))?;
         let last = x.index_select(&idx, 0).map_err(fwd("gather", None))?;
         let last = candle_nn::ops::rms_norm(&last, &self.weights.final_norm, eps)
             .map_err(fwd("final norm", None))?;
         let logits = self
             .weights
             .lm_head
-            .forward(&last, rows).map_err(fwd("lm head", None))?;
+            .forward(&last, rows)
+            .map_err(fwd("lm head", None))?;
         logits
             .to_dtype(DType::F32)
             .and_then(|l| l.to_vec2::<f32>())

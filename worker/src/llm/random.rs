@@ -163,7 +163,10 @@ fn write_err(file: &Path, e: impl std::fmt::Display) -> ModelError {
 }
 
 fn unsupported(dir: &Path, dtype: RandomDType, format: RandomFormat) -> ModelError {
-    write_err(dir, format!("{dtype:?} weights cannot be written as {format:?}"))
+    write_err(
+        dir,
+        format!("{dtype:?} weights cannot be written as {format:?}"),
+    )
 }
 
 /// A random tensor with its Hugging Face name; `permute_heads` marks llama's q/k rows.
@@ -380,11 +383,20 @@ fn write_gguf(
         (format!("{arch}.block_count"), u32v(spec.layers)),
         (format!("{arch}.context_length"), u32v(CONTEXT)),
         (format!("{arch}.embedding_length"), u32v(spec.hidden)),
-        (format!("{arch}.feed_forward_length"), u32v(spec.intermediate)),
+        (
+            format!("{arch}.feed_forward_length"),
+            u32v(spec.intermediate),
+        ),
         (format!("{arch}.attention.head_count"), u32v(spec.heads)),
-        (format!("{arch}.attention.head_count_kv"), u32v(spec.kv_heads)),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            u32v(spec.kv_heads),
+        ),
         (format!("{arch}.attention.key_length"), u32v(spec.head_dim)),
-        (format!("{arch}.attention.value_length"), u32v(spec.head_dim)),
+        (
+            format!("{arch}.attention.value_length"),
+            u32v(spec.head_dim),
+        ),
         (
             format!("{arch}.attention.layer_norm_rms_epsilon"),
             Value::F32(eps as f32),
@@ -463,9 +475,7 @@ fn write_safetensors(
     write_json(&dir.join("config.json"), &config)?;
 
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer = vocab
-        .tokenizer()
-        .map_err(|e| write_err(&tok_path, e))?;
+    let tokenizer = vocab.tokenizer().map_err(|e| write_err(&tok_path, e))?;
     tokenizer
         .tokenizer
         .save(&tok_path, false)
@@ -527,8 +537,14 @@ impl BpeVocab {
             .split(' ')
             .enumerate()
             .map(|(i, w)| {
-                let text = if i == 0 { w.to_owned() } else { format!(" {w}") };
-                text.bytes().map(|b| chars[b as usize].to_string()).collect()
+                let text = if i == 0 {
+                    w.to_owned()
+                } else {
+                    format!(" {w}")
+                };
+                text.bytes()
+                    .map(|b| chars[b as usize].to_string())
+                    .collect()
             })
             .collect();
         let mut merges = Vec::new();

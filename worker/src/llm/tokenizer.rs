@@ -16,17 +16,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::normalizers::NormalizerWrapper;
-use tokenizers::pre_tokenizers::metaspace::PrependScheme;
-use tokenizers::{DecoderWrapper, normalizers};
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::PrependScheme;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{DecoderWrapper, normalizers};
 
 use super::gguf::{GgufError, GgufMetadata, IN_MEMORY, read_content};
 
@@ -395,7 +395,11 @@ impl ChimeraTokenizer {
 
     fn from_gguf_parts(gguf: GgufTokenizer, extra_stops: &[u32], source: &Path) -> Self {
         let text = |id: Option<u32>| id.and_then(|i| gguf.tokenizer.id_to_token(i));
-        let mut eos: Vec<u32> = gguf.eos.into_iter().chain(extra_stops.iter().copied()).collect();
+        let mut eos: Vec<u32> = gguf
+            .eos
+            .into_iter()
+            .chain(extra_stops.iter().copied())
+            .collect();
         for &id in &gguf.special_ids {
             if gguf
                 .tokenizer
@@ -475,7 +479,11 @@ impl ChimeraTokenizer {
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
                 Some(serde_json::Value::Object(o)) => match o.get("content") {
                     Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    _ => Err(bad_key(&config_file, key, "object without a string \"content\"")),
+                    _ => Err(bad_key(
+                        &config_file,
+                        key,
+                        "object without a string \"content\"",
+                    )),
                 },
                 Some(other) => Err(bad_key(
                     &config_file,
@@ -496,9 +504,18 @@ impl ChimeraTokenizer {
         let bos_token = token_field("bos_token")?;
         let eos_token = token_field("eos_token")?;
         let pad_token = token_field("pad_token")?;
-        let bos = bos_token.as_deref().map(|t| id_of("bos_token", t)).transpose()?;
-        let config_eos = eos_token.as_deref().map(|t| id_of("eos_token", t)).transpose()?;
-        let pad = pad_token.as_deref().map(|t| id_of("pad_token", t)).transpose()?;
+        let bos = bos_token
+            .as_deref()
+            .map(|t| id_of("bos_token", t))
+            .transpose()?;
+        let config_eos = eos_token
+            .as_deref()
+            .map(|t| id_of("eos_token", t))
+            .transpose()?;
+        let pad = pad_token
+            .as_deref()
+            .map(|t| id_of("pad_token", t))
+            .transpose()?;
         let add_bos = match config.get("add_bos_token") {
             None | Some(serde_json::Value::Null) => {
                 // No flag: whatever tokenizer.json's post-processor does.
@@ -523,7 +540,9 @@ impl ChimeraTokenizer {
             // Several named templates: the "default" one, else the first.
             Some(serde_json::Value::Array(named)) => {
                 let template_of = |v: &serde_json::Value| {
-                    v.get("template").and_then(|t| t.as_str()).map(str::to_owned)
+                    v.get("template")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_owned)
                 };
                 let default = named
                     .iter()
@@ -532,7 +551,11 @@ impl ChimeraTokenizer {
                     .or(named.first())
                     .map(|v| {
                         template_of(v).ok_or_else(|| {
-                            bad_key(&config_file, "chat_template", "entry without a \"template\"")
+                            bad_key(
+                                &config_file,
+                                "chat_template",
+                                "entry without a \"template\"",
+                            )
                         })
                     })
                     .transpose()?
@@ -548,8 +571,11 @@ impl ChimeraTokenizer {
         if chat_template.is_none() {
             let jinja = dir.join(HF_CHAT_TEMPLATE_JINJA);
             if jinja.is_file() {
-                let text = std::fs::read_to_string(&jinja)
-                    .map_err(|source| TokenizerError::Io { file: jinja, source })?;
+                let text =
+                    std::fs::read_to_string(&jinja).map_err(|source| TokenizerError::Io {
+                        file: jinja,
+                        source,
+                    })?;
                 chat_template = Some(text);
             }
         }
@@ -738,7 +764,12 @@ fn piece_bytes(tokenizer: &Tokenizer) -> Option<PieceBytes> {
         }
     }
     let (mut byte_level, mut fallback, mut space) = (false, false, ' ');
-    walk(tokenizer.get_decoder()?, &mut byte_level, &mut fallback, &mut space);
+    walk(
+        tokenizer.get_decoder()?,
+        &mut byte_level,
+        &mut fallback,
+        &mut space,
+    );
     if byte_level {
         Some(PieceBytes::ByteLevel)
     } else if fallback || space != ' ' {
@@ -786,7 +817,7 @@ fn byte_level_char_to_byte(c: char) -> Option<u8> {
         0x100..=0x143 => {
             let n = code - 0x100;
             let byte = match n {
-                0..=0x20 => n,                // 0x00..=0x20
+                0..=0x20 => n,                  // 0x00..=0x20
                 0x21..=0x42 => n - 0x21 + 0x7f, // 0x7f..=0xa0
                 _ => 0xad,
             };
@@ -818,14 +849,9 @@ fn never_prepend(p: PreTokenizerWrapper) -> PreTokenizerWrapper {
             m.set_prepend_scheme(PrependScheme::Never);
             PreTokenizerWrapper::Metaspace(m)
         }
-        PreTokenizerWrapper::Sequence(seq) => Sequence::new(
-            seq.as_ref()
-                .iter()
-                .cloned()
-                .map(never_prepend)
-                .collect(),
-        )
-        .into(),
+        PreTokenizerWrapper::Sequence(seq) => {
+            Sequence::new(seq.as_ref().iter().cloned().map(never_prepend).collect()).into()
+        }
         other => other,
     }
 }

@@ -100,7 +100,10 @@ fn model_without_template_gets_chatml() {
     let tok = tiny_tokenizer();
     assert!(tok.chat_template.is_none());
     let text = render_chat(&tok, &[ChatMessage::user("Hi")]).expect("render");
-    assert_eq!(text, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        text,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 #[test]
@@ -116,14 +119,20 @@ fn smollm2_template_from_gguf() {
          Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
     let with_system = t
-        .render(&[ChatMessage::system("Be terse."), ChatMessage::user("Hi")], true)
+        .render(
+            &[ChatMessage::system("Be terse."), ChatMessage::user("Hi")],
+            true,
+        )
         .expect("render");
     assert_eq!(
         with_system,
         "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
          <|im_start|>assistant\n"
     );
-    let ids = tok.tokenizer.encode(with_system.as_str(), false).expect("encode");
+    let ids = tok
+        .tokenizer
+        .encode(with_system.as_str(), false)
+        .expect("encode");
     assert_eq!(ids.get_ids()[0], 1, "<|im_start|> is one control token");
     assert!(!t.needs_bos(&tok, &with_system));
 }

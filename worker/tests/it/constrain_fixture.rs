@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chimera_worker::llm::constrain::{
-    FieldSchema, FieldType, FieldValue, MAX_EXACT_INTEGER, RowConstraint,
+    DEFAULT_NUMBER_LIMIT, FieldSchema, FieldType, FieldValue, MAX_EXACT_INTEGER, RowConstraint,
 };
 use chimera_worker::llm::tokenizer::ChimeraTokenizer;
 use rand::Rng;
@@ -24,8 +24,8 @@ pub const TINY_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end
 /// ones that span a quote and a value (`"A`, `":"`) so token healing is exercised.
 const TINY_MERGES: &[&str] = &[
     "{ \"", "\" :", "\": \"", ", \"", "\" ,", "\", \"", "\" }", "\" A", "A B", "AB C", "1 2",
-    "0 0", "2 0", "20 2", "- 0", "0 1", ". 5", "r e", "re d", "l l", "n u", "nu ll", "t r",
-    "u e", "tr ue", "Ġ t", "Ġt he", "h e", "Ã ©", "- 1", "9 9", ": 0",
+    "0 0", "2 0", "20 2", "- 0", "0 1", ". 5", "r e", "re d", "l l", "n u", "nu ll", "t r", "u e",
+    "tr ue", "Ġ t", "Ġt he", "h e", "Ã ©", "- 1", "9 9", ": 0",
 ];
 
 /// A byte-level BPE with the three ChatML control tokens (ids 0-2), the 256 byte symbols and
@@ -95,6 +95,9 @@ pub struct Appended {
 pub struct Run {
     pub appended: Vec<Appended>,
     pub masks: u32,
+    /// Time in `allowed_tokens` (llguidance's mask computation alone).
+    pub compute_time: Duration,
+    /// Time in `mask_logits` (the computation again, plus applying it to the logits).
     pub mask_time: Duration,
 }
 
@@ -145,9 +148,15 @@ pub fn drive(
             .map(|_| rng.random_range(-4.0_f32..4.0))
             .collect();
         let t0 = Instant::now();
+        let allowed = c.allowed_tokens().expect("allowed tokens");
+        run.compute_time += t0.elapsed();
+        let t1 = Instant::now();
         c.mask_logits(&mut logits).expect("mask");
-        run.mask_time += t0.elapsed();
+        run.mask_time += t1.elapsed();
         run.masks += 1;
+        for (id, l) in logits[..token_bytes.len()].iter().enumerate() {
+            assert_eq!(l.is_finite(), allowed.is_allowed(id as u32), "token {id}");
+        }
         assert!(
             logits[token_bytes.len()..]
                 .iter()
@@ -214,7 +223,9 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -231,7 +242,9 @@ fn valid_date(s: &str) -> bool {
             .and_then(|p| p.parse().ok())
     };
     match (num(0..4), num(5..7), num(8..10)) {
-        (Some(y), Some(m), Some(d)) => y >= 1 && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m),
+        (Some(y), Some(m), Some(d)) => {
+            y >= 1 && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+        }
         _ => false,
     }
 }
@@ -286,9 +299,8 @@ pub fn misfit(schema: &FieldSchema, value: &Value, raw: &str) -> Option<String> 
         };
         return (!ok).then(|| format!("{value} not in {allowed:?}"));
     }
-    let in_bounds = |x: f64| {
-        schema.minimum.is_none_or(|m| x >= m) && schema.maximum.is_none_or(|m| x <= m)
-    };
+    let in_bounds =
+        |x: f64| schema.minimum.is_none_or(|m| x >= m) && schema.maximum.is_none_or(|m| x <= m);
     match schema.ty {
         FieldType::String => {
             let Some(s) = value.as_str() else {
@@ -314,7 +326,14 @@ pub fn misfit(schema: &FieldSchema, value: &Value, raw: &str) -> Option<String> 
             let finite = value.as_f64().filter(|x| x.is_finite());
             let frac_digits = raw.split_once('.').map_or(0, |(_, f)| f.len());
             match finite {
-                Some(x) if in_bounds(x) && frac_digits <= 6 && !raw.contains(['e', 'E']) => None,
+                Some(x)
+                    if in_bounds(x)
+                        && x.abs() <= DEFAULT_NUMBER_LIMIT
+                        && frac_digits <= 6
+                        && !raw.contains(['e', 'E']) =>
+                {
+                    None
+                }
                 _ => Some("not a bounded finite number".into()),
             }
         }
@@ -324,7 +343,14 @@ pub fn misfit(schema: &FieldSchema, value: &Value, raw: &str) -> Option<String> 
             _ => Some("not a valid date".into()),
         },
         FieldType::DateTime => match value.as_str() {
-            Some(s) if s.len() == 19 && valid_date(&s[..10]) && &s[10..11] == " " && valid_time(&s[11..]) => None,
+            Some(s)
+                if s.len() == 19
+                    && valid_date(&s[..10])
+                    && &s[10..11] == " "
+                    && valid_time(&s[11..]) =>
+            {
+                None
+            }
             _ => Some("not a valid date-time".into()),
         },
     }
@@ -404,10 +430,8 @@ pub fn test_columns() -> Vec<(FieldSchema, Value)> {
 /// A random row: a random subset of `columns` in random order, each fixed with probability
 /// one half.
 pub fn random_row(columns: &[(FieldSchema, Value)], rng: &mut StdRng) -> Vec<(String, FieldValue)> {
-    let mut picked: Vec<&(FieldSchema, Value)> = columns
-        .iter()
-        .filter(|_| rng.random_bool(0.6))
-        .collect();
+    let mut picked: Vec<&(FieldSchema, Value)> =
+        columns.iter().filter(|_| rng.random_bool(0.6)).collect();
     if picked.is_empty() {
         picked.push(&columns[rng.random_range(0..columns.len())]);
     }
@@ -437,6 +461,7 @@ pub struct Tally {
     pub fixed_values: usize,
     pub generated_values: usize,
     pub masks: u32,
+    pub compute_time: Duration,
     pub mask_time: Duration,
     pub build_time: Duration,
 }
@@ -483,5 +508,6 @@ pub fn check_row(
     tally.forced += run.forced();
     tally.sampled += run.sampled();
     tally.masks += run.masks;
+    tally.compute_time += run.compute_time;
     tally.mask_time += run.mask_time;
 }

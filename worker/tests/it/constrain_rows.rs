@@ -51,21 +51,26 @@ fn decode_random_rows(tok: &ChimeraTokenizer, rows: usize, seed: u64) -> Tally {
         check_row(&fields, &values, &text, &run, &mut tally);
     }
     // Rows with the fixed i64::MIN take the Lark path; both paths must be exercised.
-    assert!(lark_rows > 0 && lark_rows < rows, "{lark_rows} of {rows} rows in Lark");
+    assert!(
+        lark_rows > 0 && lark_rows < rows,
+        "{lark_rows} of {rows} rows in Lark"
+    );
     tally
 }
 
 fn report(label: &str, t: &Tally) {
+    let per_mask = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(t.masks.max(1));
     eprintln!(
-        "{label}: {} rows, {} fixed and {} generated values, {} forced and {} sampled tokens, \
-         {:.1} µs per mask ({} masks), {:.0} µs per row constraint",
+        "{label}: {} rows, {} fixed and {} generated values, {} forced and {} sampled tokens; \
+         {} masks: {:.1} µs to compute, {:.1} µs in mask_logits; {:.0} µs per row constraint",
         t.rows,
         t.fixed_values,
         t.generated_values,
         t.forced,
         t.sampled,
-        t.mask_time.as_secs_f64() * 1e6 / f64::from(t.masks.max(1)),
         t.masks,
+        per_mask(t.compute_time),
+        per_mask(t.mask_time),
         t.build_time.as_secs_f64() * 1e6 / t.rows.max(1) as f64,
     );
 }
@@ -76,8 +81,14 @@ fn tiny_bpe_random_logits_always_fit_the_schema() {
     let tally = decode_random_rows(&tok, 300, 7);
     report("tiny BPE", &tally);
     assert_eq!(tally.rows, 300);
-    assert!(tally.fixed_values > 300 && tally.generated_values > 300, "{tally:?}");
-    assert!(tally.forced > tally.rows * 3, "keys and fixed values are forced: {tally:?}");
+    assert!(
+        tally.fixed_values > 300 && tally.generated_values > 300,
+        "{tally:?}"
+    );
+    assert!(
+        tally.forced > tally.rows * 3,
+        "keys and fixed values are forced: {tally:?}"
+    );
 }
 
 #[test]
@@ -99,7 +110,11 @@ fn decode_fixed_row(fields: &[(String, FieldValue)]) -> bool {
     let mut forced = Vec::new();
     while !c.is_done() {
         let f = c.forced_tokens().expect("forced");
-        assert!(!f.is_empty(), "nothing to sample in a fixed row: {:?}", c.text());
+        assert!(
+            !f.is_empty(),
+            "nothing to sample in a fixed row: {:?}",
+            c.text()
+        );
         c.commit(&f).expect("commit");
         forced.extend(f);
     }
@@ -115,7 +130,10 @@ fn decode_fixed_row(fields: &[(String, FieldValue)]) -> bool {
     assert_eq!(values, want);
     assert_eq!(text, serde_json::to_string(&want).expect("json"));
     // Forced text is tokenized as the tokenizer would tokenize the whole row.
-    let canonical = tok.text_encoder().encode(text.as_str(), false).expect("encode");
+    let canonical = tok
+        .text_encoder()
+        .encode(text.as_str(), false)
+        .expect("encode");
     assert_eq!(forced, canonical.get_ids());
     grammar.is_lark()
 }

@@ -79,7 +79,11 @@ fn hf_directory_loads_tokens_template_and_stop_ids() {
     assert_eq!(tok.eos_token.as_deref(), Some("<|im_end|>"));
     assert!(!tok.add_bos);
     assert_eq!(tok.special_ids, vec![0, 1, 2]);
-    assert!(tok.chat_template.as_deref().is_some_and(|t| t.contains("bos_token")));
+    assert!(
+        tok.chat_template
+            .as_deref()
+            .is_some_and(|t| t.contains("bos_token"))
+    );
     assert_eq!(tok.token_bytes(), tiny_tokenizer().token_bytes());
     assert_bytes_match_decoder(&tok);
 
@@ -90,11 +94,17 @@ fn hf_directory_loads_tokens_template_and_stop_ids() {
         r#"{"eos_token": "<|endoftext|>"}"#,
         Some(r#"{"eos_token_id": 2}"#),
     );
-    std::fs::write(dir.path().join("chat_template.jinja"), "{{ messages[0].content }}")
-        .expect("write template");
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ messages[0].content }}",
+    )
+    .expect("write template");
     let tok = load_tokenizer(dir.path()).expect("HF directory");
     assert_eq!(tok.eos, vec![0, 2]);
-    assert_eq!(tok.chat_template.as_deref(), Some("{{ messages[0].content }}"));
+    assert_eq!(
+        tok.chat_template.as_deref(),
+        Some("{{ messages[0].content }}")
+    );
     assert_eq!(tok.bos, None);
 }
 
@@ -102,17 +112,25 @@ fn hf_directory_loads_tokens_template_and_stop_ids() {
 fn hf_directory_errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     write_hf_dir(dir.path(), r#"{"eos_token": "<|nope|>"}"#, None);
-    let err = load_tokenizer(dir.path()).expect_err("unknown eos").to_string();
+    let err = load_tokenizer(dir.path())
+        .expect_err("unknown eos")
+        .to_string();
     assert!(
-        err.contains("tokenizer_config.json") && err.contains("eos_token") && err.contains("<|nope|>"),
+        err.contains("tokenizer_config.json")
+            && err.contains("eos_token")
+            && err.contains("<|nope|>"),
         "{err}"
     );
 
     let dir = tempfile::tempdir().expect("temp dir");
     write_hf_dir(dir.path(), "{}", Some(r#"{"eos_token_id": [2, 99999]}"#));
-    let err = load_tokenizer(dir.path()).expect_err("eos out of range").to_string();
+    let err = load_tokenizer(dir.path())
+        .expect_err("eos out of range")
+        .to_string();
     assert!(
-        err.contains("generation_config.json") && err.contains("eos_token_id") && err.contains("99999"),
+        err.contains("generation_config.json")
+            && err.contains("eos_token_id")
+            && err.contains("99999"),
         "{err}"
     );
 

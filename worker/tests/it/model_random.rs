@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use chimera_worker::llm::GgufTokenizer;
 use chimera_worker::llm::model::{Architecture, KvCache, LanguageModel, ModelError, Step};
-use chimera_worker::llm::random::{
-    RandomDType, RandomFormat, RandomModelSpec, write_random_model,
-};
+use chimera_worker::llm::random::{RandomDType, RandomFormat, RandomModelSpec, write_random_model};
 
-const ARCHS: [Architecture; 3] = [Architecture::Llama, Architecture::Qwen2, Architecture::Qwen3];
+const ARCHS: [Architecture; 3] = [
+    Architecture::Llama,
+    Architecture::Qwen2,
+    Architecture::Qwen3,
+];
 const FORMATS: [(RandomFormat, RandomDType); 2] = [
     (RandomFormat::Gguf, RandomDType::F32),
     (RandomFormat::Safetensors, RandomDType::F32),
@@ -157,7 +159,12 @@ fn model_decoding_token_by_token_equals_prefill() {
         run(&model, &mut chunked, &seq[..2]);
         run(&model, &mut chunked, &seq[2..6]);
         let last = run(&model, &mut chunked, &seq[6..]);
-        assert_close(&last, &prefill(&model, &seq), 1e-3, &format!("{name} chunks"));
+        assert_close(
+            &last,
+            &prefill(&model, &seq),
+            1e-3,
+            &format!("{name} chunks"),
+        );
     }
 }
 
@@ -219,7 +226,12 @@ fn model_gguf_and_safetensors_of_one_spec_agree() {
         let spec = RandomModelSpec::tiny(arch);
         let g = tempfile::tempdir().expect("temp dir");
         let s = tempfile::tempdir().expect("temp dir");
-        let gguf = load(&write(g.path(), &spec, RandomFormat::Gguf, RandomDType::F32));
+        let gguf = load(&write(
+            g.path(),
+            &spec,
+            RandomFormat::Gguf,
+            RandomDType::F32,
+        ));
         let st = load(&write(
             s.path(),
             &spec,
@@ -246,7 +258,15 @@ fn model_half_and_quantized_weights_stay_close_to_f32() {
         let spec = RandomModelSpec::tiny(arch);
         let reference = {
             let d = tempfile::tempdir().expect("temp dir");
-            prefill(&load(&write(d.path(), &spec, RandomFormat::Gguf, RandomDType::F32)), &seq)
+            prefill(
+                &load(&write(
+                    d.path(),
+                    &spec,
+                    RandomFormat::Gguf,
+                    RandomDType::F32,
+                )),
+                &seq,
+            )
         };
         for (format, dtype, tol) in [
             (RandomFormat::Safetensors, RandomDType::BF16, 0.1),
@@ -283,14 +303,26 @@ fn model_random_files_ship_a_loadable_tokenizer() {
     let gguf = write(dir.path(), &spec, RandomFormat::Gguf, RandomDType::Q8_0);
     let model = load(&gguf);
     let tok = GgufTokenizer::from_gguf(&gguf).expect("tokenizer from GGUF");
-    assert_eq!(tok.tokenizer.get_vocab_size(true), model.config().vocab_size);
+    assert_eq!(
+        tok.tokenizer.get_vocab_size(true),
+        model.config().vocab_size
+    );
     assert_eq!(tok.eos, tok.tokenizer.token_to_id("<|im_end|>"));
-    assert!(tok.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(
+        tok.chat_template
+            .as_deref()
+            .is_some_and(|t| t.contains("<|im_start|>"))
+    );
     let text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n";
     let ids = tok.tokenizer.encode(text, false).expect("encode");
 
     let st_dir = tempfile::tempdir().expect("temp dir");
-    let st = write(st_dir.path(), &spec, RandomFormat::Safetensors, RandomDType::F32);
+    let st = write(
+        st_dir.path(),
+        &spec,
+        RandomFormat::Safetensors,
+        RandomDType::F32,
+    );
     let hf = tokenizers::Tokenizer::from_file(st.join("tokenizer.json")).expect("tokenizer.json");
     let hf_ids = hf.encode(text, false).expect("encode");
     assert_eq!(hf_ids.get_ids(), ids.get_ids());
@@ -299,14 +331,23 @@ fn model_random_files_ship_a_loadable_tokenizer() {
     )
     .expect("json");
     assert_eq!(config["eos_token"], "<|im_end|>");
-    assert!(config["chat_template"].as_str().is_some_and(|t| t.contains("add_generation_prompt")));
+    assert!(
+        config["chat_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("add_generation_prompt"))
+    );
 }
 
 #[test]
 fn model_bad_steps_are_rejected_and_leave_caches_untouched() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = RandomModelSpec::tiny(Architecture::Llama);
-    let model = load(&write(dir.path(), &spec, RandomFormat::Gguf, RandomDType::F32));
+    let model = load(&write(
+        dir.path(),
+        &spec,
+        RandomFormat::Gguf,
+        RandomDType::F32,
+    ));
     let vocab = model.config().vocab_size as u32;
     let mut good = model.new_cache();
     run(&model, &mut good, &[5, 6, 7]);
@@ -326,7 +367,8 @@ fn model_bad_steps_are_rejected_and_leave_caches_untouched() {
         ])
         .expect_err("token outside the vocabulary");
     assert!(
-        matches!(err, ModelError::BadStep { step: 1, .. }) && err.to_string().contains("vocabulary"),
+        matches!(err, ModelError::BadStep { step: 1, .. })
+            && err.to_string().contains("vocabulary"),
         "{err}"
     );
     assert_eq!((good.len(), other.len()), (3, 0));
@@ -359,7 +401,12 @@ fn model_bad_steps_are_rejected_and_leave_caches_untouched() {
 
     // The cache still works after the refused calls.
     let logits = run(&model, &mut good, &[8]);
-    assert_close(&logits, &prefill(&model, &[5, 6, 7, 8]), 1e-3, "after errors");
+    assert_close(
+        &logits,
+        &prefill(&model, &[5, 6, 7, 8]),
+        1e-3,
+        "after errors",
+    );
 }
 
 #[test]
@@ -378,8 +425,13 @@ fn model_load_errors_name_the_file_and_key() {
     let config_path = st.join("config.json");
     let text = std::fs::read_to_string(&config_path).expect("config");
     std::fs::write(&config_path, text.replace("\"qwen3\"", "\"gemma\"")).expect("write");
-    let err = LanguageModel::load(&st, &Device::Cpu).expect_err("gemma").to_string();
-    assert!(err.contains("config.json") && err.contains("model_type") && err.contains("gemma"), "{err}");
+    let err = LanguageModel::load(&st, &Device::Cpu)
+        .expect_err("gemma")
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("model_type") && err.contains("gemma"),
+        "{err}"
+    );
 
     // A layer count larger than the file's tensors names the first missing tensor.
     std::fs::write(
@@ -387,14 +439,24 @@ fn model_load_errors_name_the_file_and_key() {
         text.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
     )
     .expect("write");
-    let err = LanguageModel::load(&st, &Device::Cpu).expect_err("missing layer").to_string();
+    let err = LanguageModel::load(&st, &Device::Cpu)
+        .expect_err("missing layer")
+        .to_string();
     assert!(err.contains("model.layers.2."), "{err}");
 
     // A wrong width names the tensor and both shapes.
-    std::fs::write(&config_path, text.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"))
-        .expect("write");
-    let err = LanguageModel::load(&st, &Device::Cpu).expect_err("bad shape").to_string();
-    assert!(err.contains("mlp.gate_proj.weight") && err.contains("96"), "{err}");
+    std::fs::write(
+        &config_path,
+        text.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"),
+    )
+    .expect("write");
+    let err = LanguageModel::load(&st, &Device::Cpu)
+        .expect_err("bad shape")
+        .to_string();
+    assert!(
+        err.contains("mlp.gate_proj.weight") && err.contains("96"),
+        "{err}"
+    );
 }
 
 #[test]

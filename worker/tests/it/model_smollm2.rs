@@ -42,7 +42,14 @@ fn model_smollm2_greedy_answer_names_paris() {
     assert_eq!(c.architecture, Architecture::Llama);
     assert_eq!(c.rope_style, RopeStyle::Interleaved);
     assert_eq!(
-        (c.vocab_size, c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim),
+        (
+            c.vocab_size,
+            c.hidden,
+            c.layers,
+            c.heads,
+            c.kv_heads,
+            c.head_dim
+        ),
         (49152, 576, 30, 9, 3, 64)
     );
     assert!(c.tie_embeddings);
@@ -53,7 +60,13 @@ fn model_smollm2_greedy_answer_names_paris() {
     ];
     let encoded: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| tok.tokenizer.encode(*p, false).expect("encode").get_ids().to_vec())
+        .map(|p| {
+            tok.tokenizer
+                .encode(*p, false)
+                .expect("encode")
+                .get_ids()
+                .to_vec()
+        })
         .collect();
     let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];

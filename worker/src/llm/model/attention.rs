@@ -220,18 +220,18 @@ pub(crate) fn attend_layer(
         })
         .sum();
     let job = |&(s, h): &(usize, usize)| {
-            let step = &steps[s];
-            let n = step.tokens.len();
-            let segs = step.cache.segments(layer);
-            // Positions before this step's first token (the new ones are already appended).
-            let total: usize = segs.iter().map(|l| l.keys.len() / kvw).sum();
-            let past = total - n;
-            let kv_off = (h / group) * hd;
-            let queries = (0..n).map(|i| {
-                let r = offsets[s] + i;
-                &qkv[r * rw + h * hd..r * rw + (h + 1) * hd]
-            });
-            attend_head(queries, &segs, kvw, kv_off, hd, past, n, scale)
+        let step = &steps[s];
+        let n = step.tokens.len();
+        let segs = step.cache.segments(layer);
+        // Positions before this step's first token (the new ones are already appended).
+        let total: usize = segs.iter().map(|l| l.keys.len() / kvw).sum();
+        let past = total - n;
+        let kv_off = (h / group) * hd;
+        let queries = (0..n).map(|i| {
+            let r = offsets[s] + i;
+            &qkv[r * rw + h * hd..r * rw + (h + 1) * hd]
+        });
+        attend_head(queries, &segs, kvw, kv_off, hd, past, n, scale)
     };
     let results: Vec<Vec<f32>> = if work >= PARALLEL_WORK {
         jobs.par_iter().map(job).collect()

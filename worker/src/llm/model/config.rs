@@ -203,7 +203,10 @@ impl ModelConfig {
                 let factor = gguf_opt_f64(meta, &key("rope.scaling.factor"))?.unwrap_or(1.0);
                 if !(factor > 0.0) {
                     return Err(meta
-                        .bad(&key("rope.scaling.factor"), format!("{factor} is not positive"))
+                        .bad(
+                            &key("rope.scaling.factor"),
+                            format!("{factor} is not positive"),
+                        )
                         .into());
                 }
                 RopeScaling::Linear(factor)
@@ -252,12 +255,13 @@ impl ModelConfig {
     pub(crate) fn from_hf_json(json: &Json, file: &Path) -> Result<Self, ModelError> {
         let cfg = HfConfig { json, file };
         let model_type = cfg.string("model_type")?;
-        let architecture =
-            Architecture::from_name(model_type).ok_or_else(|| cfg.unsupported(
+        let architecture = Architecture::from_name(model_type).ok_or_else(|| {
+            cfg.unsupported(
                 "model_type",
                 format!("{model_type:?}"),
                 "supported: llama, qwen2, qwen3",
-            ))?;
+            )
+        })?;
         if let Some(act) = cfg.opt_string("hidden_act")?
             && act != "silu"
         {
@@ -423,7 +427,10 @@ impl HfConfig<'_> {
 
     fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
         self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| self.bad(key, format!("{v} is not a number"))))
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| self.bad(key, format!("{v} is not a number")))
+            })
             .transpose()
     }
 
@@ -483,8 +490,10 @@ mod tests {
 
     #[test]
     fn reads_a_llama_config() {
-        let c = hf(&format!(r#"{{"model_type": "llama", {BASE}, "rope_theta": 500000.0}}"#))
-            .expect("config");
+        let c = hf(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_theta": 500000.0}}"#
+        ))
+        .expect("config");
         assert_eq!(c.architecture, Architecture::Llama);
         assert_eq!((c.heads, c.kv_heads, c.head_dim), (4, 2, 16));
         assert_eq!(c.rope_theta, 500000.0);
@@ -497,13 +506,19 @@ mod tests {
         let err = hf(&format!(r#"{{"model_type": "gemma", {BASE}}}"#))
             .expect_err("gemma")
             .to_string();
-        assert!(err.contains("config.json") && err.contains("model_type") && err.contains("gemma"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("model_type") && err.contains("gemma"),
+            "{err}"
+        );
         let err = hf(&format!(
             r#"{{"model_type": "qwen2", {BASE}, "rope_scaling": {{"rope_type": "yarn", "factor": 4.0}}}}"#
         ))
         .expect_err("yarn")
         .to_string();
-        assert!(err.contains("rope_scaling.rope_type") && err.contains("yarn"), "{err}");
+        assert!(
+            err.contains("rope_scaling.rope_type") && err.contains("yarn"),
+            "{err}"
+        );
         let err = hf(r#"{"model_type": "qwen3", "hidden_size": 64}"#)
             .expect_err("missing")
             .to_string();
