@@ -8,6 +8,14 @@
 //! Rust on the CPU (RoPE, causal softmax over prefix ++ own cache ++ new tokens, GQA by head
 //! groups) with rayon over (sequence, head).
 //!
+//! Threads on the CPU: the quantized matmuls and the attention share candle's barrier pool
+//! (`candle_core::utils::barrier_pool`, `CANDLE_NUM_THREADS`), and candle's element-wise ops
+//! use rayon (`RAYON_NUM_THREADS`); both default to all cores. On a machine shared with other
+//! busy processes, their spin-waiting threads lose much time to each other: measured on a
+//! 2-core VM during parallel compiles, a decode step was 2-5x slower and very uneven with two
+//! threads than with `CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=1`, while on the idle VM two
+//! threads were 1.5-2x faster. Size both to the cores the process really owns.
+//!
 //! Weights come from a GGUF file (quantized or float tensors) or a Hugging Face directory
 //! (`config.json` + `model*.safetensors`). The `Device` is a parameter: on a GPU the projections
 //! and MLP run there, while attention copies q/k/v to host memory; a fast GPU path would need a
@@ -27,7 +35,7 @@ pub use config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
 pub use error::ModelError;
 
 use attention::{AttentionGeometry, RopeTable};
-use weights::{Embedding, Linear, ModelWeights};
+use weights::{Linear, ModelWeights};
 
 mod error {
     use std::path::PathBuf;
@@ -46,7 +54,7 @@ mod error {
         },
         /// GGUF metadata could not be read or a key is missing or invalid.
         #[error(transparent)]
-        Gguf(#[from] GgufError),
+        Gguf(Box<GgufError>),
         /// `config.json` is not valid JSON.
         #[error("{}: not valid JSON: {source}", file.display())]
         Json {
@@ -87,7 +95,7 @@ mod error {
         Tensor {
             file: PathBuf,
             tensor: String,
-            source: candle_core::Error,
+            source: Box<candle_core::Error>,
         },
         /// The path is neither a `.gguf` file nor a directory with `config.json`.
         #[error(
@@ -103,17 +111,28 @@ mod error {
         Forward {
             stage: &'static str,
             layer: Option<usize>,
-            source: candle_core::Error,
+            source: Box<candle_core::Error>,
         },
         /// A file of a generated model could not be written.
         #[error("cannot write {}: {reason}", file.display())]
         Write { file: PathBuf, reason: String },
     }
+
+    impl From<GgufError> for ModelError {
+        fn from(e: GgufError) -> Self {
+            ModelError::Gguf(Box::new(e))
+        }
+    }
 }
 
-/// On the CPU, quantized projections over at least this many rows run as a dense f32 matmul
-/// against a once-dequantized copy of the weight (see `Linear::forward` for the measurements).
-pub const DEFAULT_DENSE_ROWS: usize = 8;
+/// On the CPU, quantized projections without a repacked candle kernel, over at least this
+/// many rows, run as a dense f32 matmul against a once-dequantized copy of the weight.
+/// Measured on SmolLM2-135M (Q8_0 after requantization, AVX2 kernels forced, 2-core AVX-512
+/// VM, release): a decode step over B rows took 10 / 68 / 141 / 275 ms quantized and 34 / 102
+/// / 118 / 166 ms dense for B = 1 / 8 / 16 / 32, so the crossover is between 8 and 16 rows.
+/// Weights that candle repacks (Q4_K, Q6_K, Q8_0 on VNNI CPUs) always stay quantized: that
+/// kernel beats the dense GEMM at every batch size.
+pub const DEFAULT_DENSE_ROWS: usize = 16;
 
 /// A loaded transformer; `forward` may be called from several threads with disjoint caches.
 pub struct LanguageModel {
@@ -148,7 +167,7 @@ fn fwd(stage: &'static str, layer: Option<usize>) -> impl FnOnce(candle_core::Er
     move |source| ModelError::Forward {
         stage,
         layer,
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -381,11 +400,10 @@ impl std::fmt::Debug for LanguageModel {
     }
 }
 
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<LanguageModel>();
-    is::<KvCache>();
-    is::<SharedPrefix>();
-    let _ = is::<Embedding>;
-}
+// The engine moves caches between threads and shares the model across them.
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<LanguageModel>();
+    is_send_sync::<KvCache>();
+    is_send_sync::<SharedPrefix>();
+};

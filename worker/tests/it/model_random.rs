@@ -466,3 +466,42 @@ fn model_is_send_and_sync() {
     is::<KvCache>();
     is::<chimera_worker::llm::model::SharedPrefix>();
 }
+
+#[test]
+fn model_long_prefill_split_across_threads_equals_decoding() {
+    // 80 rows and 80x80 attention: large enough that RoPE and attention are split across
+    // threads; single-token steps stay on the calling thread.
+    for (name, model, _dir) in all_models() {
+        let seq = tokens(11, 80, model.config().vocab_size);
+        let mut cache = model.new_cache();
+        let mut last = Vec::new();
+        for t in &seq {
+            last = run(&model, &mut cache, std::slice::from_ref(t));
+        }
+        assert_close(&prefill(&model, &seq), &last, 1e-3, &format!("{name} long"));
+        // Two long sequences in one batch.
+        let other = tokens(12, 70, model.config().vocab_size);
+        let (mut c1, mut c2) = (model.new_cache(), model.new_cache());
+        let out = model
+            .forward(&mut [
+                Step {
+                    cache: &mut c1,
+                    tokens: &seq,
+                    want_logits: true,
+                },
+                Step {
+                    cache: &mut c2,
+                    tokens: &other,
+                    want_logits: true,
+                },
+            ])
+            .expect("batch");
+        assert_close(&out[0], &last, 1e-3, &format!("{name} batch 1"));
+        assert_close(
+            &out[1],
+            &prefill(&model, &other),
+            1e-3,
+            &format!("{name} batch 2"),
+        );
+    }
+}

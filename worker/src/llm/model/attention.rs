@@ -1,21 +1,24 @@
 //! RoPE and causal attention of a ragged batch, in plain Rust on host f32.
 //!
 //! Each sequence attends over its own positions only (shared prefix ++ own cache ++ its new
-//! tokens), so the work is split into (sequence, head) jobs run with rayon. A GPU version would
+//! tokens), so the work is split into (sequence, head) jobs. They run on candle's CPU barrier
+//! pool, the threads that also run the quantized matmuls: between two matmuls its workers spin
+//! waiting for work, so handing them the attention costs microseconds, while a second pool
+//! (rayon) would compete with those spinning threads for the same cores. A GPU version would
 //! keep the caches in device memory (paged blocks) and replace `attend_layer` with a varlen /
 //! paged attention kernel fed by per-sequence block tables; everything else already runs on the
 //! model's device.
 
-use rayon::prelude::*;
+use std::sync::{Mutex, OnceLock};
 
 use super::Step;
 use super::cache::LayerKv;
 use super::config::{ModelConfig, RopeScaling, RopeStyle};
 
-/// Rows from which RoPE and the q/k norms run on the rayon pool.
+/// Rows from which RoPE and the q/k norms are split across threads.
 const PARALLEL_ROWS: usize = 64;
-/// Multiply-adds from which attention runs on the rayon pool (about a millisecond of work).
-const PARALLEL_WORK: usize = 1 << 22;
+/// Multiply-adds from which attention is split across threads (tens of microseconds of work).
+const PARALLEL_WORK: usize = 1 << 16;
 
 /// The head layout of one attention layer.
 pub(crate) struct AttentionGeometry {
@@ -188,10 +191,17 @@ pub(crate) fn attend_layer(
             rotate(head, cos, sin, g.style);
         }
     };
-    // Small batches stay on this thread: waking the pool costs more than the work, and on a
-    // small CPU the pool's threads compete with candle's own matmul workers.
+    // Small batches stay on this thread: splitting them costs more than the work.
     if rows >= PARALLEL_ROWS {
-        qkv.par_chunks_mut(rw).enumerate().for_each(prepare);
+        // One uncontended lock per row hands each thread its rows without `unsafe`.
+        let rows: Vec<Mutex<&mut [f32]>> = qkv.chunks_mut(rw).map(Mutex::new).collect();
+        candle_core::utils::barrier_pool().execute_chunked(rows.len(), |range| {
+            for r in range {
+                if let Ok(mut row) = rows[r].lock() {
+                    prepare((r, &mut **row));
+                }
+            }
+        });
     } else {
         qkv.chunks_mut(rw).enumerate().for_each(prepare);
     }
@@ -233,8 +243,17 @@ pub(crate) fn attend_layer(
         });
         attend_head(queries, &segs, kvw, kv_off, hd, past, n, scale)
     };
-    let results: Vec<Vec<f32>> = if work >= PARALLEL_WORK {
-        jobs.par_iter().map(job).collect()
+    let results: Vec<Vec<f32>> = if work >= PARALLEL_WORK && jobs.len() > 1 {
+        let slots: Vec<OnceLock<Vec<f32>>> = jobs.iter().map(|_| OnceLock::new()).collect();
+        candle_core::utils::barrier_pool().execute_chunked(jobs.len(), |range| {
+            for i in range {
+                let _ = slots[i].set(job(&jobs[i]));
+            }
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_default())
+            .collect()
     } else {
         jobs.iter().map(job).collect()
     };

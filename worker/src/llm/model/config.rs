@@ -120,13 +120,13 @@ impl ModelConfig {
                 return Err(bad(key, "must be positive".into()));
             }
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(bad(
                 "head_dim",
                 format!("{} is not a positive even number", self.head_dim),
             ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(bad(
                 "kv_heads",
                 format!(
@@ -135,7 +135,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_eps > 0.0) {
+        if !is_positive(self.rope_theta) || !is_positive(self.rms_eps) {
             return Err(bad(
                 "rope_theta/rms_eps",
                 format!("{} and {} must be positive", self.rope_theta, self.rms_eps),
@@ -166,7 +166,7 @@ impl ModelConfig {
         let head_dim = match gguf_opt_usize(meta, &key("attention.key_length"))? {
             Some(d) => d,
             None => {
-                if heads == 0 || hidden % heads != 0 {
+                if heads == 0 || !hidden.is_multiple_of(heads) {
                     return Err(meta
                         .bad(
                             &key("attention.head_count"),
@@ -201,7 +201,7 @@ impl ModelConfig {
             None | Some("none") => RopeScaling::None,
             Some("linear") => {
                 let factor = gguf_opt_f64(meta, &key("rope.scaling.factor"))?.unwrap_or(1.0);
-                if !(factor > 0.0) {
+                if !is_positive(factor) {
                     return Err(meta
                         .bad(
                             &key("rope.scaling.factor"),
@@ -278,7 +278,7 @@ impl ModelConfig {
         let head_dim = match cfg.opt_usize("head_dim")? {
             Some(d) => d,
             None => {
-                if heads == 0 || hidden % heads != 0 {
+                if heads == 0 || !hidden.is_multiple_of(heads) {
                     return Err(cfg.bad(
                         "num_attention_heads",
                         format!("{heads} heads do not divide hidden_size {hidden}"),
@@ -307,6 +307,11 @@ impl ModelConfig {
         config.validate(file)?;
         Ok(config)
     }
+}
+
+/// False for NaN too.
+fn is_positive(x: f64) -> bool {
+    x > 0.0
 }
 
 fn gguf_opt_usize(meta: &GgufMetadata<'_>, key: &str) -> Result<Option<usize>, GgufError> {

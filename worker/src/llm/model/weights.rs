@@ -104,12 +104,15 @@ const SLOW_ON_CPU: [GgmlDType; 4] = [
     GgmlDType::Q8_1,
 ];
 
-/// Candle's x86 repacked kernels handle Q8_0 only on VNNI CPUs (`repack_x86::level`).
+/// Candle's x86 repacked kernels handle Q8_0 only on VNNI CPUs; mirrors `repack_x86::level`,
+/// including its override that forces the AVX2 kernels.
 fn x86_q8_0_repack() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
-            || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"))
+        let forced_avx2 = std::env::var("MISTRALRS_FORCE_AVX2").as_deref() == Ok("1");
+        !forced_avx2
+            && ((is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+                || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2")))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -218,11 +221,12 @@ impl Linear {
             for block in part.blocks {
                 match (blocks.pop(), block) {
                     (
-                        Some(Weight::Quantized {
-                            q: a, repacked, ..
-                        }),
+                        Some(Weight::Quantized { q: a, repacked, .. }),
                         Weight::Quantized { q: b, .. },
-                    ) if a.dtype() == b.dtype() && a.shape().dims()[1] == b.shape().dims()[1] => {
+                    ) if device.is_cpu()
+                        && a.dtype() == b.dtype()
+                        && a.shape().dims()[1] == b.shape().dims()[1] =>
+                    {
                         blocks.push(Weight::Quantized {
                             q: Arc::new(stack_quantized(&a, &b, device)?),
                             repacked,
@@ -277,11 +281,16 @@ impl Embedding {
     /// The same table as an LM head (tied embeddings).
     fn as_linear(&self, device: &Device) -> candle_core::Result<Linear> {
         let weight = match self {
-            // A copy: the LM head may be padded for the CPU kernels, the lookup table not.
-            Embedding::Quantized(q) => {
+            // A copy on the CPU: the LM head may be padded for the kernels, the lookup table not.
+            Embedding::Quantized(q) if device.is_cpu() => {
                 let copy = QStorage::from_data(q.data()?, device, q.dtype())?;
                 Weight::quantized(QTensor::new(copy, q.shape().clone())?, device)?
             }
+            Embedding::Quantized(q) => Weight::Quantized {
+                q: q.clone(),
+                repacked: false,
+                dense: OnceLock::new(),
+            },
             Embedding::Dense(t) => Weight::Dense(transposed(t)?),
         };
         Ok(Linear::single(weight, None))
@@ -401,7 +410,7 @@ impl Loader<'_> {
         move |source| ModelError::Tensor {
             file,
             tensor,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -688,7 +697,7 @@ pub(crate) fn load_safetensors_dir(
                 ModelError::Tensor {
                     file: f.clone(),
                     tensor: "*".into(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         tensors.extend(map);
