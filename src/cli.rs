@@ -252,9 +252,10 @@ pub struct RunArgs {
     pub llm: LlmArgs,
     #[command(flatten)]
     pub llm_run: LlmRunArgs,
-    /// In-process workers sampling shards in parallel.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// In-process workers sampling shards in parallel (default 2; 1 when an LLM writes text
+    /// columns, since one worker's batched forward already uses every core).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -290,9 +291,10 @@ pub struct SampleArgs {
     pub llm: Option<PathBuf>,
     #[command(flatten)]
     pub llm_run: LlmRunArgs,
-    /// In-process workers sampling shards in parallel.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// In-process workers sampling shards in parallel (default 2; 1 when an LLM writes text
+    /// columns, since one worker's batched forward already uses every core).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]

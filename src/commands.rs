@@ -381,7 +381,12 @@ async fn sample_cmd(a: SampleArgs) -> Result<()> {
 }
 
 /// A job run in this process: the coordinator on a loopback port, `workers` workers beside it.
-fn embedded(workers: usize, llm: Option<Arc<LlmRuntime>>, run: &LlmRunArgs) -> Result<Serving> {
+fn embedded(
+    workers: Option<usize>,
+    llm: Option<Arc<LlmRuntime>>,
+    run: &LlmRunArgs,
+) -> Result<Serving> {
+    let workers = workers.unwrap_or(if llm.is_some() { 1 } else { 2 });
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
