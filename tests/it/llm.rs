@@ -32,7 +32,8 @@ fn tiny_model(dir: &Path) -> PathBuf {
     .unwrap()
 }
 
-/// Runs `chimera run` on the prescriptions sample with an LLM.
+/// Runs `chimera run` on the prescriptions sample with an LLM; the fill logs every prompt at
+/// debug level (see [`logged_prompts`]).
 fn run_rx(out: &Path, llm: &Path, rows: &str, extra: &[&str]) -> std::process::Output {
     let input = data("prescriptions_1500.csv");
     let spec = spec();
@@ -50,7 +51,11 @@ fn run_rx(out: &Path, llm: &Path, rows: &str, extra: &[&str]) -> std::process::O
         llm.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    chimera(&args)
+    std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
+        .args(args)
+        .env("CHIMERA_LOG", "warn,chimera_worker::llm::fill=debug")
+        .output()
+        .unwrap()
 }
 
 /// A column of the output as text (nulls as None).
@@ -200,34 +205,9 @@ fn shows_any(prompts: &[String], column: &str, values: &[&String]) -> usize {
 fn synthetic_exemplars_keep_real_rows_out_of_prompts_and_knn_real_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let llm = tiny_model(dir.path());
-    let input = data("prescriptions_1500.csv");
-    let spec = spec();
     let run = |out: &Path, exemplars: &str| {
-        let args = [
-            "run",
-            "--input",
-            &input,
-            "--spec",
-            &spec,
-            "--rows",
-            "40",
-            "--output",
-            out.to_str().unwrap(),
-            "--llm",
-            llm.to_str().unwrap(),
-            "--no-dp",
-            "--llm-columns",
-            "drug",
-            "--exemplars",
-            exemplars,
-            "--workers",
-            "1",
-        ];
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
-            .args(args)
-            .env("CHIMERA_LOG", "warn,chimera_worker::llm::fill=debug")
-            .output()
-            .unwrap();
+        let extra = ["--no-dp", "--llm-columns", "drug", "--exemplars", exemplars];
+        let o = run_rx(out, &llm, "40", &extra);
         ok(&o);
         o
     };
@@ -371,32 +351,14 @@ fn smollm2_writes_twenty_rows_of_a_text_column() {
     let Some(llm) = smollm2() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
-    let input = data("prescriptions_1500.csv");
-    let spec = spec();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
-        .args([
-            "run",
-            "--input",
-            &input,
-            "--spec",
-            &spec,
-            "--rows",
-            "20",
-            "--output",
-            out.to_str().unwrap(),
-            "--llm",
-            llm.to_str().unwrap(),
-            "--no-dp",
-            "--llm-columns",
-            "prod_strength",
-            "--llm-fill",
-            "all",
-            "--workers",
-            "1",
-        ])
-        .env("CHIMERA_LOG", "warn,chimera_worker::llm::fill=debug")
-        .output()
-        .unwrap();
+    let extra = [
+        "--no-dp",
+        "--llm-columns",
+        "prod_strength",
+        "--llm-fill",
+        "all",
+    ];
+    let o = run_rx(&out, &llm, "20", &extra);
     ok(&o);
     let batches = read_parts(&out.join("prescriptions"));
     let values = column(&batches, "prod_strength");

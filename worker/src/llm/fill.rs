@@ -80,9 +80,6 @@ pub enum FillError {
     KnnRealUnavailable,
 }
 
-/// Sees every prompt the filler renders.
-pub type PromptHook = Box<dyn Fn(&str) + Send + Sync>;
-
 /// A loaded language model with its tokenizer and constraint compiler; shared by the shards
 /// a worker fills.
 pub struct LlmRuntime {
@@ -153,14 +150,12 @@ pub struct Filler {
     runtime: Arc<LlmRuntime>,
     model: Arc<Model>,
     fill: LlmFill,
-    /// Columns in each row object, in table order: context columns then text columns.
+    /// Columns in each row object, in table order: the LLM columns and their context columns.
     fields: Vec<usize>,
     /// Sequences decoded together.
     pub max_batch: usize,
     /// Rows per prompt window (its exemplars are fixed).
     pub window: usize,
-    /// Called with every prompt rendered (tests check no real value reaches one).
-    pub on_prompt: Option<PromptHook>,
     /// Real rows for `knn-real` exemplars.
     real: Option<RealRows>,
 }
@@ -180,7 +175,6 @@ impl Filler {
             fields,
             max_batch: 32,
             window: 128,
-            on_prompt: None,
             real: None,
         })
     }
@@ -397,8 +391,8 @@ impl Filler {
         }
     }
 
-    /// A prompt's tokens (the hook sees its text). Exemplars are dropped from the end while
-    /// the prompt leaves less than [`ROW_TOKENS`] of the model's context for the row.
+    /// A prompt's tokens (its text is logged at debug level). Exemplars are dropped from the end
+    /// while the prompt leaves less than [`ROW_TOKENS`] of the model's context for the row.
     fn encode_prompt(&self, exemplars: &[Map<String, Json>]) -> Result<Vec<u32>, FillError> {
         let context = self.runtime.model.config().context_length;
         let mut n = exemplars.len();
@@ -406,9 +400,6 @@ impl Filler {
             let prompt = self.prompt(&exemplars[..n])?;
             let tokens = self.runtime.encode(&prompt)?;
             if tokens.len() + ROW_TOKENS <= context || n == 0 {
-                if let Some(f) = &self.on_prompt {
-                    f(&prompt);
-                }
                 tracing::debug!(tokens = tokens.len(), exemplars = n, ?prompt, "LLM prompt");
                 return Ok(tokens);
             }

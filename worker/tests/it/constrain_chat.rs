@@ -4,7 +4,8 @@
 use chimera_worker::llm::chat::{ChatMessage, ChatTemplate, render_chat};
 use chimera_worker::llm::tokenizer::load_tokenizer;
 
-use super::constrain_fixture::{smollm2_gguf, tiny_tokenizer};
+use super::constrain_fixture::tiny_tokenizer;
+use super::smollm2_gguf;
 
 /// Qwen 3's template without the tool branches (as shipped in its tokenizer_config.json).
 const QWEN3_STYLE: &str = r#"{%- if messages[0].role == 'system' %}

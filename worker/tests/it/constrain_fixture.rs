@@ -3,7 +3,7 @@
 //! makes its absence a failure), a decoding loop over random logits, and an independent
 //! checker of values against their schema.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chimera_worker::llm::constrain::{
@@ -65,21 +65,6 @@ pub fn tiny_tokenizer() -> ChimeraTokenizer {
     tok.bos = Some(1);
     tok.eos = vec![2, 0];
     tok
-}
-
-/// The SmolLM2 GGUF path, or `None` (test skipped) when `CHIMERA_SMOLLM2_GGUF` is unset.
-pub fn smollm2_gguf() -> Option<PathBuf> {
-    match std::env::var_os("CHIMERA_SMOLLM2_GGUF") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            assert!(
-                std::env::var_os("CHIMERA_REQUIRE_MODELS").is_none_or(|v| v != "1"),
-                "CHIMERA_REQUIRE_MODELS=1 but CHIMERA_SMOLLM2_GGUF is not set"
-            );
-            eprintln!("skipped: set CHIMERA_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
-            None
-        }
-    }
 }
 
 /// One token the loop appended: its byte span in the output and whether it was forced.

@@ -14,9 +14,8 @@ use rand::rngs::StdRng;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::constrain_fixture::{
-    Tally, check_row, drive, random_row, smollm2_gguf, test_columns, tiny_tokenizer,
-};
+use super::constrain_fixture::{Tally, check_row, drive, random_row, test_columns, tiny_tokenizer};
+use super::smollm2_gguf;
 
 /// Decodes `rows` random rows and checks each; returns the totals.
 fn decode_random_rows(tok: &ChimeraTokenizer, rows: usize, seed: u64) -> Tally {

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use chimera_worker::llm::tokenizer::{ChimeraTokenizer, TokenizerError, load_tokenizer};
 
-use super::constrain_fixture::{TINY_SPECIALS, smollm2_gguf, tiny_tokenizer};
+use super::constrain_fixture::{TINY_SPECIALS, tiny_tokenizer};
+use super::smollm2_gguf;
 
 /// Every non-special token's bytes are what the tokenizer's own decoder makes of it (when
 /// that is valid UTF-8 on its own; otherwise the lossy decode must agree where it can).

@@ -3,25 +3,11 @@
 //! each would alone. Set `CHIMERA_SMOLLM2_GGUF` to the `.gguf` path; without it the tests are
 //! skipped, unless `CHIMERA_REQUIRE_MODELS=1` (as in CI).
 
-use std::path::PathBuf;
-
 use candle_core::Device;
 use chimera_worker::llm::GgufTokenizer;
-use chimera_worker::llm::model::{Architecture, LanguageModel, RopeStyle, Step};
 
-fn smollm2_gguf() -> Option<PathBuf> {
-    match std::env::var_os("CHIMERA_SMOLLM2_GGUF") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            assert!(
-                std::env::var_os("CHIMERA_REQUIRE_MODELS").is_none_or(|v| v != "1"),
-                "CHIMERA_REQUIRE_MODELS=1 but CHIMERA_SMOLLM2_GGUF is not set"
-            );
-            eprintln!("skipped: set CHIMERA_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
-            None
-        }
-    }
-}
+use super::smollm2_gguf;
+use chimera_worker::llm::model::{Architecture, LanguageModel, RopeStyle, Step};
 
 fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;

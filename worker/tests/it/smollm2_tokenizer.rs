@@ -2,23 +2,9 @@
 //! Set `CHIMERA_SMOLLM2_GGUF` to the `.gguf` path; without it the test is skipped, unless
 //! `CHIMERA_REQUIRE_MODELS=1` (as in CI), which makes the missing model a failure.
 
-use std::path::PathBuf;
-
 use chimera_worker::llm::GgufTokenizer;
 
-fn smollm2_gguf() -> Option<PathBuf> {
-    match std::env::var_os("CHIMERA_SMOLLM2_GGUF") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            assert!(
-                std::env::var_os("CHIMERA_REQUIRE_MODELS").is_none_or(|v| v != "1"),
-                "CHIMERA_REQUIRE_MODELS=1 but CHIMERA_SMOLLM2_GGUF is not set"
-            );
-            eprintln!("skipped: set CHIMERA_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
-            None
-        }
-    }
-}
+use super::smollm2_gguf;
 
 fn ids(tok: &GgufTokenizer, text: &str) -> Vec<u32> {
     tok.tokenizer
