@@ -137,11 +137,12 @@ async fn load_llm(path: &Path, run: &LlmRunArgs) -> Result<Arc<LlmRuntime>> {
     }
     let device = match run.device {
         DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Cuda => Device::new_cuda(0).map_err(|e| {
-            anyhow::anyhow!(
-                "--device cuda: {e} (CUDA needs a chimera built with `--features cuda`)"
-            )
-        })?,
+        DeviceArg::Cuda if !cfg!(feature = "cuda") => bail!(
+            "--device cuda: this chimera was built without CUDA; build it with `--features cuda` \
+             (DEVELOPERS.md)"
+        ),
+        DeviceArg::Cuda => Device::new_cuda(0)
+            .map_err(|e| anyhow::anyhow!("--device cuda: cannot open GPU 0: {e}"))?,
     };
     let started = Instant::now();
     let p = path.to_path_buf();

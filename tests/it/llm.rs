@@ -302,8 +302,30 @@ fn llm_flags_are_checked() {
     assert!(stderr(&o).contains("junk.gguf"), "{}", stderr(&o));
     assert!(!out.join("_SUCCESS").exists());
 
-    // A model whose text columns need an LLM cannot be sampled without one.
+    // This build has no CUDA (the default): said plainly, nothing written.
     let llm = tiny_model(dir.path());
+    if !cfg!(feature = "cuda") {
+        let o = chimera(
+            &[
+                &base[..],
+                &[
+                    "--no-dp",
+                    "--llm",
+                    llm.to_str().unwrap(),
+                    "--llm-columns",
+                    "drug",
+                    "--device",
+                    "cuda",
+                ],
+            ]
+            .concat(),
+        );
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("built without CUDA"), "{}", stderr(&o));
+        assert!(!out.join("_SUCCESS").exists());
+    }
+
+    // A model whose text columns need an LLM cannot be sampled without one.
     let model = dir.path().join("m.json");
     ok(&chimera(&[
         "fit",
