@@ -118,8 +118,9 @@ pub struct BenchArgs {
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
     /// Table to read: CSV (optionally gzip) or Parquet, a local path or an object-store URL.
+    /// Not used with a relational spec (its `tables:` name their inputs).
     #[arg(long)]
-    pub input: String,
+    pub input: Option<String>,
     /// CSV field separator (default: sniffed among , ; | and tab). Use `\t` for tab.
     #[arg(long)]
     pub delimiter: Option<String>,
@@ -224,15 +225,16 @@ pub struct OutputArgs {
     /// _model.json, _manifest.json, _SUCCESS.
     #[arg(long)]
     pub output: String,
-    /// Number of rows to synthesise.
+    /// Number of rows to synthesise (entities, with a relational spec).
     #[arg(long, allow_hyphen_values = true)]
-    pub rows: String,
+    pub rows: Option<String>,
     /// Seed of the sampling: the same model and seed give the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Rows per shard (one Parquet part per shard).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub shard_rows: u64,
+    /// Rows per shard (one Parquet part per shard; default 1,000,000, or 100,000 entities with
+    /// a relational spec, whose child rows are many times more).
+    #[arg(long)]
+    pub shard_rows: Option<u64>,
     /// Replace a finished run in the output folder.
     #[arg(long)]
     pub overwrite: bool,
@@ -256,6 +258,10 @@ pub struct RunArgs {
     /// columns, since one worker's batched forward already uses every core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Entities to synthesise with a relational spec (`tables:`): root rows with all their
+    /// child rows (same as --rows).
+    #[arg(long, conflicts_with = "rows")]
+    pub entities: Option<String>,
 }
 
 #[derive(Args, Debug)]

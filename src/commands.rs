@@ -38,6 +38,17 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// The `--input` a single-table command needs.
+fn input_of(a: &InputArgs) -> Result<&str> {
+    a.input
+        .as_deref()
+        .context("--input is required (the table to read), unless --spec has `tables:`")
+}
+
+pub fn read_options_of(a: &InputArgs) -> Result<ReadOptions> {
+    read_options(a)
+}
+
 fn read_options(a: &InputArgs) -> Result<ReadOptions> {
     let delimiter = match a.delimiter.as_deref() {
         None => None,
@@ -251,7 +262,7 @@ fn spec_types(spec: &Spec) -> Result<Vec<(String, arrow::datatypes::DataType)>> 
     Ok(types)
 }
 
-fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
+pub fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|kv| {
@@ -269,7 +280,7 @@ fn parse_rows(s: &str) -> Result<u64> {
     }
 }
 
-fn fit_settings(p: &PrivacyArgs, m: &ModelArgs) -> Result<FitSettings> {
+pub fn fit_settings(p: &PrivacyArgs, m: &ModelArgs) -> Result<FitSettings> {
     let privacy = if p.no_dp {
         PrivacyMode::None
     } else {
@@ -318,7 +329,7 @@ async fn fit(
     let mut opts = read_options(input)?;
     opts.column_types = spec_types(&spec)?;
     let started = Instant::now();
-    let source = open_table(&input.input, &opts).await?;
+    let source = open_table(input_of(input)?, &opts).await?;
     let bars = Bars::new();
     let model = chimera_coordinator::fit_table(&source, spec, settings, seed, &bars).await?;
     tracing::info!(
@@ -349,6 +360,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
+    let spec = load_spec(&a.model)?;
+    if !spec.tables.is_empty() {
+        let path = a.model.spec.clone().unwrap_or_default();
+        let n = a
+            .entities
+            .as_deref()
+            .or(a.output.rows.as_deref())
+            .context("--entities is required with a relational spec")?;
+        let n = parse_rows(n)?;
+        return crate::entities::run(&a, spec, &path, n).await;
+    }
+    if a.entities.is_some() {
+        bail!(
+            "--entities needs a relational spec (`--spec` with `tables:`); use --rows for one table"
+        );
+    }
     let target = job_target(&a.output, storage_options(&a.input.storage_options)?)?;
     // Refuses a finished output (unless --overwrite) before spending time and budget on the fit,
     // and resumes an unfinished run of the same job from its stored model.
@@ -368,7 +395,7 @@ async fn run(a: RunArgs) -> Result<()> {
     {
         let mut opts = read_options(&a.input)?;
         opts.column_types = spec_types(&load_spec(&a.model)?)?;
-        let (_, batches) = read_all(&a.input.input, &opts).await?;
+        let (_, batches) = read_all(input_of(&a.input)?, &opts).await?;
         serving.real_rows = Some(Arc::new(batches));
     }
     run_job(model, &target, serving).await
@@ -405,15 +432,16 @@ fn embedded(
 }
 
 fn job_target(o: &OutputArgs, storage_options: Vec<(String, String)>) -> Result<JobTarget> {
-    let rows = parse_rows(&o.rows)?;
-    if o.shard_rows == 0 {
+    let rows = parse_rows(o.rows.as_deref().context("--rows is required")?)?;
+    let shard_rows = o.shard_rows.unwrap_or(1_000_000);
+    if shard_rows == 0 {
         bail!("--shard-rows must be positive");
     }
     Ok(JobTarget {
         output: o.output.clone(),
         storage_options,
         rows,
-        shard_rows: o.shard_rows,
+        shard_rows,
         seed: o.seed,
         overwrite: o.overwrite,
         lease: Duration::from_secs(30),
@@ -663,7 +691,7 @@ async fn split(a: SplitArgs) -> Result<()> {
         );
     }
     let opts = read_options(&a.input)?;
-    let (source, batches) = read_all(&a.input.input, &opts).await?;
+    let (source, batches) = read_all(input_of(&a.input)?, &opts).await?;
     let schema = source.schema();
     let all = arrow::compute::concat_batches(&schema, &batches)?;
     let n = all.num_rows();

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod distributed;
+mod entities;
 mod health;
 mod progress;
 

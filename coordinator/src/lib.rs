@@ -2,6 +2,7 @@
 //! passes, fits the model, and runs the sampling job: shard plan, leases, the gRPC service and
 //! the manifest commits.
 
+pub mod entities;
 pub mod error;
 pub mod fit;
 pub mod job;

@@ -32,6 +32,14 @@ pub struct FitSettings {
     /// frequent values plus an `other` code (the joint distribution stays right) and the LLM
     /// writes the value wherever `other` is drawn; without an LLM, a text column is an error.
     pub llm: Option<crate::model::LlmFill>,
+    /// Columns the network takes as given (evidence), placed first in the structure so that
+    /// the others can be sampled conditioned on known values of them (a child table's model
+    /// given its parent's and previous sibling's values). Names of columns not in the network
+    /// are ignored.
+    pub given: Vec<String>,
+    /// Most rows one individual contributes to the table (a child table clipped at k children
+    /// per parent: k). Under DP every mechanism's sensitivity is scaled by it.
+    pub contribution: f64,
 }
 
 /// Without DP, a text column's values seen fewer times than this are left to the LLM (the
@@ -51,6 +59,8 @@ impl Default for FitSettings {
             search_rows: 50_000,
             noise_seed: None,
             llm: None,
+            given: Vec::new(),
+            contribution: 1.0,
         }
     }
 }
@@ -140,6 +150,12 @@ impl Fitter {
                     .into(),
             );
         }
+        if ledger.is_some() && settings.contribution > 1.0 {
+            notes.push(format!(
+                "table `{table}`: one individual contributes up to {} rows; every mechanism's noise is scaled to that sensitivity",
+                settings.contribution
+            ));
+        }
         Ok(Fitter {
             table: table.into(),
             schemas,
@@ -172,6 +188,19 @@ impl Fitter {
         self.ledger
             .as_ref()
             .map_or(0.0, |l| l.rho_total * self.shares(domains_used)[stage])
+    }
+
+    /// The budget a unit-sensitivity mechanism may use when `rho` is charged for it: with `m`
+    /// rows per individual the sensitivity is `m` times larger, which costs `m²` in zCDP.
+    fn calibrated(&self, rho: f64) -> f64 {
+        let m = self.settings.contribution.max(1.0);
+        rho / (m * m)
+    }
+
+    /// The partition-selection threshold when one individual may add `contribution` rows.
+    fn threshold(&self, sigma: f64, delta: f64, columns: usize) -> f64 {
+        let m = self.settings.contribution.max(1.0);
+        privacy::selection_threshold(sigma, delta, columns * m.ceil() as usize) + (m - 1.0)
     }
 
     /// Number of unit-sensitivity mechanisms the domain stage runs for this column. A null is one
@@ -229,7 +258,7 @@ impl Fitter {
         let domains_used = dp && units > 0;
         self.rho_domains = self.rho(0, domains_used);
         let sigma = if dp {
-            privacy::gaussian_sigma(self.rho_domains, (units as f64).sqrt())
+            privacy::gaussian_sigma(self.calibrated(self.rho_domains), (units as f64).sqrt())
         } else {
             0.0
         };
@@ -277,7 +306,7 @@ impl Fitter {
                     s,
                     spec.as_ref(),
                     sigma,
-                    privacy::selection_threshold(sigma, delta_sel, selection_columns),
+                    self.threshold(sigma, delta_sel, selection_columns),
                     false,
                 )?;
                 let non_null = (rows_released - nulls).max(1.0);
@@ -305,7 +334,7 @@ impl Fitter {
                              cover ~{:.0}% of rows, and a value needs about {:.0} rows; if it is \
                              categorical, declare its domain in the spec or raise epsilon",
                             share * 100.0,
-                            privacy::selection_threshold(sigma, delta_sel, selection_columns)
+                            self.threshold(sigma, delta_sel, selection_columns)
                         ),
                     };
                     let llm = self.settings.llm.is_some();
@@ -358,7 +387,7 @@ impl Fitter {
                             s,
                             spec.as_ref(),
                             sigma,
-                            privacy::selection_threshold(sigma, delta_sel, selection_columns),
+                            self.threshold(sigma, delta_sel, selection_columns),
                             choice.role == Role::Text,
                         )?
                         .0,
@@ -395,7 +424,7 @@ impl Fitter {
                 && !e.null
                 && choice.role != Role::Text
             {
-                let tau = privacy::selection_threshold(sigma, delta_sel, selection_columns);
+                let tau = self.threshold(sigma, delta_sel, selection_columns);
                 return Err(CoreError::Column {
                     table: self.table.clone(),
                     column: c.name.clone(),
@@ -608,7 +637,12 @@ impl Fitter {
             bounds,
             NumericShape {
                 bins,
-                discrete_limit: DISCRETE_LIMIT,
+                // A column the spec gives few bins is binned even when it has few values (e.g.
+                // child counts: twenty exact counts would make every table they enter too big).
+                discrete_limit: match self.spec.column(&c.name).and_then(|x| x.bins) {
+                    Some(b) => b.min(DISCRETE_LIMIT),
+                    None => DISCRETE_LIMIT,
+                },
                 spikes_use_bins: dp,
             },
         );
@@ -640,6 +674,19 @@ impl Fitter {
         &self.columns
     }
 
+    /// Attribute index of each given column in the network, in the order given.
+    pub fn given_attributes(&self) -> Vec<usize> {
+        self.settings
+            .given
+            .iter()
+            .filter_map(|name| {
+                self.attributes
+                    .iter()
+                    .position(|&c| self.columns[c].schema.name == *name)
+            })
+            .collect()
+    }
+
     /// Cardinality of each network attribute.
     pub fn cards(&self) -> Vec<usize> {
         self.attributes
@@ -663,7 +710,7 @@ impl Fitter {
         let mut one_way = one_way.to_vec();
         if dp && d > 0 {
             let rho1 = self.rho(1, domains_used);
-            self.sigma_one_way = privacy::gaussian_sigma(rho1, (d as f64).sqrt());
+            self.sigma_one_way = privacy::gaussian_sigma(self.calibrated(rho1), (d as f64).sqrt());
             for v in &mut one_way {
                 privacy::add_gaussian(v, self.sigma_one_way, &mut self.noise);
             }
@@ -671,7 +718,8 @@ impl Fitter {
                 l.charge("one-way marginals", rho1)?;
             }
             let rho_joint = self.rho(3, domains_used);
-            self.sigma_joint = privacy::gaussian_sigma(rho_joint, (d as f64).sqrt());
+            self.sigma_joint =
+                privacy::gaussian_sigma(self.calibrated(rho_joint), (d as f64).sqrt());
             // Noisy total: the mean over attributes of the noisy marginal sums.
             self.rows =
                 (one_way.iter().map(|v| v.iter().sum::<f64>()).sum::<f64>() / d as f64).max(1.0);
@@ -680,6 +728,7 @@ impl Fitter {
             self.rows = exact_rows;
         }
         self.one_way = one_way;
+        let given = self.given_attributes();
         let k = max_parents(&self.settings, &self.spec);
         let max_cells = if dp {
             (self.rows / (USEFULNESS * self.sigma_joint)).max(4.0)
@@ -703,20 +752,27 @@ impl Fitter {
         };
         let mut structure = if dp {
             let rho_s = self.rho(2, domains_used);
-            let eps = privacy::em_epsilon(rho_s / d.max(1) as f64);
+            let choices = d.saturating_sub(given.len()).max(1);
+            let eps = privacy::em_epsilon(self.calibrated(rho_s) / choices as f64);
             if let Some(l) = &mut self.ledger {
                 l.charge("network structure (exponential mechanism)", rho_s)?;
             }
-            bayesnet::learn_structure(
+            bayesnet::learn_structure_given(
                 &search,
                 settings,
                 Selection::Private {
                     epsilon: eps,
                     rng: &mut self.noise,
                 },
+                &given,
             )
         } else {
-            bayesnet::learn_structure::<ChaCha20Rng>(&search, settings, Selection::Exact)
+            bayesnet::learn_structure_given::<ChaCha20Rng>(
+                &search,
+                settings,
+                Selection::Exact,
+                &given,
+            )
         };
         // Order parents for the back-off: most informative first. Under DP this uses only
         // released structure (position in the order), never the data.
@@ -821,7 +877,7 @@ impl Fitter {
         let mut sigmas = vec![0.0; joint.len()];
         if dp {
             let rho = self.rho(3, self.rho_domains > 0.0);
-            sigmas = joint_sigmas(&joint, rho);
+            sigmas = joint_sigmas(&joint, self.calibrated(rho));
             for (v, &sigma) in joint.iter_mut().zip(&sigmas) {
                 privacy::add_gaussian(v, sigma, &mut self.noise);
             }

@@ -10,6 +10,7 @@ pub mod model;
 pub mod plan;
 pub mod privacy;
 pub mod profile;
+pub mod relational;
 pub mod rng;
 pub mod schema;
 pub mod spec;

@@ -30,6 +30,12 @@ pub struct ColumnSpec {
     pub max_length: Option<usize>,
     /// What the column holds, in words, for the LLM's prompt.
     pub description: Option<String>,
+    /// In a relational spec: a datetime column of the same table this one never precedes
+    /// (e.g. `dischtime` after `admittime`); modelled as the time after it, so order holds.
+    pub after: Option<String>,
+    /// In a relational spec: a datetime column of the same table this one is modelled as an
+    /// offset from (either sign), e.g. `edregtime` from `admittime`, so the two stay close.
+    pub offset_from: Option<String>,
 }
 
 /// Default bound on the characters of an LLM-written value.
@@ -71,6 +77,10 @@ pub struct Spec {
     pub fit: FitSpec,
     #[serde(default)]
     pub llm: LlmSpec,
+    /// A relational spec: the tables of an entity, their keys and links (see
+    /// [`crate::relational`]). When present, `table` and `columns` are not used.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, crate::relational::TableSpec>,
 }
 
 impl Spec {

@@ -5,6 +5,7 @@
 mod bad_input;
 mod distributed;
 mod distributed_s3;
+mod entities;
 mod llm;
 mod pipeline;
 mod procs;

@@ -350,6 +350,32 @@ pub async fn open_table(input: &str, opts: &ReadOptions) -> Result<TableSource, 
     Ok(source)
 }
 
+impl TableSource {
+    /// A table held in memory (e.g. the flattened rows of a relational fit), registered as
+    /// `name`; `input` says where it came from, for messages.
+    pub fn from_batches(
+        name: &str,
+        input: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<TableSource, ReadError> {
+        let to_error = |error| ReadError::from_datafusion(input, error);
+        let table = datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches])
+            .map_err(to_error)?;
+        let ctx = SessionContext::new();
+        ctx.register_table(TableReference::bare(name), Arc::new(table))
+            .map_err(to_error)?;
+        Ok(TableSource {
+            ctx,
+            name: name.to_owned(),
+            input: input.to_owned(),
+            format: Format::Parquet,
+            schema,
+            dialect: None,
+        })
+    }
+}
+
 /// Opens the table and reads every batch into memory (for evaluation and tests).
 pub async fn read_all(
     input: &str,

@@ -1,0 +1,972 @@
+//! The relational fit: reads every table of a relational spec, checks the keys (every foreign key
+//! must resolve, or the spec says to drop what does not), orders and clips the children, builds
+//! each table's modelled rows (see [`chimera_core::relational`]), and fits the flat entity model
+//! and one sequence model per child table with the single-table fit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, StringBuilder,
+    UInt32Array,
+};
+use arrow::compute::{cast, concat_batches, take};
+use arrow::datatypes::{DataType, Field, Schema};
+use chimera_core::CoreError;
+use chimera_core::fit::FitSettings;
+use chimera_core::model::{Model, ModelPrivacy};
+use chimera_core::privacy::{self, Ledger, PrivacyMode};
+use chimera_core::relational::{
+    self, EntityModel, EntityTable, EntityTree, KEY_SEPARATOR, Orphans, POSITION_CAP, PublicTable,
+    RowColumn, TableSpec,
+};
+use chimera_core::rng;
+use chimera_core::schema::{ColumnSchema, Role, ValueKind};
+use chimera_core::spec::{ColumnSpec, Spec};
+
+use crate::error::FitError;
+use crate::fit::{Progress, fit_table};
+use crate::read::{ReadOptions, TableSource, read_all};
+use crate::values::{ColumnValues, column_schemas, column_values};
+
+/// A table read into memory.
+struct Loaded {
+    name: String,
+    batch: RecordBatch,
+    schemas: Vec<ColumnSchema>,
+}
+
+impl Loaded {
+    fn index(&self, column: &str) -> Result<usize, FitError> {
+        self.schemas
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| {
+                spec_error(format!(
+                    "table `{}` has no column `{column}` (its columns: {})",
+                    self.name,
+                    self.schemas
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// The key of every row as a string (composite keys joined), None where any part is null.
+    fn keys(&self, columns: &[String]) -> Result<Vec<Option<String>>, FitError> {
+        let parts: Vec<StringArray> = columns
+            .iter()
+            .map(|c| {
+                let i = self.index(c)?;
+                let a =
+                    cast(self.batch.column(i), &DataType::Utf8).map_err(|e| FitError::Arrow {
+                        table: self.name.clone(),
+                        column: c.clone(),
+                        source: e,
+                    })?;
+                Ok(a.as_string::<i32>().clone())
+            })
+            .collect::<Result<_, FitError>>()?;
+        Ok((0..self.batch.num_rows())
+            .map(|r| {
+                let mut key = String::new();
+                for (i, p) in parts.iter().enumerate() {
+                    if p.is_null(r) {
+                        return None;
+                    }
+                    if i > 0 {
+                        key.push(KEY_SEPARATOR);
+                    }
+                    key.push_str(p.value(r));
+                }
+                Some(key)
+            })
+            .collect())
+    }
+
+    /// A column as numbers (days for datetimes).
+    fn numbers(&self, column: &str) -> Result<Float64Array, FitError> {
+        let i = self.index(column)?;
+        match column_values(&self.name, &self.schemas[i], self.batch.column(i), 0)? {
+            ColumnValues::Numbers(a) => Ok(a),
+            ColumnValues::Strings(_) => Err(spec_error(format!(
+                "table `{}`, column `{column}`: used for ordering or as a time base, it must be a datetime or a number, but it holds strings",
+                self.name
+            ))),
+        }
+    }
+}
+
+fn spec_error(m: String) -> FitError {
+    FitError::Core(CoreError::Spec(m))
+}
+
+fn table_error(table: &str, message: String) -> FitError {
+    FitError::Core(CoreError::Table {
+        table: table.to_owned(),
+        message,
+    })
+}
+
+/// A table's modelled rows: each row column's name and meaning, and its values.
+type TableRows = (Vec<(String, RowColumn)>, Vec<ArrayRef>);
+
+/// Where each table's rows ended up after keys were checked, orphans dropped and children clipped.
+struct Layout {
+    /// Original row of each kept row, in output order (grouped by parent, then by position).
+    rows: Vec<u32>,
+    /// Per kept row: index of its parent in the parent's `rows` (0 for the root).
+    parent: Vec<u32>,
+    /// Per kept row: position among its siblings.
+    position: Vec<u32>,
+}
+
+/// Reads the tables of `spec.tables` (inputs resolved by the caller), checks the keys and fits.
+pub async fn fit_entities(
+    spec: &Spec,
+    inputs: &BTreeMap<String, String>,
+    opts: &ReadOptions,
+    settings: FitSettings,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<EntityModel, FitError> {
+    let tree = EntityTree::from_spec(&spec.tables)?;
+    let mut notes: Vec<String> = Vec::new();
+
+    // Read.
+    let mut loaded: HashMap<String, Loaded> = HashMap::new();
+    for (name, ts) in &spec.tables {
+        let input = inputs.get(name).ok_or_else(|| {
+            spec_error(format!(
+                "table `{name}` has no `input` (a path or URL of its data)"
+            ))
+        })?;
+        let mut o = opts.clone();
+        o.column_types = column_types(ts)?;
+        let (source, batches) = read_all(input, &o).await?;
+        let batch = concat_batches(&source.schema(), &batches).map_err(|e| FitError::Arrow {
+            table: name.clone(),
+            column: String::new(),
+            source: e,
+        })?;
+        if batch.num_rows() == 0 {
+            return Err(table_error(name, "it has no rows".into()));
+        }
+        let schemas = column_schemas(name, &source.schema())?;
+        let table_spec = Spec {
+            table: Some(name.clone()),
+            columns: ts.columns.clone(),
+            ..Spec::default()
+        };
+        table_spec.validate(name, &schemas)?;
+        loaded.insert(
+            name.clone(),
+            Loaded {
+                name: name.clone(),
+                batch,
+                schemas,
+            },
+        );
+    }
+
+    // Keys of the public tables.
+    let mut public_keys: HashMap<String, HashSet<String>> = HashMap::new();
+    for p in &tree.public {
+        let ts = &spec.tables[p];
+        let cols = ts
+            .primary_key
+            .as_ref()
+            .map(|k| k.columns())
+            .unwrap_or_default();
+        let keys = loaded[p].keys(&cols)?;
+        public_keys.insert(p.clone(), keys.into_iter().flatten().collect());
+    }
+
+    // Layouts, root first.
+    let mut layouts: Vec<Layout> = Vec::new();
+    let mut pk_index: Vec<HashMap<String, u32>> = Vec::new();
+    for (t, node) in tree.tables.iter().enumerate() {
+        let ts = &spec.tables[&node.name];
+        let table = &loaded[&node.name];
+        let n = table.batch.num_rows();
+        // Primary key: unique, never null.
+        let mut index = HashMap::new();
+        if let Some(pk) = &ts.primary_key {
+            let cols = pk.columns();
+            let keys = table.keys(&cols)?;
+            let nulls = keys.iter().filter(|k| k.is_none()).count();
+            if nulls > 0 {
+                return Err(table_error(
+                    &node.name,
+                    format!("primary key `{}` is empty in {nulls} rows", cols.join(", ")),
+                ));
+            }
+            for (r, k) in keys.into_iter().enumerate() {
+                let k = k.unwrap_or_default();
+                if index.insert(k.clone(), r as u32).is_some() {
+                    return Err(table_error(
+                        &node.name,
+                        format!(
+                            "primary key `{}` is not unique: `{k}` appears more than once",
+                            cols.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        // Which rows resolve.
+        let mut keep = vec![true; n];
+        let mut problems: Vec<String> = Vec::new();
+        let mut parent_of: Vec<u32> = vec![0; n];
+        if let Some(p) = node.parent {
+            let parent_name = &tree.tables[p].name;
+            let keys = table.keys(&node.parent_columns)?;
+            // Parent rows that were kept, by original row.
+            let kept_parent: HashMap<u32, u32> = layouts[p]
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (r, i as u32))
+                .collect();
+            let (mut empty, mut missing, mut with_parent) = (0usize, 0usize, 0usize);
+            for (r, k) in keys.iter().enumerate() {
+                match k {
+                    None => {
+                        empty += 1;
+                        keep[r] = false;
+                    }
+                    Some(k) => match pk_index[p].get(k) {
+                        None => {
+                            missing += 1;
+                            keep[r] = false;
+                        }
+                        Some(pr) => match kept_parent.get(pr) {
+                            Some(&i) => parent_of[r] = i,
+                            None => {
+                                with_parent += 1;
+                                keep[r] = false;
+                            }
+                        },
+                    },
+                }
+            }
+            if empty + missing > 0 {
+                problems.push(format!(
+                    "{} rows have no parent in `{parent_name}` (`{}` empty in {empty}, not found in {missing})",
+                    empty + missing,
+                    node.parent_columns.join(", ")
+                ));
+            }
+            if with_parent > 0 {
+                notes.push(format!(
+                    "table `{}`: {with_parent} rows left out with their parent row",
+                    node.name
+                ));
+            }
+            // Keys of further ancestors must agree with the parent chain.
+            for (cols, a) in &node.ancestor_keys {
+                let own = table.keys(cols)?;
+                let ancestor_keys = ancestor_key_of_rows(&tree, &layouts, &loaded, spec, t, *a)?;
+                let mut wrong = 0usize;
+                for r in 0..n {
+                    if keep[r] && own[r] != ancestor_keys[parent_of[r] as usize] {
+                        wrong += 1;
+                        keep[r] = false;
+                    }
+                }
+                if wrong > 0 {
+                    problems.push(format!(
+                        "{wrong} rows have `{}` different from their parent's `{}`",
+                        cols.join(", "),
+                        tree.tables[*a].name
+                    ));
+                }
+            }
+        }
+        for (cols, public) in &node.references {
+            let keys = table.keys(cols)?;
+            let known = &public_keys[public];
+            let bad = keys
+                .iter()
+                .enumerate()
+                .filter(|(r, k)| keep[*r] && k.as_ref().is_some_and(|k| !known.contains(k)))
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>();
+            if !bad.is_empty() {
+                problems.push(format!(
+                    "{} rows have a `{}` that is not in `{public}`",
+                    bad.len(),
+                    cols.join(", ")
+                ));
+                for r in bad {
+                    keep[r] = false;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            let what = problems.join("; ");
+            match ts.orphans {
+                Orphans::Error => {
+                    return Err(table_error(
+                        &node.name,
+                        format!(
+                            "{what}. Fix the data, or set `orphans: drop` on table `{}` in the spec to leave those rows out (the output's manifest then says how many)",
+                            node.name
+                        ),
+                    ));
+                }
+                Orphans::Drop => {
+                    tracing::warn!(table = %node.name, "dropping rows whose keys do not resolve: {what}");
+                    notes.push(format!(
+                        "table `{}`: rows left out because their keys do not resolve: {what}",
+                        node.name
+                    ));
+                }
+            }
+        }
+        // Order and clip.
+        let layout = if node.parent.is_none() {
+            let rows: Vec<u32> = (0..n as u32).filter(|&r| keep[r as usize]).collect();
+            Layout {
+                parent: vec![0; rows.len()],
+                position: vec![0; rows.len()],
+                rows,
+            }
+        } else {
+            let p = node.parent.unwrap_or(0);
+            let order: Option<Float64Array> = match &ts.order_by {
+                Some(c) => Some(table.numbers(c)?),
+                None => None,
+            };
+            let mut groups: Vec<Vec<u32>> = vec![Vec::new(); layouts[p].rows.len()];
+            for r in 0..n {
+                if keep[r] {
+                    groups[parent_of[r] as usize].push(r as u32);
+                }
+            }
+            let max = ts.max_children.unwrap_or(relational::DEFAULT_MAX_CHILDREN);
+            let (mut clipped_parents, mut clipped_rows, mut most) = (0usize, 0usize, 0usize);
+            let mut layout = Layout {
+                rows: Vec::new(),
+                parent: Vec::new(),
+                position: Vec::new(),
+            };
+            for (pi, g) in groups.iter_mut().enumerate() {
+                if let Some(o) = &order {
+                    // Nulls last; ties keep the input order.
+                    g.sort_by(|&a, &b| {
+                        let key = |r: u32| {
+                            let r = r as usize;
+                            if o.is_valid(r) {
+                                o.value(r)
+                            } else {
+                                f64::INFINITY
+                            }
+                        };
+                        key(a).total_cmp(&key(b))
+                    });
+                }
+                if g.len() > max {
+                    clipped_parents += 1;
+                    clipped_rows += g.len() - max;
+                    most = most.max(g.len());
+                    g.truncate(max);
+                }
+                for (k, &r) in g.iter().enumerate() {
+                    layout.rows.push(r);
+                    layout.parent.push(pi as u32);
+                    layout.position.push(k as u32);
+                }
+            }
+            if clipped_parents > 0 {
+                let note = format!(
+                    "table `{}`: {clipped_parents} `{}` rows had more than {max} children (up to {most}); the {clipped_rows} rows beyond the first {max} were left out (raise `max_children` to keep more)",
+                    node.name, tree.tables[p].name
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
+            layout
+        };
+        if layout.rows.is_empty() && node.parent.is_none() {
+            return Err(table_error(&node.name, "no rows are left to model".into()));
+        }
+        layouts.push(layout);
+        pk_index.push(index);
+    }
+
+    // Modelled rows of every table.
+    let mut rows: Vec<TableRows> = Vec::new();
+    for t in 0..tree.tables.len() {
+        rows.push(table_rows(&tree, spec, &loaded, &layouts, t)?);
+    }
+
+    // Budget: an equal share of zCDP per model.
+    let models = tree.tables.len();
+    let (mut ledger, share) = match settings.privacy {
+        PrivacyMode::Dp { epsilon, delta } => {
+            let ledger = Ledger::new(epsilon, delta)?;
+            let rho = ledger.rho_total / models as f64;
+            let delta_t = delta / models as f64;
+            let eps_t = privacy::epsilon_for(rho, delta_t / 2.0);
+            (Some(ledger), Some((eps_t, delta_t)))
+        }
+        PrivacyMode::None => (None, None),
+    };
+    let clip = |t: usize| {
+        spec.tables[&tree.tables[t].name]
+            .max_children
+            .unwrap_or(relational::DEFAULT_MAX_CHILDREN)
+    };
+    let mut fitted: Vec<Model> = Vec::new();
+    let mut privacy_notes: Vec<String> = Vec::new();
+    for (t, node) in tree.tables.iter().enumerate() {
+        let (name, mut columns, mut given, mut specs) = if t == 0 {
+            flat_table(&tree, spec, &rows)?
+        } else {
+            sequence_table(&tree, spec, &rows, &layouts, t)?
+        };
+        // A column with no values here (e.g. the previous sibling's columns when no parent has
+        // two children) carries nothing to learn: leave it out; sampling leaves it empty.
+        columns.retain(|(n, a)| {
+            let keep = a.null_count() < a.len();
+            if !keep {
+                specs.remove(n);
+                given.retain(|g| g != n);
+            }
+            keep
+        });
+        let mut s = settings.clone();
+        if let Some((epsilon, delta)) = share {
+            s.privacy = PrivacyMode::Dp { epsilon, delta };
+        }
+        s.noise_seed = settings
+            .noise_seed
+            .map(|n| rng::derive_seed(n, &[0xE7, t as u64]));
+        s.contribution = tree.contribution(t, clip);
+        s.given = given;
+        s.llm = None;
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, a)| a).collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| FitError::Arrow {
+            table: name.clone(),
+            column: String::new(),
+            source: e,
+        })?;
+        let batch_rows = batch.num_rows();
+        let source = TableSource::from_batches(&name, &node.name, schema, vec![batch])?;
+        let table_spec = Spec {
+            table: Some(name.clone()),
+            columns: specs,
+            fit: spec.fit.clone(),
+            ..Spec::default()
+        };
+        tracing::info!(table = %node.name, model = %name, rows = batch_rows, "fitting");
+        let model = fit_table(
+            &source,
+            table_spec,
+            s,
+            rng::derive_seed(seed, &[0xE7, t as u64]),
+            progress,
+        )
+        .await?;
+        if let (Some(l), Some(spent)) = (&mut ledger, &model.privacy.ledger) {
+            l.charge(&format!("model of `{}` ({name})", node.name), spent.spent())?;
+        }
+        privacy_notes.extend(model.privacy.notes.iter().cloned());
+        fitted.push(model);
+    }
+    let mut fitted = fitted.into_iter();
+    let flat = fitted
+        .next()
+        .ok_or_else(|| FitError::Internal("no flat model".into()))?;
+    let tables: Vec<EntityTable> = tree
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(t, node)| EntityTable {
+            name: node.name.clone(),
+            columns: loaded[&node.name].schemas.clone(),
+            primary_key: spec.tables[&node.name]
+                .primary_key
+                .as_ref()
+                .and_then(|k| k.columns().first().cloned()),
+            row: rows[t].0.clone(),
+            max_children: clip(t),
+            sequence: None,
+        })
+        .zip(std::iter::once(None).chain(fitted.map(Some)))
+        .map(|(mut t, m)| {
+            t.sequence = m;
+            t
+        })
+        .collect();
+    let public = tree
+        .public
+        .iter()
+        .map(|p| PublicTable {
+            name: p.clone(),
+            input: inputs[p].clone(),
+        })
+        .collect();
+    notes.dedup();
+    Ok(EntityModel {
+        format: relational::ENTITY_MODEL_FORMAT.into(),
+        chimera_version: env!("CARGO_PKG_VERSION").into(),
+        tree,
+        tables,
+        privacy: ModelPrivacy {
+            mode: settings.privacy,
+            ledger,
+            noise_seeded: settings.noise_seed.is_some(),
+            notes: privacy_notes,
+        },
+        flat,
+        public,
+        notes,
+    })
+}
+
+/// The Arrow types the spec declares for a table's CSV columns.
+fn column_types(ts: &TableSpec) -> Result<Vec<(String, DataType)>, FitError> {
+    let mut out = Vec::new();
+    for (name, c) in &ts.columns {
+        let Some(t) = &c.read_type else { continue };
+        let dt = match t.as_str() {
+            "Utf8" => DataType::Utf8,
+            "Int64" => DataType::Int64,
+            "Float64" => DataType::Float64,
+            "Boolean" => DataType::Boolean,
+            "Date32" => DataType::Date32,
+            "Timestamp" => DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            other => {
+                return Err(spec_error(format!(
+                    "column `{name}`: type must be one of {}, got `{other}`",
+                    chimera_core::spec::READ_TYPES.join(", ")
+                )));
+            }
+        };
+        out.push((name.clone(), dt));
+    }
+    Ok(out)
+}
+
+/// For every kept row of table `parent_of_t`'s layout... the key of ancestor `a` of each kept
+/// row of `t`'s parent (indexed like the parent's layout).
+fn ancestor_key_of_rows(
+    tree: &EntityTree,
+    layouts: &[Layout],
+    loaded: &HashMap<String, Loaded>,
+    spec: &Spec,
+    t: usize,
+    a: usize,
+) -> Result<Vec<Option<String>>, FitError> {
+    let p = tree.tables[t]
+        .parent
+        .ok_or_else(|| FitError::Internal("root has no ancestors".into()))?;
+    // Walk from each parent row up to `a`.
+    let mut idx: Vec<u32> = (0..layouts[p].rows.len() as u32).collect();
+    let mut cur = p;
+    while cur != a {
+        let up = tree.tables[cur]
+            .parent
+            .ok_or_else(|| FitError::Internal("ancestor not on the chain".into()))?;
+        idx = idx
+            .iter()
+            .map(|&i| layouts[cur].parent[i as usize])
+            .collect();
+        cur = up;
+    }
+    let name = &tree.tables[a].name;
+    let cols = spec.tables[name]
+        .primary_key
+        .as_ref()
+        .map(|k| k.columns())
+        .unwrap_or_default();
+    let keys = loaded[name].keys(&cols)?;
+    Ok(idx
+        .iter()
+        .map(|&i| keys[layouts[a].rows[i as usize] as usize].clone())
+        .collect())
+}
+
+fn days(values: &Float64Array, r: usize) -> Option<f64> {
+    values.is_valid(r).then(|| values.value(r))
+}
+
+/// The modelled row of table `t` for each of its kept rows: names, meanings and arrays.
+fn table_rows(
+    tree: &EntityTree,
+    spec: &Spec,
+    loaded: &HashMap<String, Loaded>,
+    layouts: &[Layout],
+    t: usize,
+) -> Result<TableRows, FitError> {
+    let node = &tree.tables[t];
+    let ts = &spec.tables[&node.name];
+    let table = &loaded[&node.name];
+    let layout = &layouts[t];
+    let idx = UInt32Array::from(layout.rows.clone());
+    let arrow_err = |column: &str| {
+        let table = node.name.clone();
+        let column = column.to_owned();
+        move |e| FitError::Arrow {
+            table,
+            column,
+            source: e,
+        }
+    };
+    let mut skip: HashSet<String> = HashSet::new();
+    if let Some(pk) = &ts.primary_key {
+        skip.extend(pk.columns());
+    }
+    skip.extend(node.parent_columns.iter().cloned());
+    for (cols, _) in &node.ancestor_keys {
+        skip.extend(cols.iter().cloned());
+    }
+    let mut names: Vec<(String, RowColumn)> = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (cols, public) in &node.references {
+        skip.extend(cols.iter().cloned());
+        let keys = table.keys(cols)?;
+        let mut b = StringBuilder::new();
+        for &r in &layout.rows {
+            b.append_option(keys[r as usize].as_deref());
+        }
+        names.push((
+            cols.join("+"),
+            RowColumn::Reference {
+                columns: cols.clone(),
+                table: public.clone(),
+            },
+        ));
+        arrays.push(Arc::new(b.finish()));
+    }
+    for (ci, c) in table.schemas.iter().enumerate() {
+        if skip.contains(&c.name) {
+            continue;
+        }
+        let is_time = matches!(c.kind, ValueKind::Date | ValueKind::Timestamp);
+        let user = ts.columns.get(&c.name);
+        let signed = user.is_some_and(|s| s.offset_from.is_some());
+        let after = user.and_then(|s| s.after.clone().or(s.offset_from.clone()));
+        if node.parent.is_some() && ts.order_by.as_deref() == Some(c.name.as_str()) {
+            let p = node.parent.unwrap_or(0);
+            let own = table.numbers(&c.name)?;
+            let base_col = ts.after_previous.clone().unwrap_or_else(|| c.name.clone());
+            let base = table.numbers(&base_col)?;
+            let anchor = match &ts.anchor {
+                Some(a) => {
+                    let parent = &loaded[&tree.tables[p].name];
+                    let v = parent.numbers(a)?;
+                    let prow = &layouts[p].rows;
+                    Some(
+                        layout
+                            .parent
+                            .iter()
+                            .map(|&pi| days(&v, prow[pi as usize] as usize))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                None => None,
+            };
+            let mut first = Vec::with_capacity(layout.rows.len());
+            let mut gap = Vec::with_capacity(layout.rows.len());
+            let mut negative = 0usize;
+            for (i, &r) in layout.rows.iter().enumerate() {
+                let v = days(&own, r as usize);
+                if layout.position[i] == 0 {
+                    gap.push(None);
+                    first.push(match (&anchor, v) {
+                        (Some(a), Some(v)) => a[i].map(|a| v - a),
+                        (None, v) => v,
+                        (_, None) => None,
+                    });
+                } else {
+                    first.push(None);
+                    let prev = layout.rows[i - 1] as usize;
+                    let b = days(&base, prev).or(days(&own, prev));
+                    let g = match (v, b) {
+                        (Some(v), Some(b)) => Some(v - b),
+                        _ => None,
+                    };
+                    if g.is_some_and(|g| g < 0.0) {
+                        negative += 1;
+                    }
+                    gap.push(g);
+                }
+            }
+            if negative > 0 {
+                return Err(table_error(
+                    &node.name,
+                    format!(
+                        "in {negative} rows `{}` is before the previous sibling's `{base_col}`, so `after_previous` does not hold in the data",
+                        c.name
+                    ),
+                ));
+            }
+            names.push((
+                c.name.clone(),
+                RowColumn::First {
+                    column: c.name.clone(),
+                    anchor: ts.anchor.clone(),
+                },
+            ));
+            arrays.push(Arc::new(Float64Array::from(first)));
+            names.push((
+                relational::gap_column(&c.name),
+                RowColumn::Gap {
+                    column: c.name.clone(),
+                    base: base_col,
+                },
+            ));
+            arrays.push(Arc::new(Float64Array::from(gap)));
+        } else if let Some(base_col) = after {
+            let own = table.numbers(&c.name)?;
+            let base = table.numbers(&base_col)?;
+            let (mut negative, mut no_base) = (0usize, 0usize);
+            let v: Vec<Option<f64>> = layout
+                .rows
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    match (days(&own, r), days(&base, r)) {
+                        (Some(v), Some(b)) => {
+                            if v < b && !signed {
+                                negative += 1;
+                            }
+                            Some(v - b)
+                        }
+                        (Some(_), None) => {
+                            no_base += 1;
+                            None
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            if negative + no_base > 0 {
+                return Err(table_error(
+                    &node.name,
+                    if signed {
+                        format!(
+                            "column `{}` is declared `offset_from: {base_col}`, but it is set while `{base_col}` is empty in {no_base} rows",
+                            c.name
+                        )
+                    } else {
+                        format!(
+                            "column `{}` is declared `after: {base_col}`, but it is earlier in {negative} rows and set while `{base_col}` is empty in {no_base}",
+                            c.name
+                        )
+                    },
+                ));
+            }
+            names.push((
+                c.name.clone(),
+                RowColumn::After {
+                    column: c.name.clone(),
+                    base: base_col,
+                    signed,
+                },
+            ));
+            arrays.push(Arc::new(Float64Array::from(v)));
+        } else {
+            let a = if is_time {
+                Arc::new(table.numbers(&c.name)?) as ArrayRef
+            } else {
+                table.batch.column(ci).clone()
+            };
+            names.push((
+                c.name.clone(),
+                RowColumn::Plain {
+                    column: c.name.clone(),
+                },
+            ));
+            arrays.push(take(&a, &idx, None).map_err(arrow_err(&c.name))?);
+        }
+    }
+    // Child counts.
+    for &ch in &node.children {
+        let mut counts = vec![0i64; layout.rows.len()];
+        for &p in &layouts[ch].parent {
+            counts[p as usize] += 1;
+        }
+        names.push((
+            relational::count_column(&tree.tables[ch].name),
+            RowColumn::Count {
+                child: tree.tables[ch].name.clone(),
+            },
+        ));
+        arrays.push(Arc::new(Int64Array::from(counts)));
+    }
+    Ok((names, arrays))
+}
+
+/// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code
+/// multiplies the tables a count enters, and counts are among the most informative attributes.
+const COUNT_CODES: usize = 8;
+
+type Wide = (
+    String,
+    Vec<(String, ArrayRef)>,
+    Vec<String>,
+    BTreeMap<String, ColumnSpec>,
+);
+
+/// The spec of a modelled column, from the user's spec of the column it stands for.
+fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
+    let user = |c: &str| {
+        spec.tables
+            .get(table)
+            .and_then(|t| t.columns.get(c))
+            .cloned()
+            .unwrap_or_default()
+    };
+    match rc {
+        RowColumn::Plain { column } => {
+            let u = user(column);
+            ColumnSpec {
+                role: u.role.filter(|r| *r != Role::Datetime),
+                bins: u.bins,
+                domain: u.domain,
+                bounds: u.bounds,
+                ..ColumnSpec::default()
+            }
+        }
+        RowColumn::After { column, .. }
+        | RowColumn::First { column, .. }
+        | RowColumn::Gap { column, .. } => ColumnSpec {
+            role: Some(Role::Numeric),
+            bins: user(column).bins,
+            ..ColumnSpec::default()
+        },
+        RowColumn::Reference { .. } => ColumnSpec {
+            role: Some(Role::Categorical),
+            ..ColumnSpec::default()
+        },
+        RowColumn::Count { .. } => ColumnSpec {
+            role: Some(Role::Numeric),
+            bins: Some(COUNT_CODES),
+            ..ColumnSpec::default()
+        },
+    }
+}
+
+/// The flattened entity: the root's row and the first child's row of each child table.
+fn flat_table(tree: &EntityTree, spec: &Spec, rows: &[TableRows]) -> Result<Wide, FitError> {
+    let root = &tree.tables[0];
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    let mut specs = BTreeMap::new();
+    for ((name, rc), a) in rows[0].0.iter().zip(&rows[0].1) {
+        columns.push((name.clone(), a.clone()));
+        specs.insert(name.clone(), row_spec(spec, &root.name, rc));
+    }
+    let n = rows[0].1.first().map_or(0, |a| a.len());
+    for &ch in &root.children {
+        let child = &tree.tables[ch];
+        // First child of every root row, by the child's layout (grouped by parent, position 0).
+        let count_name = relational::count_column(&child.name);
+        let counts = rows[0]
+            .0
+            .iter()
+            .position(|(n, _)| *n == count_name)
+            .map(|i| rows[0].1[i].clone())
+            .ok_or_else(|| FitError::Internal("missing count column".into()))?;
+        let counts = counts.as_any().downcast_ref::<Int64Array>().cloned();
+        let counts = counts.ok_or_else(|| FitError::Internal("count is not Int64".into()))?;
+        let mut first: Vec<Option<u32>> = Vec::with_capacity(n);
+        let mut at = 0u32;
+        for r in 0..n {
+            let c = counts.value(r);
+            first.push((c > 0).then_some(at));
+            at += c as u32;
+        }
+        let idx = UInt32Array::from(first);
+        for ((name, rc), a) in rows[ch].0.iter().zip(&rows[ch].1) {
+            if matches!(rc, RowColumn::Gap { .. }) {
+                continue;
+            }
+            let wide = format!("{}.{name}", child.name);
+            let taken = take(a, &idx, None).map_err(|e| FitError::Arrow {
+                table: child.name.clone(),
+                column: name.clone(),
+                source: e,
+            })?;
+            columns.push((wide.clone(), taken));
+            specs.insert(wide, row_spec(spec, &child.name, rc));
+        }
+    }
+    Ok((root.name.clone(), columns, Vec::new(), specs))
+}
+
+/// A child table's rows with their context: parent's row, previous sibling's row, position.
+fn sequence_table(
+    tree: &EntityTree,
+    spec: &Spec,
+    rows: &[TableRows],
+    layouts: &[Layout],
+    t: usize,
+) -> Result<Wide, FitError> {
+    let node = &tree.tables[t];
+    let p = node
+        .parent
+        .ok_or_else(|| FitError::Internal("sequence model of the root".into()))?;
+    let layout = &layouts[t];
+    let parent_idx = UInt32Array::from(layout.parent.clone());
+    let prev_idx = UInt32Array::from(
+        (0..layout.rows.len())
+            .map(|i| (layout.position[i] > 0).then(|| i as u32 - 1))
+            .collect::<Vec<_>>(),
+    );
+    let err = |column: &str| {
+        let table = node.name.clone();
+        let column = column.to_owned();
+        move |e| FitError::Arrow {
+            table,
+            column,
+            source: e,
+        }
+    };
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    let mut specs = BTreeMap::new();
+    let mut given = Vec::new();
+    for ((name, rc), a) in rows[t].0.iter().zip(&rows[t].1) {
+        columns.push((name.clone(), a.clone()));
+        specs.insert(name.clone(), row_spec(spec, &node.name, rc));
+    }
+    let parent = &tree.tables[p];
+    for ((name, rc), a) in rows[p].0.iter().zip(&rows[p].1) {
+        let wide = format!("{}{name}", relational::PARENT_PREFIX);
+        columns.push((wide.clone(), take(a, &parent_idx, None).map_err(err(name))?));
+        specs.insert(wide.clone(), row_spec(spec, &parent.name, rc));
+        given.push(wide);
+    }
+    for ((name, rc), a) in rows[t].0.iter().zip(&rows[t].1) {
+        let wide = format!("{}{name}", relational::PREVIOUS_PREFIX);
+        columns.push((wide.clone(), take(a, &prev_idx, None).map_err(err(name))?));
+        specs.insert(wide.clone(), row_spec(spec, &node.name, rc));
+        given.push(wide);
+    }
+    let position: Int64Array = layout
+        .position
+        .iter()
+        .map(|&k| Some((k as i64).min(POSITION_CAP)))
+        .collect();
+    columns.push((relational::POSITION_COLUMN.into(), Arc::new(position)));
+    specs.insert(
+        relational::POSITION_COLUMN.into(),
+        ColumnSpec {
+            role: Some(Role::Numeric),
+            ..ColumnSpec::default()
+        },
+    );
+    given.push(relational::POSITION_COLUMN.into());
+    Ok((format!("{}~sequence", node.name), columns, given, specs))
+}

@@ -1,0 +1,560 @@
+//! Relational entities: the tables of a spec's `tables:` section, how they link (primary and
+//! foreign keys), the entity tree they form (one root table, each other table under exactly one
+//! parent), and the model artifact of a relational fit.
+//!
+//! An entity is a root row with its descendants (a patient, its admissions, their transfers and
+//! diagnoses). The fit sees each table through one *row* per record: its modelled columns
+//! (datetimes turned into offsets so that order holds by construction) and the clipped count of
+//! each child table. The root's model sees the flattened entity: the root row, plus the first
+//! child's row of every child table. Every other table has a *sequence* model: its row given its
+//! parent's row, its previous sibling's row and its position among the siblings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::model::{Model, ModelPrivacy};
+use crate::schema::ColumnSchema;
+use crate::spec::ColumnSpec;
+
+/// Format tag of relational model files.
+pub const ENTITY_MODEL_FORMAT: &str = "chimera-entities/1";
+/// Children per parent kept when the spec does not say (more are clipped, and the log says so).
+pub const DEFAULT_MAX_CHILDREN: usize = 100;
+/// Positions among siblings beyond this share one code in the sequence models.
+pub const POSITION_CAP: i64 = 8;
+
+/// Name of the column holding the clipped count of `child` rows under a row.
+pub fn count_column(child: &str) -> String {
+    format!("#{child}")
+}
+/// Name of the gap column of a table ordered by `order_by`: time since the previous sibling.
+pub fn gap_column(order_by: &str) -> String {
+    format!("{order_by}~gap")
+}
+/// The position among siblings, in a sequence model.
+pub const POSITION_COLUMN: &str = "#position";
+/// Prefix of the parent's columns in a sequence model.
+pub const PARENT_PREFIX: &str = "parent.";
+/// Prefix of the previous sibling's columns in a sequence model.
+pub const PREVIOUS_PREFIX: &str = "prev.";
+/// Separator of the parts of a composite key in one modelled column.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// One column or several (a composite key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Keys {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Keys {
+    pub fn columns(&self) -> Vec<String> {
+        match self {
+            Keys::One(c) => vec![c.clone()],
+            Keys::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A foreign key: `columns` of this table hold a key of `references` (its primary key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignKey {
+    pub columns: Keys,
+    pub references: String,
+}
+
+/// What to do with rows whose foreign key does not resolve in the real data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Orphans {
+    /// Stop with the counts (the default): the user decides.
+    #[default]
+    Error,
+    /// Leave them (and their descendants) out of the model; the manifest states how many.
+    Drop,
+}
+
+/// One table of a relational spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Path or URL of the table; a relative path is relative to the spec file.
+    pub input: Option<String>,
+    pub primary_key: Option<Keys>,
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Siblings are ordered by this column (a datetime or number); the first sibling's value
+    /// is modelled with the parent's, each later one as a non-negative gap after the previous.
+    pub order_by: Option<String>,
+    /// The previous sibling's column the gap is measured from (default `order_by`), e.g.
+    /// an admission starts after the previous one's `dischtime`.
+    pub after_previous: Option<String>,
+    /// A column of the parent the first sibling's `order_by` is an offset from, e.g. a
+    /// transfer's `intime` from its admission's `admittime`.
+    pub anchor: Option<String>,
+    /// Most children per parent (default [`DEFAULT_MAX_CHILDREN`]); more are clipped.
+    pub max_children: Option<usize>,
+    /// Public reference data (a dictionary): copied to the output as it is, never modelled.
+    #[serde(default)]
+    pub public: bool,
+    /// Rows whose parent key does not resolve: `error` (default) or `drop`.
+    #[serde(default)]
+    pub orphans: Orphans,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnSpec>,
+}
+
+/// A table's place in the entity tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableNode {
+    pub name: String,
+    /// Index of the parent table in [`EntityTree::tables`]; None for the root.
+    pub parent: Option<usize>,
+    /// This table's columns that hold the parent's primary key.
+    pub parent_columns: Vec<String>,
+    /// Further foreign keys to ancestors (e.g. a transfer's `subject_id`): filled from the
+    /// ancestor's key, so they always agree with the parent chain.
+    pub ancestor_keys: Vec<(Vec<String>, usize)>,
+    /// Foreign keys into public tables: (columns, public table name).
+    pub references: Vec<(Vec<String>, String)>,
+    pub children: Vec<usize>,
+    /// Depth under the root (root: 0).
+    pub depth: usize,
+}
+
+/// The tables of an entity in an order where every parent comes before its children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityTree {
+    pub tables: Vec<TableNode>,
+    /// Names of the public tables.
+    pub public: Vec<String>,
+}
+
+impl EntityTree {
+    /// Builds the tree from the spec's tables; rejects cycles, several roots, a non-public table
+    /// with no foreign key to another table, foreign keys naming unknown tables, and a table whose
+    /// foreign keys name parents that are not on one chain.
+    pub fn from_spec(tables: &BTreeMap<String, TableSpec>) -> Result<EntityTree> {
+        let err = |m: String| Err(CoreError::Spec(m));
+        if tables.is_empty() {
+            return err("`tables` is empty".into());
+        }
+        let public: Vec<String> = tables
+            .iter()
+            .filter(|(_, t)| t.public)
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Links between entity tables.
+        let mut links: BTreeMap<&str, Vec<(&str, Vec<String>)>> = BTreeMap::new();
+        let mut references: BTreeMap<&str, Vec<(Vec<String>, String)>> = BTreeMap::new();
+        for (name, t) in tables {
+            if t.public {
+                if !t.foreign_keys.is_empty() {
+                    return err(format!(
+                        "table `{name}` is public reference data and cannot have foreign keys"
+                    ));
+                }
+                if t.primary_key.is_none() {
+                    return err(format!(
+                        "public table `{name}` needs a primary_key (the key other tables reference)"
+                    ));
+                }
+                continue;
+            }
+            for fk in &t.foreign_keys {
+                let Some(target) = tables.get(&fk.references) else {
+                    return err(format!(
+                        "table `{name}`: foreign key {:?} references `{}`, which is not in `tables` (they are: {})",
+                        fk.columns.columns(),
+                        fk.references,
+                        tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                };
+                let Some(pk) = &target.primary_key else {
+                    return err(format!(
+                        "table `{name}`: foreign key {:?} references `{}`, which has no primary_key",
+                        fk.columns.columns(),
+                        fk.references
+                    ));
+                };
+                if pk.columns().len() != fk.columns.columns().len() {
+                    return err(format!(
+                        "table `{name}`: foreign key {:?} has {} columns but the primary key of `{}` has {}",
+                        fk.columns.columns(),
+                        fk.columns.columns().len(),
+                        fk.references,
+                        pk.columns().len()
+                    ));
+                }
+                if fk.references == *name {
+                    return err(format!(
+                        "table `{name}`: a foreign key to itself is a cycle ({name} → {name}); chimera models trees of tables"
+                    ));
+                }
+                if target.public {
+                    references
+                        .entry(name)
+                        .or_default()
+                        .push((fk.columns.columns(), fk.references.clone()));
+                } else {
+                    links
+                        .entry(name)
+                        .or_default()
+                        .push((fk.references.as_str(), fk.columns.columns()));
+                }
+            }
+            if let Some(pk) = &t.primary_key
+                && pk.columns().len() > 1
+            {
+                return err(format!(
+                    "table `{name}`: a composite primary key of an entity table is not supported (only public tables may have one)"
+                ));
+            }
+        }
+        // Cycles: follow every link chain.
+        for start in links.keys() {
+            let mut path = vec![*start];
+            if let Some(cycle) = find_cycle(&links, &mut path) {
+                return err(format!(
+                    "the foreign keys form a cycle: {}; chimera models trees of tables",
+                    cycle.join(" → ")
+                ));
+            }
+        }
+        let entity: Vec<&str> = tables
+            .iter()
+            .filter(|(_, t)| !t.public)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let roots: Vec<&str> = entity
+            .iter()
+            .copied()
+            .filter(|n| !links.contains_key(n))
+            .collect();
+        match roots.len() {
+            0 => return err("no table is a root (every table has a parent)".into()),
+            1 => {}
+            _ => {
+                return err(format!(
+                    "tables {} have no foreign key to another table: chimera needs exactly one root table (the entity); give each child table a foreign key to its parent",
+                    roots
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        // Ancestor chains: the parent is the linked table every other linked table is an
+        // ancestor of.
+        let ancestors = |name: &str| -> Vec<&str> {
+            let mut out = Vec::new();
+            let mut cur = name;
+            while let Some(l) = links.get(cur) {
+                // The deepest linked table is found below; here any link leads upward.
+                let next = deepest(&links, l);
+                out.push(next);
+                cur = next;
+            }
+            out
+        };
+        let mut order: Vec<&str> = vec![roots[0]];
+        let mut nodes: Vec<TableNode> = vec![TableNode {
+            name: roots[0].to_string(),
+            parent: None,
+            parent_columns: Vec::new(),
+            ancestor_keys: Vec::new(),
+            references: references.get(roots[0]).cloned().unwrap_or_default(),
+            children: Vec::new(),
+            depth: 0,
+        }];
+        // Breadth-first from the root, children by name.
+        let mut i = 0;
+        while i < order.len() {
+            let parent = order[i];
+            for (child, l) in &links {
+                if order.contains(child) || deepest(&links, l) != parent {
+                    continue;
+                }
+                let chain = ancestors(child);
+                let mut parent_columns = Vec::new();
+                let mut ancestor_keys = Vec::new();
+                for (target, cols) in l {
+                    if *target == parent && parent_columns.is_empty() {
+                        parent_columns = cols.clone();
+                    } else if let Some(k) = order.iter().position(|o| o == target)
+                        && chain.contains(target)
+                    {
+                        ancestor_keys.push((cols.clone(), k));
+                    } else {
+                        return err(format!(
+                            "table `{child}` has foreign keys to `{parent}` and to `{target}`, which is not an ancestor of `{parent}`: a table may have one parent (plus keys of that parent's ancestors)"
+                        ));
+                    }
+                }
+                let idx = nodes.len();
+                nodes[i].children.push(idx);
+                nodes.push(TableNode {
+                    name: child.to_string(),
+                    parent: Some(i),
+                    parent_columns,
+                    ancestor_keys,
+                    references: references.get(child).cloned().unwrap_or_default(),
+                    children: Vec::new(),
+                    depth: nodes[i].depth + 1,
+                });
+                order.push(child);
+            }
+            i += 1;
+        }
+        if let Some(lost) = entity.iter().find(|n| !order.contains(n)) {
+            return err(format!(
+                "table `{lost}` is not under the root `{}` (its foreign keys lead elsewhere)",
+                roots[0]
+            ));
+        }
+        Ok(EntityTree {
+            tables: nodes,
+            public,
+        })
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.tables.iter().position(|t| t.name == name)
+    }
+
+    /// Rows one entity may contribute to table `t`: the product of the clips on the way down.
+    pub fn contribution(&self, t: usize, max_children: impl Fn(usize) -> usize) -> f64 {
+        let mut m = 1.0;
+        let mut cur = t;
+        while let Some(p) = self.tables[cur].parent {
+            m *= max_children(cur) as f64;
+            cur = p;
+        }
+        m
+    }
+}
+
+/// The linked table that all others in `l` are ancestors of (the nearest parent).
+fn deepest<'a>(
+    links: &BTreeMap<&'a str, Vec<(&'a str, Vec<String>)>>,
+    l: &[(&'a str, Vec<String>)],
+) -> &'a str {
+    fn depth(links: &BTreeMap<&str, Vec<(&str, Vec<String>)>>, n: &str, budget: usize) -> usize {
+        match links.get(n) {
+            Some(l) if budget > 0 => {
+                1 + l
+                    .iter()
+                    .map(|(t, _)| depth(links, t, budget - 1))
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+    let depth = |t: &str| depth(links, t, links.len() + 1);
+    l.iter()
+        .map(|(t, _)| *t)
+        .max_by_key(|t| (depth(t), std::cmp::Reverse(*t)))
+        .unwrap_or("")
+}
+
+fn find_cycle<'a>(
+    links: &BTreeMap<&'a str, Vec<(&'a str, Vec<String>)>>,
+    path: &mut Vec<&'a str>,
+) -> Option<Vec<String>> {
+    let cur = *path.last()?;
+    for (next, _) in links.get(cur).map(Vec::as_slice).unwrap_or(&[]) {
+        if let Some(at) = path.iter().position(|p| p == next) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|s| s.to_string()).collect();
+            cycle.push(next.to_string());
+            return Some(cycle);
+        }
+        path.push(next);
+        if let Some(c) = find_cycle(links, path) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// How one modelled column of a table's row relates to the table's output columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RowColumn {
+    /// An output column modelled as it is (datetimes as days).
+    Plain { column: String },
+    /// A datetime modelled as days after `base` in the same row; never before it unless
+    /// `signed` (an `offset_from` column).
+    After {
+        column: String,
+        base: String,
+        #[serde(default)]
+        signed: bool,
+    },
+    /// The `order_by` column of the first sibling: days after the parent's `anchor` column, or
+    /// days since the epoch without an anchor.
+    First {
+        column: String,
+        anchor: Option<String>,
+    },
+    /// The `order_by` column of a later sibling: days after the previous sibling's `base`.
+    Gap { column: String, base: String },
+    /// A composite foreign key into a public table, its parts joined by [`KEY_SEPARATOR`].
+    Reference { columns: Vec<String>, table: String },
+    /// The clipped number of rows of a child table under this row.
+    Count { child: String },
+}
+
+/// One table of a relational model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityTable {
+    pub name: String,
+    /// The output columns, as the input had them.
+    pub columns: Vec<ColumnSchema>,
+    pub primary_key: Option<String>,
+    /// Modelled row: names (as in the models) and what each means.
+    pub row: Vec<(String, RowColumn)>,
+    pub max_children: usize,
+    /// The sequence model (None for the root, which the flat model covers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Model>,
+}
+
+/// A public table copied to the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicTable {
+    pub name: String,
+    pub input: String,
+}
+
+/// A fitted relational model: the tree, every table's row layout and models, the privacy spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityModel {
+    pub format: String,
+    pub chimera_version: String,
+    pub tree: EntityTree,
+    /// In the tree's order (root first).
+    pub tables: Vec<EntityTable>,
+    /// The model of the flattened entity (root row and the first child of each child table).
+    pub flat: Model,
+    pub public: Vec<PublicTable>,
+    pub privacy: ModelPrivacy,
+    /// What the fit changed about the data: clipped children, dropped orphans.
+    pub notes: Vec<String>,
+}
+
+impl EntityModel {
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| CoreError::Model(e.to_string()))
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<EntityModel> {
+        let m: EntityModel =
+            serde_json::from_slice(bytes).map_err(|e| CoreError::Model(e.to_string()))?;
+        if m.format != ENTITY_MODEL_FORMAT {
+            return Err(CoreError::Model(format!(
+                "format `{}` is not `{ENTITY_MODEL_FORMAT}`",
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+
+    /// SHA-256 hex of the canonical bytes.
+    pub fn digest(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        Ok(crate::model::hex(&Sha256::digest(self.to_json()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BTreeMap<String, TableSpec> {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const MIMIC: &str = "
+patients: {primary_key: subject_id}
+admissions:
+  primary_key: hadm_id
+  foreign_keys: [{columns: subject_id, references: patients}]
+transfers:
+  primary_key: transfer_id
+  foreign_keys:
+    - {columns: subject_id, references: patients}
+    - {columns: hadm_id, references: admissions}
+diagnoses_icd:
+  foreign_keys:
+    - {columns: hadm_id, references: admissions}
+    - {columns: subject_id, references: patients}
+    - {columns: [icd_code, icd_version], references: d_icd_diagnoses}
+d_icd_diagnoses: {public: true, primary_key: [icd_code, icd_version]}
+";
+
+    #[test]
+    fn mimic_tree() {
+        let t = EntityTree::from_spec(&spec(MIMIC)).unwrap();
+        let names: Vec<&str> = t.tables.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["patients", "admissions", "diagnoses_icd", "transfers"]
+        );
+        let tr = &t.tables[3];
+        assert_eq!(tr.parent, Some(1));
+        assert_eq!(tr.parent_columns, ["hadm_id"]);
+        assert_eq!(tr.ancestor_keys, vec![(vec!["subject_id".to_string()], 0)]);
+        let dx = &t.tables[2];
+        assert_eq!(
+            dx.references,
+            vec![(
+                vec!["icd_code".to_string(), "icd_version".to_string()],
+                "d_icd_diagnoses".to_string()
+            )]
+        );
+        assert_eq!(t.tables[0].children, [1]);
+        assert_eq!(t.tables[1].children, [2, 3]);
+        assert_eq!(t.public, ["d_icd_diagnoses"]);
+        assert_eq!(t.contribution(3, |_| 10), 100.0);
+    }
+
+    #[test]
+    fn bad_relations_are_named() {
+        let cycle = "
+a: {primary_key: id, foreign_keys: [{columns: b_id, references: b}]}
+b: {primary_key: id, foreign_keys: [{columns: a_id, references: a}]}
+r: {primary_key: id}
+";
+        let e = EntityTree::from_spec(&spec(cycle)).unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("a → b → a"), "{e}");
+        let two_roots = "
+a: {primary_key: id}
+b: {primary_key: id}
+";
+        let e = EntityTree::from_spec(&spec(two_roots))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`a`, `b`") && e.contains("foreign key"), "{e}");
+        let unknown = "
+a: {primary_key: id}
+b: {foreign_keys: [{columns: a_id, references: nope}]}
+";
+        let e = EntityTree::from_spec(&spec(unknown))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`nope`") && e.contains("table `b`"), "{e}");
+        let arity = "
+a: {primary_key: id}
+b: {foreign_keys: [{columns: [x, y], references: a}]}
+";
+        let e = EntityTree::from_spec(&spec(arity)).unwrap_err().to_string();
+        assert!(e.contains("2 columns"), "{e}");
+    }
+}

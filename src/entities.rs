@@ -1,0 +1,192 @@
+//! `chimera run` with a relational spec (`tables:`): fits the entity models and samples whole
+//! entities in this process, shard by shard, into one Parquet folder per table. Every part goes
+//! through an attempt-scoped upload and a commit, the manifest lists them, `_SUCCESS` comes last.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chimera_coordinator::entities::fit_entities;
+use chimera_coordinator::read::read_all;
+use chimera_core::plan::plan;
+use chimera_core::privacy::PrivacyMode;
+use chimera_core::relational::EntityModel;
+use chimera_core::spec::Spec;
+use chimera_storage::{
+    Location, Manifest, ManifestPrivacy, ManifestTable, Output, PrivacyMode as Mode,
+};
+use chimera_worker::entities::EntitySampler;
+
+use crate::cli::RunArgs;
+use crate::progress::Bars;
+
+/// Attempt number of every part of an in-process relational run (it is never retried in place:
+/// a failed run is cleared and started again).
+const ATTEMPT: u32 = 1;
+/// Entities per shard unless `--shard-rows` says otherwise.
+const DEFAULT_SHARD_ENTITIES: u64 = 100_000;
+
+/// Resolves each table's `input` against the spec's folder (URLs and absolute paths stay).
+pub fn table_inputs(spec: &Spec, spec_path: &Path) -> Result<BTreeMap<String, String>> {
+    let base = spec_path.parent().unwrap_or(Path::new("."));
+    let mut out = BTreeMap::new();
+    for (name, t) in &spec.tables {
+        let Some(input) = &t.input else {
+            bail!(
+                "spec {}: table `{name}` has no `input` (a path, relative to the spec, or a URL)",
+                spec_path.display()
+            );
+        };
+        let resolved = if input.contains("://") || Path::new(input).is_absolute() {
+            input.clone()
+        } else {
+            base.join(input).to_string_lossy().into_owned()
+        };
+        out.insert(name.clone(), resolved);
+    }
+    Ok(out)
+}
+
+fn manifest_privacy(model: &EntityModel) -> ManifestPrivacy {
+    let mut notes = model.privacy.notes.clone();
+    notes.extend(model.notes.iter().cloned());
+    match model.privacy.mode {
+        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
+            mode: Mode::Dp,
+            epsilon: Some(epsilon),
+            delta: Some(delta),
+            notes,
+        },
+        PrivacyMode::None => ManifestPrivacy {
+            mode: Mode::None,
+            epsilon: None,
+            delta: None,
+            notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
+                .chain(notes)
+                .collect(),
+        },
+    }
+}
+
+/// Fits and samples `entities` entities into the output.
+pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Result<()> {
+    if let Some(llm) = &a.llm.llm
+        && llm.as_os_str() != "none"
+    {
+        bail!(
+            "--llm with a relational spec is not implemented yet: child rows come from the sequence models (use --llm none or leave --llm out)"
+        );
+    }
+    let shard_rows = a.output.shard_rows.unwrap_or(DEFAULT_SHARD_ENTITIES);
+    if shard_rows == 0 {
+        bail!("--shard-rows must be positive");
+    }
+    let storage = crate::commands::storage_options(&a.input.storage_options)?;
+    let output = Output::new(Location::parse(&a.output.output, &storage)?);
+    // A finished output is refused before any budget is spent; an unfinished one is cleared.
+    output.prepare(a.output.overwrite).await?;
+
+    let inputs = table_inputs(&spec, spec_path)?;
+    let settings = crate::commands::fit_settings(&a.privacy, &a.model)?;
+    let mut opts = crate::commands::read_options_of(&a.input)?;
+    opts.storage_options = storage.clone();
+    let started = Instant::now();
+    let model = fit_entities(&spec, &inputs, &opts, settings, a.output.seed, &Bars::new()).await?;
+    tracing::info!(
+        tables = model.tables.len(),
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "fitted the entity models"
+    );
+    for note in model.notes.iter().chain(&model.privacy.notes) {
+        tracing::info!("{note}");
+    }
+    let json = model.to_json()?;
+    output.write_model(&json).await?;
+    let mut manifest = Manifest::new(
+        model.digest()?,
+        a.output.seed,
+        manifest_privacy(&model),
+        shard_rows,
+    );
+    manifest.rows_requested = entities;
+    manifest.table = model.tables[0].name.clone();
+    for t in &model.tables {
+        manifest.tables.insert(
+            t.name.clone(),
+            ManifestTable::new(t.columns.iter().map(|c| c.name.clone()).collect()),
+        );
+    }
+    let mut public = Vec::new();
+    for p in &model.public {
+        let (source, batches) = read_all(&p.input, &opts)
+            .await
+            .with_context(|| format!("public table `{}`", p.name))?;
+        manifest.tables.insert(
+            p.name.clone(),
+            ManifestTable::new(
+                source
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            ),
+        );
+        public.push((p.name.clone(), source.schema(), batches));
+    }
+    output.write_manifest(&manifest).await?;
+
+    let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
+    if entities.div_ceil(shard_rows) > chimera_core::plan::MAX_SHARDS {
+        bail!(
+            "{entities} entities in shards of {shard_rows} is too many shards; raise --shard-rows"
+        );
+    }
+    let shards = plan(entities, shard_rows, a.output.seed);
+    let bar = Bars::counter("entities", entities);
+    let started = Instant::now();
+    for shard in shards {
+        let s = sampler.clone();
+        let tables = tokio::task::spawn_blocking(move || s.sample(&shard))
+            .await
+            .context("sampling task")??;
+        for (name, schema, batch) in tables {
+            let part = output
+                .write_attempt(&name, shard.shard, ATTEMPT, &schema, &[batch])
+                .await?;
+            let committed = output.commit_part(&part).await?;
+            if let Some(t) = manifest.tables.get_mut(&name) {
+                t.push_part(committed);
+            }
+        }
+        output.write_manifest(&manifest).await?;
+        bar.inc(shard.rows);
+    }
+    bar.finish_and_clear();
+    // Public reference tables, as they are.
+    for (name, schema, batches) in public {
+        let part = output
+            .write_attempt(&name, 0, ATTEMPT, &schema, &batches)
+            .await?;
+        let committed = output.commit_part(&part).await?;
+        if let Some(t) = manifest.tables.get_mut(&name) {
+            t.push_part(committed);
+        }
+    }
+    output.finish(&manifest).await?;
+    let rows: Vec<String> = manifest
+        .tables
+        .iter()
+        .map(|(n, t)| format!("{n}: {}", t.rows))
+        .collect();
+    tracing::info!(
+        entities,
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        output = %a.output.output,
+        "wrote {}",
+        rows.join(", ")
+    );
+    Ok(())
+}

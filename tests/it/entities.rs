@@ -1,0 +1,552 @@
+//! Relational entities end to end: the MIMIC-IV demo (patients → admissions → transfers and
+//! diagnoses, with the ICD dictionary) synthesised with `--llm none`, checked against the real
+//! tables: keys, children per parent, marginals, time order, determinism; and bad relational
+//! specs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Int64Type};
+
+use crate::{chimera, ok, read_parts, stderr};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic")
+}
+
+/// A table as strings by column (empty values as None).
+type Table = BTreeMap<String, Vec<Option<String>>>;
+
+fn real(name: &str) -> Table {
+    let f = std::fs::File::open(example().join(format!("data/{name}.csv.gz"))).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(f)
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let headers: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    let mut t: Table = headers.iter().map(|h| (h.clone(), Vec::new())).collect();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            t.get_mut(h)
+                .unwrap()
+                .push((!v.is_empty()).then(|| v.to_string()));
+        }
+    }
+    t
+}
+
+fn synthetic(out: &Path, name: &str) -> Table {
+    let batches = read_parts(&out.join(name));
+    assert!(!batches.is_empty(), "no parts in {name}");
+    let b: RecordBatch = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let mut t = Table::new();
+    for (f, a) in b.schema().fields().iter().zip(b.columns()) {
+        let s = cast(a, &DataType::Utf8).unwrap();
+        let s = s.as_string::<i32>();
+        t.insert(
+            f.name().clone(),
+            (0..s.len())
+                .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+                .collect(),
+        );
+    }
+    t
+}
+
+fn run_mimic(out: &Path, entities: &str, extra: &[&str]) -> std::process::Output {
+    let spec = example().join("spec.yaml");
+    let mut args = vec![
+        "run",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--entities",
+        entities,
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    chimera(&args)
+}
+
+/// Total-variation distance between two distributions given as counts.
+fn tvd<K: std::hash::Hash + Eq + Clone>(a: &[K], b: &[K]) -> f64 {
+    let count = |v: &[K]| {
+        let mut m: HashMap<K, f64> = HashMap::new();
+        for k in v {
+            *m.entry(k.clone()).or_default() += 1.0 / v.len() as f64;
+        }
+        m
+    };
+    let (ca, cb) = (count(a), count(b));
+    let keys: HashSet<&K> = ca.keys().chain(cb.keys()).collect();
+    keys.into_iter()
+        .map(|k| (ca.get(k).unwrap_or(&0.0) - cb.get(k).unwrap_or(&0.0)).abs())
+        .sum::<f64>()
+        / 2.0
+}
+
+/// Children per parent: for every parent key, how many child rows name it (0 included).
+fn per_parent(parents: &[Option<String>], fk: &[Option<String>]) -> Vec<usize> {
+    let mut n: HashMap<&str, usize> = parents.iter().flatten().map(|k| (k.as_str(), 0)).collect();
+    for k in fk.iter().flatten() {
+        if let Some(c) = n.get_mut(k.as_str()) {
+            *c += 1;
+        }
+    }
+    n.into_values().collect()
+}
+
+fn dangling(parents: &[Option<String>], fk: &[Option<String>]) -> usize {
+    let keys: HashSet<&String> = parents.iter().flatten().collect();
+    fk.iter()
+        .filter(|k| k.as_ref().is_none_or(|k| !keys.contains(k)))
+        .count()
+}
+
+/// Pairs of a row's two columns where `later` is before `earlier` (both set).
+fn order_violations(t: &Table, earlier: &str, later: &str) -> usize {
+    t[earlier]
+        .iter()
+        .zip(&t[later])
+        .filter(|(a, b)| matches!((a, b), (Some(a), Some(b)) if b < a))
+        .count()
+}
+
+#[test]
+fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run_mimic(&out, "2000", &["--no-dp", "--seed", "3"]);
+    ok(&o);
+    assert!(out.join("_SUCCESS").exists());
+    for t in [
+        "patients",
+        "admissions",
+        "transfers",
+        "diagnoses_icd",
+        "d_icd_diagnoses",
+    ] {
+        assert!(out.join(t).is_dir(), "missing table folder {t}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["rows_requested"], 2000);
+    assert_eq!(manifest["tables"]["patients"]["rows"], 2000);
+    // The 54 transfers without an admission were dropped, and the manifest says so.
+    let notes = manifest["privacy"]["notes"].to_string();
+    assert!(
+        notes.contains("transfers") && notes.contains("54 rows"),
+        "{notes}"
+    );
+
+    let (rp, ra, rt, rd) = (
+        real("patients"),
+        real("admissions"),
+        real("transfers"),
+        real("diagnoses_icd"),
+    );
+    let (sp, sa, st, sd) = (
+        synthetic(&out, "patients"),
+        synthetic(&out, "admissions"),
+        synthetic(&out, "transfers"),
+        synthetic(&out, "diagnoses_icd"),
+    );
+    let dict = synthetic(&out, "d_icd_diagnoses");
+    assert_eq!(
+        dict["icd_code"].len(),
+        real("d_icd_diagnoses")["icd_code"].len()
+    );
+
+    // Referential integrity: every key resolves, keys are unique and fresh.
+    assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
+    assert_eq!(dangling(&sp["subject_id"], &st["subject_id"]), 0);
+    let unique = |v: &[Option<String>]| v.iter().flatten().collect::<HashSet<_>>().len();
+    assert_eq!(unique(&sp["subject_id"]), 2000);
+    assert_eq!(unique(&sa["hadm_id"]), sa["hadm_id"].len());
+    assert_eq!(unique(&st["transfer_id"]), st["transfer_id"].len());
+    let real_ids: HashSet<&String> = rp["subject_id"].iter().flatten().collect();
+    assert!(
+        sp["subject_id"]
+            .iter()
+            .flatten()
+            .all(|k| !real_ids.contains(k))
+    );
+    // A transfer's subject is its admission's subject.
+    let subject_of: HashMap<&String, &String> = sa["hadm_id"]
+        .iter()
+        .flatten()
+        .zip(sa["subject_id"].iter().flatten())
+        .collect();
+    for (h, s) in st["hadm_id"].iter().zip(&st["subject_id"]) {
+        assert_eq!(subject_of[h.as_ref().unwrap()], s.as_ref().unwrap());
+    }
+    // Every diagnosis code exists in the dictionary.
+    let codes: HashSet<(String, String)> = dict["icd_code"]
+        .iter()
+        .zip(&dict["icd_version"])
+        .map(|(c, v)| (c.clone().unwrap(), v.clone().unwrap()))
+        .collect();
+    for (c, v) in sd["icd_code"].iter().zip(&sd["icd_version"]) {
+        let key = (c.clone().unwrap(), v.clone().unwrap());
+        assert!(codes.contains(&key), "{key:?} is not in the dictionary");
+    }
+
+    // Every child has its place in the order.
+    for (t, c) in [(&sa, "admittime"), (&st, "intime"), (&sd, "seq_num")] {
+        assert!(t[c].iter().all(Option::is_some), "empty {c}");
+    }
+    // Time order inside the entity: 0 violations.
+    assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
+    assert_eq!(order_violations(&sa, "edregtime", "edouttime"), 0);
+    assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    // Siblings: an admission starts after the previous one ends.
+    let mut by_subject: HashMap<&String, Vec<(&String, &String)>> = HashMap::new();
+    for ((s, a), d) in sa["subject_id"]
+        .iter()
+        .zip(&sa["admittime"])
+        .zip(&sa["dischtime"])
+    {
+        by_subject
+            .entry(s.as_ref().unwrap())
+            .or_default()
+            .push((a.as_ref().unwrap(), d.as_ref().unwrap()));
+    }
+    let mut overlaps = 0;
+    for v in by_subject.values_mut() {
+        v.sort();
+        overlaps += v.windows(2).filter(|w| w[1].0 < w[0].1).count();
+    }
+    assert_eq!(overlaps, 0, "admissions of one patient overlap");
+
+    // Children per parent, close to the real tables (measured on this seed: admissions per
+    // patient 0.000, transfers per admission 0.065 TV; BENCHMARKS.md has the table).
+    let real_transfers: Vec<Option<String>> = rt["hadm_id"].clone();
+    let per_patient_real = per_parent(&rp["subject_id"], &ra["subject_id"]);
+    let per_patient_syn = per_parent(&sp["subject_id"], &sa["subject_id"]);
+    let d = tvd(&per_patient_real, &per_patient_syn);
+    assert!(d <= 0.05, "admissions per patient: TVD {d:.3}");
+    let d = tvd(
+        &per_parent(&ra["hadm_id"], &real_transfers),
+        &per_parent(&sa["hadm_id"], &st["hadm_id"]),
+    );
+    assert!(d <= 0.08, "transfers per admission: TVD {d:.3}");
+    let dx_real = per_parent(&ra["hadm_id"], &rd["hadm_id"]);
+    let dx_syn = per_parent(&sa["hadm_id"], &sd["hadm_id"]);
+    let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    assert!(
+        (mean(&dx_real) - mean(&dx_syn)).abs() < 0.15 * mean(&dx_real),
+        "diagnoses per admission: mean {} vs {}",
+        mean(&dx_real),
+        mean(&dx_syn)
+    );
+
+    // Per-table marginals of categorical columns (transfers: the rows the model saw, those
+    // with an admission).
+    let linked: Vec<bool> = rt["hadm_id"].iter().map(Option::is_some).collect();
+    let rt: Table = rt
+        .into_iter()
+        .map(|(c, v)| {
+            let v = v
+                .into_iter()
+                .zip(&linked)
+                .filter(|(_, l)| **l)
+                .map(|(x, _)| x);
+            (c, v.collect())
+        })
+        .collect();
+    for (name, r, s, cols) in [
+        ("patients", &rp, &sp, vec!["gender", "anchor_year_group"]),
+        (
+            "admissions",
+            &ra,
+            &sa,
+            vec![
+                "admission_type",
+                "insurance",
+                "marital_status",
+                "hospital_expire_flag",
+            ],
+        ),
+        ("transfers", &rt, &st, vec!["eventtype"]),
+        ("diagnoses_icd", &rd, &sd, vec!["icd_version"]),
+    ] {
+        for c in cols {
+            let d = tvd(&r[c], &s[c]);
+            assert!(d <= 0.11, "{name}.{c}: TVD {d:.3}");
+        }
+    }
+}
+
+fn parts(out: &Path, tables: &[&str]) -> Vec<Vec<u8>> {
+    tables
+        .iter()
+        .map(|t| std::fs::read(out.join(t).join("part-00000.parquet")).unwrap())
+        .collect()
+}
+
+#[test]
+fn same_seed_gives_the_same_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = ["patients", "admissions", "transfers", "diagnoses_icd"];
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    ok(&run_mimic(&a, "300", &["--no-dp", "--seed", "5"]));
+    ok(&run_mimic(&b, "300", &["--no-dp", "--seed", "5"]));
+    assert_eq!(parts(&a, &tables), parts(&b, &tables));
+    ok(&run_mimic(&c, "300", &["--no-dp", "--seed", "6"]));
+    assert_ne!(parts(&a, &tables), parts(&c, &tables));
+}
+
+/// Writes `parents.csv` (3,000 rows) and `kids.csv` (0 to 4 per parent) and a spec over them.
+fn households(dir: &Path) -> PathBuf {
+    let mut parents = String::from("id,region,size\n");
+    let mut kids = String::from("kid,parent,kind,born\n");
+    let mut k = 0;
+    for i in 0..3000 {
+        let region = ["north", "south", "east"][i % 3];
+        parents.push_str(&format!("{i},{region},{}\n", 1 + i % 5));
+        for j in 0..(i * 7 % 5) {
+            k += 1;
+            let kind = if (i + j) % 3 == 0 { "a" } else { "b" };
+            kids.push_str(&format!(
+                "{k},{i},{kind},2020-01-{:02}\n",
+                1 + (i + 3 * j) % 28
+            ));
+        }
+    }
+    std::fs::write(dir.join("parents.csv"), parents).unwrap();
+    std::fs::write(dir.join("kids.csv"), kids).unwrap();
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "tables:
+  parents: {input: parents.csv, primary_key: id}
+  kids:
+    input: kids.csv
+    primary_key: kid
+    foreign_keys: [{columns: parent, references: parents}]
+    order_by: born
+    max_children: 4
+",
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = households(dir.path());
+    let run = |out: &Path, seed: &str| {
+        chimera(&[
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            "500",
+            "--epsilon",
+            "4",
+            "--noise-seed",
+            "11",
+            "--seed",
+            seed,
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&run(&a, "5"));
+    ok(&run(&b, "5"));
+    assert_eq!(
+        parts(&a, &["parents", "kids"]),
+        parts(&b, &["parents", "kids"])
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["privacy"]["mode"], "dp");
+    assert_eq!(m["privacy"]["epsilon"], 4.0);
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("_model.json")).unwrap()).unwrap();
+    let ledger = &model["privacy"]["ledger"];
+    let charges = ledger["charges"].as_array().unwrap();
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    let spent: f64 = charges.iter().map(|c| c["rho"].as_f64().unwrap()).sum();
+    let total = ledger["rho_total"].as_f64().unwrap();
+    assert!(
+        spent <= total * (1.0 + 1e-9) && spent > 0.99 * total,
+        "{spent} of {total}"
+    );
+    // A parent contributes up to 4 kids: the kids' model says its noise is scaled to that.
+    let notes = m["privacy"]["notes"].to_string();
+    assert!(notes.contains("up to 4 rows"), "{notes}");
+    let kids = synthetic(&a, "kids");
+    let parents = synthetic(&a, "parents");
+    assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+}
+
+#[test]
+fn shards_split_entities_without_breaking_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&run_mimic(&out, "500", &["--no-dp", "--shard-rows", "200"]));
+    let sp = synthetic(&out, "patients");
+    let sa = synthetic(&out, "admissions");
+    let st = synthetic(&out, "transfers");
+    assert_eq!(sp["subject_id"].len(), 500);
+    assert_eq!(
+        std::fs::read_dir(out.join("admissions")).unwrap().count(),
+        3
+    );
+    assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
+    let ids: Vec<i64> = {
+        let b = read_parts(&out.join("admissions"));
+        b.iter()
+            .flat_map(|b| {
+                b.column_by_name("hadm_id")
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    };
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+}
+
+/// Writes a copy of the example spec with `edit` applied, next to the example data.
+fn edited_spec(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(example().join("spec.yaml")).unwrap();
+    let text = text.replace("data/", &format!("{}/data/", example().display()));
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, edit(&text)).unwrap();
+    path
+}
+
+fn run_spec(spec: &Path, out: &Path) -> std::process::Output {
+    chimera(&[
+        "run",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--entities",
+        "50",
+        "--no-dp",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn bad_relational_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Foreign keys that do not resolve: counted, and the user chooses.
+    let spec = edited_spec(dir.path(), |t| t.replace("    orphans: drop\n", ""));
+    let o = run_spec(&spec, &out);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("`transfers`")
+            && e.contains("54 rows have no parent in `admissions`")
+            && e.contains("orphans: drop"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+    // A cycle.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "    primary_key: subject_id\n",
+            "    primary_key: subject_id\n    foreign_keys: [{columns: subject_id, references: transfers}]\n",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("cycle") && e.contains("patients → transfers"),
+        "{e}"
+    );
+    // A child table with no parent column.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "      - {columns: hadm_id, references: admissions}\n      - {columns: subject_id, references: patients}\n      - {columns: [icd_code",
+            "      - {columns: [icd_code",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`diagnoses_icd`") && e.contains("exactly one root"),
+        "{e}"
+    );
+    // A foreign key naming a column the table does not have.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("columns: hadm_id, references: admissions}\n      - {columns: subject_id, references: patients}\n    order_by: intime", "columns: hadm, references: admissions}\n      - {columns: subject_id, references: patients}\n    order_by: intime")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(e.contains("`transfers`") && e.contains("`hadm`"), "{e}");
+    assert!(!out.join("_SUCCESS").exists());
+}
+
+#[test]
+fn an_entity_with_ten_thousand_children_is_clipped_and_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    // One patient with 10,000 diagnoses on one admission, next to a few ordinary ones.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("patients.csv"),
+        "subject_id,gender,age\n1,F,50\n2,M,60\n3,F,70\n4,M,40\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("admissions.csv"),
+        "hadm_id,subject_id,kind\n10,1,A\n11,2,B\n12,3,A\n13,4,B\n14,1,B\n",
+    )
+    .unwrap();
+    let mut dx = String::from("hadm_id,code\n");
+    for i in 0..10_000 {
+        dx.push_str(&format!("10,C{}\n", i % 7));
+    }
+    for h in [11, 12, 13, 14] {
+        dx.push_str(&format!("{h},C1\n{h},C2\n"));
+    }
+    std::fs::write(data.join("dx.csv"), dx).unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "tables:
+  patients: {input: data/patients.csv, primary_key: subject_id}
+  admissions:
+    input: data/admissions.csv
+    primary_key: hadm_id
+    foreign_keys: [{columns: subject_id, references: patients}]
+  dx:
+    input: data/dx.csv
+    foreign_keys: [{columns: hadm_id, references: admissions}]
+    max_children: 30
+",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run_spec(&spec, &out);
+    ok(&o);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let notes = m["privacy"]["notes"].to_string();
+    assert!(
+        notes.contains("more than 30 children (up to 10000)") && notes.contains("9970 rows"),
+        "{notes}"
+    );
+    let sd = synthetic(&out, "dx");
+    let sa = synthetic(&out, "admissions");
+    let per = per_parent(&sa["hadm_id"], &sd["hadm_id"]);
+    assert!(per.iter().all(|&n| n <= 30), "{per:?}");
+}

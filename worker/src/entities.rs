@@ -1,0 +1,724 @@
+//! Sampling whole entities: the flat model draws each root row with its child counts and the
+//! first child of every child table; each child table's sequence model then draws the other
+//! children position by position, given the parent's row and the previous sibling's row. Times
+//! are rebuilt from offsets (order holds by construction), keys are fresh and every foreign key
+//! points at a row of the same shard.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chimera_core::bayesnet::Sampler;
+use chimera_core::domain::{Code, Decoder, Encoder, Value};
+use chimera_core::model::Model;
+use chimera_core::plan::ShardPlan;
+use chimera_core::relational::{
+    self, EntityModel, KEY_SEPARATOR, POSITION_CAP, PREVIOUS_PREFIX, RowColumn,
+};
+use chimera_core::rng;
+use chimera_core::schema::{Role, ValueKind};
+use rayon::prelude::*;
+
+use crate::sample::SampleError;
+
+/// One value of a modelled row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell<'m> {
+    Null,
+    Str(&'m str),
+    Num(f64),
+}
+
+impl Cell<'_> {
+    fn number(&self) -> Option<f64> {
+        match self {
+            Cell::Num(x) => Some(*x),
+            Cell::Str(s) => s.parse().ok(),
+            Cell::Null => None,
+        }
+    }
+}
+
+/// A model ready to sample: its network sampler and a decoder and encoder per column.
+struct Prepared {
+    model: Model,
+    sampler: Sampler,
+    /// Per column: decoder and encoder (None outside the network).
+    decoders: Vec<Option<Decoder>>,
+    encoders: Vec<Option<Encoder>>,
+    attribute_of: Vec<Option<usize>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Prepared {
+    fn new(model: Model) -> Result<Prepared, SampleError> {
+        model
+            .check()
+            .map_err(|e| SampleError::Model(e.to_string()))?;
+        let mut attribute_of = vec![None; model.columns.len()];
+        for (a, &c) in model.attributes.iter().enumerate() {
+            attribute_of[c] = Some(a);
+        }
+        Ok(Prepared {
+            sampler: Sampler::new(&model.network, model.attributes.len()),
+            decoders: model
+                .columns
+                .iter()
+                .map(|c| c.encoding.as_ref().map(Decoder::new))
+                .collect(),
+            encoders: model
+                .columns
+                .iter()
+                .map(|c| c.encoding.as_ref().map(Encoder::new))
+                .collect(),
+            by_name: model
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.schema.name.clone(), i))
+                .collect(),
+            attribute_of,
+            model,
+        })
+    }
+
+    /// The network attribute modelling column `name`, if any.
+    fn attribute(&self, name: &str) -> Option<(usize, usize)> {
+        let c = *self.by_name.get(name)?;
+        Some((c, self.attribute_of[c]?))
+    }
+
+    /// Decodes the codes of column `c` (attribute `a`) of `rows` sampled rows.
+    fn decode<'m>(&'m self, c: usize, codes: &[Code], seed: u64, stream: &[u64]) -> Vec<Cell<'m>> {
+        let Some(dec) = &self.decoders[c] else {
+            return vec![Cell::Null; codes.len()];
+        };
+        let mut rng = rng::stream(seed, stream);
+        let groups: Vec<usize> = codes.iter().map(|&k| k as usize).collect();
+        let us = rng::stratified_uniforms(&groups, dec.encoding().cardinality(), &mut rng);
+        codes
+            .iter()
+            .zip(us)
+            .map(|(&k, u)| match dec.decode_at(k, u) {
+                Value::Null => Cell::Null,
+                Value::Str(s) => Cell::Str(s),
+                Value::Number(x) => Cell::Num(x),
+            })
+            .collect()
+    }
+
+    /// Whether `code` of column `c` stands for an empty value.
+    fn is_null(&self, c: usize, code: Code) -> bool {
+        self.decoders[c]
+            .as_ref()
+            .is_some_and(|d| d.decode_at(code, 0.5) == Value::Null)
+    }
+
+    /// The code of a value in column `c`'s encoding.
+    fn encode(&self, c: usize, v: Cell<'_>) -> Code {
+        let Some(enc) = &self.encoders[c] else {
+            return 0;
+        };
+        let code = match enc {
+            Encoder::Categorical { .. } => match v {
+                Cell::Null => enc.encode_str(None),
+                Cell::Str(s) => enc.encode_str(Some(s)),
+                Cell::Num(x) => {
+                    let s = if x.fract() == 0.0 && x.abs() < 1e15 {
+                        format!("{}", x as i64)
+                    } else {
+                        format!("{x}")
+                    };
+                    enc.encode_str(Some(&s))
+                }
+            },
+            Encoder::Numeric { .. } => enc.encode_number(v.number()),
+        };
+        code.unwrap_or(0)
+    }
+}
+
+/// The sampled rows of one table in a shard, in output order (grouped by parent, by position).
+struct Rows<'m> {
+    parent: Vec<u32>,
+    position: Vec<u32>,
+    /// One column per entry of the table's `row`.
+    cols: Vec<Vec<Cell<'m>>>,
+}
+
+/// Turns a relational model into record batches, one set per table, shard by shard.
+pub struct EntitySampler {
+    model: Arc<EntityModel>,
+    flat: Prepared,
+    sequences: Vec<Option<Prepared>>,
+    schemas: Vec<SchemaRef>,
+    types: Vec<Vec<DataType>>,
+}
+
+/// A shard's tables: name, schema and batch of each, in the tree's order.
+pub type EntityShard = Vec<(String, SchemaRef, RecordBatch)>;
+
+const MICROS_PER_DAY: f64 = 86_400_000_000.0;
+/// Rounds of redrawing first children whose `order_by` came out empty.
+const FIRST_REDRAWS: usize = 16;
+
+impl EntitySampler {
+    pub fn new(model: Arc<EntityModel>) -> Result<EntitySampler, SampleError> {
+        let flat = Prepared::new(model.flat.clone())?;
+        let sequences = model
+            .tables
+            .iter()
+            .map(|t| t.sequence.clone().map(Prepared::new).transpose())
+            .collect::<Result<_, _>>()?;
+        let mut schemas = Vec::new();
+        let mut types = Vec::new();
+        for t in &model.tables {
+            let mut fields = Vec::new();
+            let mut ty = Vec::new();
+            for c in &t.columns {
+                let dt = DataType::from_str(&c.arrow_type).map_err(|_| SampleError::Type {
+                    column: format!("{}.{}", t.name, c.name),
+                    data_type: c.arrow_type.clone(),
+                })?;
+                fields.push(Field::new(&c.name, dt.clone(), true));
+                ty.push(dt);
+            }
+            schemas.push(Arc::new(Schema::new(fields)));
+            types.push(ty);
+        }
+        Ok(EntitySampler {
+            model,
+            flat,
+            sequences,
+            schemas,
+            types,
+        })
+    }
+
+    pub fn model(&self) -> &EntityModel {
+        &self.model
+    }
+
+    /// Samples the entities of one shard.
+    pub fn sample(&self, shard: &ShardPlan) -> Result<EntityShard, SampleError> {
+        let n = shard.rows as usize;
+        let tree = &self.model.tree;
+        let tables = &self.model.tables;
+        // The flattened entities.
+        let codes = self
+            .flat
+            .sampler
+            .sample(n, rng::derive_seed(shard.seed, &[0xF1A7]));
+        let flat_cols: Vec<Vec<Cell<'_>>> = (0..self.flat.model.columns.len())
+            .into_par_iter()
+            .map(|c| match self.flat.attribute_of[c] {
+                Some(a) => self
+                    .flat
+                    .decode(c, &codes[a], shard.seed, &[0xF1A7, c as u64]),
+                None => vec![Cell::Null; n],
+            })
+            .collect();
+        let flat_col = |name: &str| self.flat.by_name.get(name).map(|&c| &flat_cols[c]);
+        drop(codes);
+
+        let mut all: Vec<Rows<'_>> = Vec::with_capacity(tables.len());
+        // The root's rows.
+        all.push(Rows {
+            parent: vec![0; n],
+            position: vec![0; n],
+            cols: tables[0]
+                .row
+                .iter()
+                .map(|(name, _)| {
+                    flat_col(name)
+                        .cloned()
+                        .unwrap_or_else(|| vec![Cell::Null; n])
+                })
+                .collect(),
+        });
+        for t in 1..tables.len() {
+            let node = &tree.tables[t];
+            let p = node.parent.unwrap_or(0);
+            let table = &tables[t];
+            let parent = &all[p];
+            let count_name = relational::count_column(&table.name);
+            let count_at = tables[p].row.iter().position(|(n, _)| *n == count_name);
+            let pn = parent.parent.len();
+            let mut rows = Rows {
+                parent: Vec::new(),
+                position: Vec::new(),
+                cols: Vec::new(),
+            };
+            for i in 0..pn {
+                let c = count_at
+                    .and_then(|k| parent.cols[k][i].number())
+                    .map_or(0, |x| {
+                        x.round().clamp(0.0, table.max_children as f64) as u32
+                    });
+                for k in 0..c {
+                    rows.parent.push(i as u32);
+                    rows.position.push(k);
+                }
+            }
+            let m = rows.parent.len();
+            rows.cols = vec![vec![Cell::Null; m]; table.row.len()];
+            let max_pos = rows.position.iter().copied().max().map_or(0, |x| x + 1);
+            // Index of each row's previous sibling: the row before it.
+            for k in 0..max_pos {
+                let at: Vec<usize> = (0..m).filter(|&i| rows.position[i] == k).collect();
+                if at.is_empty() {
+                    continue;
+                }
+                if k == 0 && p == 0 {
+                    // The first child is part of the flat entity.
+                    for (j, (name, _)) in table.row.iter().enumerate() {
+                        if let Some(src) = flat_col(&format!("{}.{name}", table.name)) {
+                            for &i in &at {
+                                rows.cols[j][i] = src[rows.parent[i] as usize];
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let seq = self.sequences[t].as_ref().ok_or_else(|| {
+                    SampleError::Model(format!("table `{}` has no sequence model", table.name))
+                })?;
+                self.draw_position(t, k, &at, &mut rows, parent, seq, shard.seed)?;
+            }
+            all.push(rows);
+        }
+        self.assemble(shard, &all)
+    }
+
+    /// Draws the rows `at` (all at position `k`) from the sequence model, given their parent's
+    /// row, their previous sibling's row and the position.
+    #[allow(clippy::too_many_arguments)]
+    fn draw_position<'m>(
+        &'m self,
+        t: usize,
+        k: u32,
+        at: &[usize],
+        rows: &mut Rows<'m>,
+        parent: &Rows<'m>,
+        seq: &'m Prepared,
+        seed: u64,
+    ) -> Result<(), SampleError> {
+        let tables = &self.model.tables;
+        let table = &tables[t];
+        let p = self.model.tree.tables[t].parent.unwrap_or(0);
+        let parent_row = &tables[p].row;
+        // Evidence: every given attribute of the sequence model.
+        let mut evidence: Vec<(usize, Vec<Code>)> = Vec::new();
+        for (c, col) in seq.model.columns.iter().enumerate() {
+            let Some(a) = seq.attribute_of[c] else {
+                continue;
+            };
+            let name = &col.schema.name;
+            let values: Option<Vec<Cell<'_>>> =
+                if let Some(pn) = name.strip_prefix(relational::PARENT_PREFIX) {
+                    parent_row.iter().position(|(n, _)| n == pn).map(|j| {
+                        at.iter()
+                            .map(|&i| parent.cols[j][rows.parent[i] as usize])
+                            .collect()
+                    })
+                } else if let Some(own) = name.strip_prefix(PREVIOUS_PREFIX) {
+                    table.row.iter().position(|(n, _)| n == own).map(|j| {
+                        at.iter()
+                            .map(|&i| {
+                                if k == 0 {
+                                    Cell::Null
+                                } else {
+                                    rows.cols[j][i - 1]
+                                }
+                            })
+                            .collect()
+                    })
+                } else if name == relational::POSITION_COLUMN {
+                    Some(vec![
+                        Cell::Num((k as i64).min(POSITION_CAP) as f64);
+                        at.len()
+                    ])
+                } else {
+                    None
+                };
+            if let Some(v) = values {
+                evidence.push((a, v.into_iter().map(|x| seq.encode(c, x)).collect()));
+            }
+        }
+        let given: Vec<(usize, &[Code])> =
+            evidence.iter().map(|(a, v)| (*a, v.as_slice())).collect();
+        let stream = rng::derive_seed(seed, &[0x5E0, t as u64, k as u64]);
+        let mut codes = seq.sampler.sample_given(at.len(), stream, &given);
+        // A first child needs its place in time: the network may (rarely) draw an empty
+        // `order_by` for position 0, so such rows are drawn again, whole, with fresh streams.
+        let first = table.row.iter().find_map(|(n, rc)| match rc {
+            RowColumn::First { .. } if k == 0 => seq.attribute(n),
+            _ => None,
+        });
+        if let Some((c, a)) = first {
+            for round in 0..FIRST_REDRAWS {
+                let empty: Vec<usize> = (0..at.len())
+                    .filter(|&r| seq.is_null(c, codes[a][r]))
+                    .collect();
+                if empty.is_empty() {
+                    break;
+                }
+                let sub: Vec<Vec<Code>> = evidence
+                    .iter()
+                    .map(|(_, v)| empty.iter().map(|&r| v[r]).collect())
+                    .collect();
+                let sub_given: Vec<(usize, &[Code])> = evidence
+                    .iter()
+                    .zip(&sub)
+                    .map(|((a, _), v)| (*a, v.as_slice()))
+                    .collect();
+                let again = seq.sampler.sample_given(
+                    empty.len(),
+                    rng::derive_seed(stream, &[round as u64]),
+                    &sub_given,
+                );
+                for (attr, col) in codes.iter_mut().enumerate() {
+                    for (j, &r) in empty.iter().enumerate() {
+                        col[r] = again[attr][j];
+                    }
+                }
+            }
+        }
+        for (j, (name, _)) in table.row.iter().enumerate() {
+            let Some((c, a)) = seq.attribute(name) else {
+                continue;
+            };
+            let cells = seq.decode(c, &codes[a], stream, &[0xDEC, j as u64]);
+            for (&i, v) in at.iter().zip(cells) {
+                rows.cols[j][i] = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Output tables from the sampled rows: times from offsets, fresh keys, reference keys split.
+    fn assemble(&self, shard: &ShardPlan, all: &[Rows<'_>]) -> Result<EntityShard, SampleError> {
+        let tables = &self.model.tables;
+        let tree = &self.model.tree;
+        // Absolute values (days or numbers) of each table's ordered and `after` columns.
+        let mut absolute: Vec<HashMap<String, Vec<Option<f64>>>> = Vec::new();
+        let mut keys: Vec<Vec<i64>> = Vec::new();
+        let mut out = Vec::new();
+        for (t, table) in tables.iter().enumerate() {
+            let rows = &all[t];
+            let m = rows.parent.len();
+            let col_of = |name: &str| table.row.iter().position(|(n, _)| n == name);
+            // Keys: the root numbers entities like single-table rows; child tables number rows
+            // inside the shard's own range so shards never collide.
+            let key: Vec<i64> = if t == 0 {
+                (0..m as u64)
+                    .map(|i| (shard.first_row + i + 1) as i64)
+                    .collect()
+            } else {
+                let base = (shard.shard as i64 + 1) * 10_000_000_000;
+                (0..m as i64).map(|i| base + i + 1).collect()
+            };
+            // Times.
+            let mut abs: HashMap<String, Vec<Option<f64>>> = HashMap::new();
+            let order = table.row.iter().find_map(|(_, rc)| match rc {
+                RowColumn::First { column, anchor } => Some((column.clone(), anchor.clone())),
+                _ => None,
+            });
+            let gap = table.row.iter().find_map(|(n, rc)| match rc {
+                RowColumn::Gap { base, .. } => Some((n.clone(), base.clone())),
+                _ => None,
+            });
+            let afters: Vec<(String, String, usize, bool)> = table
+                .row
+                .iter()
+                .enumerate()
+                .filter_map(|(j, (_, rc))| match rc {
+                    RowColumn::After {
+                        column,
+                        base,
+                        signed,
+                    } => Some((column.clone(), base.clone(), j, *signed)),
+                    _ => None,
+                })
+                .collect();
+            let plain = |name: &str| -> Vec<Option<f64>> {
+                match col_of(name) {
+                    Some(j) => rows.cols[j].iter().map(Cell::number).collect(),
+                    None => vec![None; m],
+                }
+            };
+            // Columns every absolute value depends on, resolved row by row.
+            let mut names: Vec<String> = afters.iter().map(|(c, ..)| c.clone()).collect();
+            if let Some((c, _)) = &order {
+                names.push(c.clone());
+            }
+            for (_, base, ..) in &afters {
+                if !names.contains(base) {
+                    abs.insert(base.clone(), plain(base));
+                }
+            }
+            for n in &names {
+                abs.insert(n.clone(), vec![None; m]);
+            }
+            if let Some((_, base)) = &gap
+                && !names.contains(base)
+                && !abs.contains_key(base)
+            {
+                abs.insert(base.clone(), plain(base));
+            }
+            let parent_abs = tree.tables[t].parent.map(|p| &absolute[p]);
+            for i in 0..m {
+                if let Some((c, anchor)) = &order {
+                    let j = col_of(c);
+                    let v = if rows.position[i] == 0 {
+                        let own = j.and_then(|j| rows.cols[j][i].number());
+                        match anchor {
+                            Some(a) => {
+                                let base = parent_abs
+                                    .and_then(|pa| pa.get(a))
+                                    .and_then(|v| v[rows.parent[i] as usize]);
+                                match (own, base) {
+                                    (Some(o), Some(b)) => Some(b + o),
+                                    _ => None,
+                                }
+                            }
+                            None => own,
+                        }
+                    } else {
+                        let (gname, base) = gap
+                            .as_ref()
+                            .map_or((String::new(), c.clone()), |g| g.clone());
+                        let g = col_of(&gname).and_then(|j| rows.cols[j][i].number());
+                        let prev = abs
+                            .get(&base)
+                            .and_then(|v| v[i - 1])
+                            .or_else(|| abs.get(c).and_then(|v| v[i - 1]));
+                        match (g, prev) {
+                            (Some(g), Some(p)) => Some(p + g.max(0.0)),
+                            (None, Some(p)) => Some(p),
+                            _ => None,
+                        }
+                    };
+                    if let Some(col) = abs.get_mut(c) {
+                        col[i] = v;
+                    }
+                }
+                // `after` columns, in as many rounds as their chain is long.
+                for _ in 0..afters.len() {
+                    for (c, base, j, signed) in &afters {
+                        let b = abs.get(base).and_then(|v| v[i]);
+                        let d = rows.cols[*j][i].number();
+                        let v = match (b, d) {
+                            (Some(b), Some(d)) => Some(b + if *signed { d } else { d.max(0.0) }),
+                            _ => None,
+                        };
+                        if let Some(col) = abs.get_mut(c) {
+                            col[i] = v;
+                        }
+                    }
+                }
+            }
+            // Output columns.
+            let node = &tree.tables[t];
+            let mut arrays: Vec<ArrayRef> = Vec::new();
+            for (ci, col) in table.columns.iter().enumerate() {
+                let name = &col.name;
+                let target = &self.types[t][ci];
+                let raw: ArrayRef = if table.primary_key.as_deref() == Some(name.as_str()) {
+                    key_array(col.kind, &key, None)
+                } else if let Some(pos) = node.parent_columns.iter().position(|c| c == name)
+                    && pos == 0
+                {
+                    let p = node.parent.unwrap_or(0);
+                    let pk: Vec<i64> = rows.parent.iter().map(|&i| keys[p][i as usize]).collect();
+                    key_array(col.kind, &pk, None)
+                } else if let Some((_, a)) = node
+                    .ancestor_keys
+                    .iter()
+                    .find(|(cols, _)| cols.first() == Some(name))
+                {
+                    let mut idx: Vec<u32> = rows.parent.clone();
+                    let mut cur = node.parent.unwrap_or(0);
+                    while cur != *a {
+                        idx = idx.iter().map(|&i| all[cur].parent[i as usize]).collect();
+                        cur = tree.tables[cur].parent.unwrap_or(0);
+                    }
+                    let ak: Vec<i64> = idx.iter().map(|&i| keys[*a][i as usize]).collect();
+                    key_array(col.kind, &ak, None)
+                } else if let Some((j, part)) =
+                    table
+                        .row
+                        .iter()
+                        .enumerate()
+                        .find_map(|(j, (_, rc))| match rc {
+                            RowColumn::Reference { columns, .. } => {
+                                columns.iter().position(|c| c == name).map(|k| (j, k))
+                            }
+                            _ => None,
+                        })
+                {
+                    let mut b = StringBuilder::with_capacity(m, m * 8);
+                    for cell in &rows.cols[j] {
+                        match cell {
+                            Cell::Str(s) => b.append_option(s.split(KEY_SEPARATOR).nth(part)),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                } else if let Some(v) = abs.get(name) {
+                    numbers_array(col.kind, v)
+                } else {
+                    match (self.role_of(t, name), col_of(name)) {
+                        (Some(Role::Identifier), _) => {
+                            let salt = rng::mix64(t as u64 ^ ((ci as u64) << 8));
+                            key_array(col.kind, &key, Some(salt))
+                        }
+                        (_, Some(j)) => cells_array(col.kind, &rows.cols[j]),
+                        (_, None) => cells_array(col.kind, &vec![Cell::Null; m]),
+                    }
+                };
+                let arr = if raw.data_type() == target {
+                    raw
+                } else {
+                    cast(&raw, target).map_err(|e| SampleError::Arrow {
+                        column: format!("{}.{name}", table.name),
+                        source: e,
+                    })?
+                };
+                arrays.push(arr);
+            }
+            let batch = RecordBatch::try_new(self.schemas[t].clone(), arrays).map_err(|e| {
+                SampleError::Arrow {
+                    column: table.name.clone(),
+                    source: e,
+                }
+            })?;
+            out.push((table.name.clone(), self.schemas[t].clone(), batch));
+            absolute.push(abs);
+            keys.push(key);
+        }
+        Ok(out)
+    }
+
+    /// The role a table's column had in the model that draws it (None when no model has it).
+    fn role_of(&self, t: usize, name: &str) -> Option<Role> {
+        let table = &self.model.tables[t];
+        let model = if t == 0 {
+            &self.model.flat
+        } else {
+            table.sequence.as_ref()?
+        };
+        model
+            .columns
+            .iter()
+            .find(|c| c.schema.name == name)
+            .map(|c| c.role)
+            .or_else(|| {
+                // The first child of a root child lives in the flat model.
+                (self.model.tree.tables[t].parent == Some(0))
+                    .then(|| {
+                        let wide = format!("{}.{name}", table.name);
+                        self.model
+                            .flat
+                            .columns
+                            .iter()
+                            .find(|c| c.schema.name == wide)
+                            .map(|c| c.role)
+                    })
+                    .flatten()
+            })
+    }
+}
+
+/// Integer keys as they are, or (with `salt`, or for string columns) as 16 hex digits of a
+/// bijective mix: unique and not guessable from position.
+fn key_array(kind: ValueKind, keys: &[i64], salt: Option<u64>) -> ArrayRef {
+    match (kind, salt) {
+        (ValueKind::Integer | ValueKind::Float, None) => {
+            let mut b = Int64Builder::with_capacity(keys.len());
+            b.append_slice(keys);
+            Arc::new(b.finish())
+        }
+        _ => {
+            let key = salt.unwrap_or(0xC41D);
+            let mut b = StringBuilder::with_capacity(keys.len(), keys.len() * 16);
+            for &k in keys {
+                b.append_value(format!("{:016x}", rng::mix64(k as u64 ^ key)));
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+fn numbers_array(kind: ValueKind, v: &[Option<f64>]) -> ArrayRef {
+    let cells: Vec<Cell<'_>> = v.iter().map(|x| x.map_or(Cell::Null, Cell::Num)).collect();
+    cells_array(kind, &cells)
+}
+
+/// An Arrow array of `kind` from decoded cells (days for dates and timestamps).
+fn cells_array(kind: ValueKind, cells: &[Cell<'_>]) -> ArrayRef {
+    let n = cells.len();
+    match kind {
+        ValueKind::String => {
+            let mut b = StringBuilder::with_capacity(n, n * 8);
+            for c in cells {
+                match c {
+                    Cell::Str(s) => b.append_value(s),
+                    Cell::Num(x) => b.append_value(x.to_string()),
+                    Cell::Null => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ValueKind::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for c in cells {
+                match c {
+                    Cell::Str(s) => b.append_value(*s == "true"),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ValueKind::Integer => {
+            let mut b = Int64Builder::with_capacity(n);
+            for c in cells {
+                b.append_option(c.number().map(|x| x.round() as i64));
+            }
+            Arc::new(b.finish())
+        }
+        ValueKind::Float => {
+            let mut b = Float64Builder::with_capacity(n);
+            for c in cells {
+                b.append_option(c.number());
+            }
+            Arc::new(b.finish())
+        }
+        ValueKind::Date => {
+            let mut b = Int32Builder::with_capacity(n);
+            for c in cells {
+                b.append_option(c.number().map(|x| x.floor() as i32));
+            }
+            let days: ArrayRef = Arc::new(b.finish());
+            cast(&days, &DataType::Date32).unwrap_or(days)
+        }
+        ValueKind::Timestamp => {
+            let mut b = Int64Builder::with_capacity(n);
+            for c in cells {
+                // whole seconds: sub-second noise reads as fake precision
+                b.append_option(
+                    c.number()
+                        .map(|x| ((x * MICROS_PER_DAY) / 1e6).round() as i64 * 1_000_000),
+                );
+            }
+            let micros: ArrayRef = Arc::new(b.finish());
+            cast(&micros, &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap_or(micros)
+        }
+    }
+}
