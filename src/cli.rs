@@ -53,6 +53,8 @@ pub enum Command {
     Sample(SampleArgs),
     /// Show a model: roles, domains, network edges, privacy budget spent.
     Inspect(InspectArgs),
+    /// Guess a relational spec (keys, links, order) from several tables; prints YAML to edit.
+    InferSpec(InferSpecArgs),
     /// Compare a synthetic table with the real one; prints JSON.
     Eval(EvalArgs),
     /// Split a table into train and test Parquet files (shuffled by seed).
@@ -422,4 +424,14 @@ pub struct SplitArgs {
     /// Output Parquet file of the test rows.
     #[arg(long)]
     pub test: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InferSpecArgs {
+    /// A table (CSV or Parquet, path or URL); repeat for each table of the entity.
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// Object-store option KEY=VALUE; repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
 }

@@ -29,6 +29,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit_cmd(a).await,
         Command::Sample(a) => sample_cmd(a).await,
         Command::Inspect(a) => inspect(a),
+        Command::InferSpec(a) => infer_spec(a).await,
         Command::Eval(a) => eval(a).await,
         Command::Split(a) => split(a).await,
         Command::Coordinator(a) => coordinator(a).await,
@@ -530,6 +531,25 @@ async fn worker_cmd(a: WorkerArgs) -> Result<()> {
     if let Some(path) = &a.report {
         write_atomically(path, &serde_json::to_vec(&report)?)?;
     }
+    Ok(())
+}
+
+async fn infer_spec(a: InferSpecArgs) -> Result<()> {
+    let opts = ReadOptions {
+        storage_options: storage_options(&a.storage_options)?,
+        ..ReadOptions::default()
+    };
+    // Local paths absolute, so the spec works wherever it is saved.
+    let inputs: Vec<String> = a
+        .inputs
+        .iter()
+        .map(|i| match std::fs::canonicalize(i) {
+            Ok(p) if !i.contains("://") => p.to_string_lossy().into_owned(),
+            _ => i.clone(),
+        })
+        .collect();
+    let yaml = chimera_coordinator::entities::infer_spec(&inputs, &opts).await?;
+    print!("{yaml}");
     Ok(())
 }
 

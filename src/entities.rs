@@ -83,6 +83,14 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     if shard_rows == 0 {
         bail!("--shard-rows must be positive");
     }
+    if entities.div_ceil(shard_rows) > chimera_core::plan::MAX_SHARDS {
+        bail!(
+            "{entities} entities in shards of {shard_rows} is too many shards; raise --shard-rows"
+        );
+    }
+    if a.input.input.is_some() {
+        bail!("--input is not used with a relational spec: each table's `input` is in the spec");
+    }
     let storage = crate::commands::storage_options(&a.input.storage_options)?;
     let output = Output::new(Location::parse(&a.output.output, &storage)?);
     // A finished output is refused before any budget is spent; an unfinished one is cleared.
@@ -139,11 +147,6 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     output.write_manifest(&manifest).await?;
 
     let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
-    if entities.div_ceil(shard_rows) > chimera_core::plan::MAX_SHARDS {
-        bail!(
-            "{entities} entities in shards of {shard_rows} is too many shards; raise --shard-rows"
-        );
-    }
     let shards = plan(entities, shard_rows, a.output.seed);
     let bar = Bars::counter("entities", entities);
     let started = Instant::now();

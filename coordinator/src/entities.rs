@@ -970,3 +970,137 @@ fn sequence_table(
     given.push(relational::POSITION_COLUMN.into());
     Ok((format!("{}~sequence", node.name), columns, given, specs))
 }
+
+/// Share of a column's values that must be keys of another table for the column to be taken as
+/// a foreign key to it.
+const FK_COVERAGE: f64 = 0.95;
+
+/// Guesses a relational spec from the tables at `inputs`: a primary key per table (a column
+/// whose name reads like a key, never empty, unique), foreign keys (a key-like column named like
+/// another table's primary key, whose values are mostly keys of that table), and the first
+/// datetime column of each child table as `order_by`. Returns the spec as commented YAML, for the
+/// user to check, edit and save.
+pub async fn infer_spec(inputs: &[String], opts: &ReadOptions) -> Result<String, FitError> {
+    let mut tables: Vec<Loaded> = Vec::new();
+    let mut paths = Vec::new();
+    for input in inputs {
+        let (source, batches) = read_all(input, opts).await?;
+        let name = source.name().to_string();
+        let batch = concat_batches(&source.schema(), &batches).map_err(|e| FitError::Arrow {
+            table: name.clone(),
+            column: String::new(),
+            source: e,
+        })?;
+        let schemas = column_schemas(&name, &source.schema())?;
+        if tables.iter().any(|t| t.name == name) {
+            return Err(spec_error(format!(
+                "two inputs are both named `{name}`; give them different file names"
+            )));
+        }
+        tables.push(Loaded {
+            name,
+            batch,
+            schemas,
+        });
+        paths.push(input.clone());
+    }
+    // Primary keys.
+    let mut pks: Vec<Option<(String, HashSet<String>)>> = Vec::new();
+    for t in &tables {
+        let mut found = None;
+        let mut candidates: Vec<&ColumnSchema> = t
+            .schemas
+            .iter()
+            .filter(|c| chimera_core::schema::looks_like_identifier(&c.name))
+            .collect();
+        // `<table>_id` (or its singular) first, then in column order.
+        let stem = t.name.trim_end_matches('s').to_ascii_lowercase();
+        candidates.sort_by_key(|c| !c.name.to_ascii_lowercase().starts_with(&stem));
+        for c in candidates {
+            let keys = t.keys(std::slice::from_ref(&c.name))?;
+            if keys.iter().any(Option::is_none) {
+                continue;
+            }
+            let set: HashSet<String> = keys.into_iter().flatten().collect();
+            if set.len() == t.batch.num_rows() {
+                found = Some((c.name.clone(), set));
+                break;
+            }
+        }
+        pks.push(found);
+    }
+    // Foreign keys.
+    let mut yaml = String::from(
+        "# Inferred by `chimera infer-spec`: check the keys and links, add `order_by`,\n\
+         # `after`, `max_children`, `orphans` and column settings, then run\n\
+         #   chimera run --spec THIS_FILE --entities N --output OUT/\n\
+         tables:\n",
+    );
+    for (i, t) in tables.iter().enumerate() {
+        yaml.push_str(&format!("  {}:\n    input: {}\n", t.name, paths[i]));
+        match &pks[i] {
+            Some((pk, _)) => yaml.push_str(&format!("    primary_key: {pk}\n")),
+            None => yaml.push_str("    # no column is a unique, never-empty key\n"),
+        }
+        let mut fks = Vec::new();
+        for c in &t.schemas {
+            if !chimera_core::schema::looks_like_identifier(&c.name)
+                || pks[i].as_ref().is_some_and(|(pk, _)| *pk == c.name)
+            {
+                continue;
+            }
+            let keys = t.keys(std::slice::from_ref(&c.name))?;
+            let present: Vec<&String> = keys.iter().flatten().collect();
+            if present.is_empty() {
+                continue;
+            }
+            for (j, u) in tables.iter().enumerate() {
+                let Some((upk, set)) = &pks[j] else { continue };
+                if j == i || *upk != c.name {
+                    continue;
+                }
+                let hits = present.iter().filter(|k| set.contains(**k)).count();
+                let share = hits as f64 / present.len() as f64;
+                if share >= FK_COVERAGE {
+                    let empty = keys.len() - present.len();
+                    fks.push(format!(
+                        "      - {{columns: {}, references: {}}}   # {hits} of {} values found{}\n",
+                        c.name,
+                        u.name,
+                        present.len(),
+                        if empty > 0 {
+                            format!(", {empty} empty")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+            }
+        }
+        let referenced = pks[i].as_ref().is_some_and(|(pk, _)| {
+            tables
+                .iter()
+                .enumerate()
+                .any(|(j, u)| j != i && u.schemas.iter().any(|c| c.name == *pk))
+        });
+        if fks.is_empty() && !referenced {
+            yaml.push_str(
+                "    # linked to no other table: if it is a dictionary, mark it `public: true` with\n    # its primary_key and add a foreign key to it; otherwise leave it out\n",
+            );
+        }
+        if !fks.is_empty() {
+            yaml.push_str("    foreign_keys:\n");
+            for f in fks {
+                yaml.push_str(&f);
+            }
+            if let Some(c) = t
+                .schemas
+                .iter()
+                .find(|c| matches!(c.kind, ValueKind::Date | ValueKind::Timestamp))
+            {
+                yaml.push_str(&format!("    order_by: {}\n", c.name));
+            }
+        }
+    }
+    Ok(yaml)
+}

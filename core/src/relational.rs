@@ -262,6 +262,30 @@ impl EntityTree {
             }
             out
         };
+        for (name, t) in tables {
+            let child_only = [
+                ("order_by", t.order_by.is_some()),
+                ("after_previous", t.after_previous.is_some()),
+                ("anchor", t.anchor.is_some()),
+                ("max_children", t.max_children.is_some()),
+            ];
+            for (key, set) in child_only {
+                if set && (t.public || name == roots[0]) {
+                    return err(format!(
+                        "table `{name}`: `{key}` applies to child tables, and `{name}` is {}",
+                        if t.public { "public" } else { "the root" }
+                    ));
+                }
+            }
+            if t.order_by.is_none() && (t.after_previous.is_some() || t.anchor.is_some()) {
+                return err(format!(
+                    "table `{name}`: `after_previous` and `anchor` need `order_by`"
+                ));
+            }
+            if t.max_children == Some(0) {
+                return err(format!("table `{name}`: max_children must be at least 1"));
+            }
+        }
         let mut order: Vec<&str> = vec![roots[0]];
         let mut nodes: Vec<TableNode> = vec![TableNode {
             name: roots[0].to_string(),
@@ -556,5 +580,21 @@ b: {foreign_keys: [{columns: [x, y], references: a}]}
 ";
         let e = EntityTree::from_spec(&spec(arity)).unwrap_err().to_string();
         assert!(e.contains("2 columns"), "{e}");
+        let root_ordered = "
+a: {primary_key: id, order_by: t}
+b: {foreign_keys: [{columns: a_id, references: a}]}
+";
+        let e = EntityTree::from_spec(&spec(root_ordered))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`order_by`") && e.contains("the root"), "{e}");
+        let anchor_alone = "
+a: {primary_key: id}
+b: {foreign_keys: [{columns: a_id, references: a}], anchor: t}
+";
+        let e = EntityTree::from_spec(&spec(anchor_alone))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need `order_by`"), "{e}");
     }
 }

@@ -550,3 +550,42 @@ fn an_entity_with_ten_thousand_children_is_clipped_and_stated() {
     let per = per_parent(&sa["hadm_id"], &sd["hadm_id"]);
     assert!(per.iter().all(|&n| n <= 30), "{per:?}");
 }
+
+#[test]
+fn keys_and_links_are_inferred_without_a_spec() {
+    let data = example().join("data");
+    let mut args = vec!["infer-spec".to_string()];
+    for t in [
+        "patients",
+        "admissions",
+        "transfers",
+        "diagnoses_icd",
+        "d_icd_diagnoses",
+    ] {
+        args.push("--input".into());
+        args.push(
+            data.join(format!("{t}.csv.gz"))
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = chimera(&args);
+    ok(&o);
+    let yaml = String::from_utf8(o.stdout).unwrap();
+    for line in [
+        "  patients:\n",
+        "    primary_key: subject_id\n",
+        "    primary_key: hadm_id\n",
+        "    primary_key: transfer_id\n",
+        "{columns: subject_id, references: patients}   # 275 of 275 values found",
+        "{columns: hadm_id, references: admissions}   # 1136 of 1136 values found, 54 empty",
+        "    order_by: admittime\n",
+        "mark it `public: true`",
+    ] {
+        assert!(yaml.contains(line), "missing {line:?} in\n{yaml}");
+    }
+    // It is YAML with one entry per table.
+    let spec: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(spec["tables"].as_mapping().unwrap().len(), 5);
+}

@@ -268,10 +268,16 @@ impl EntitySampler {
             }
             let m = rows.parent.len();
             rows.cols = vec![vec![Cell::Null; m]; table.row.len()];
-            let max_pos = rows.position.iter().copied().max().map_or(0, |x| x + 1);
-            // Index of each row's previous sibling: the row before it.
-            for k in 0..max_pos {
-                let at: Vec<usize> = (0..m).filter(|&i| rows.position[i] == k).collect();
+            // Rows by position; a row's previous sibling is the row before it.
+            let mut by_position: Vec<Vec<usize>> = Vec::new();
+            for (i, &k) in rows.position.iter().enumerate() {
+                if by_position.len() <= k as usize {
+                    by_position.resize(k as usize + 1, Vec::new());
+                }
+                by_position[k as usize].push(i);
+            }
+            for (k, at) in by_position.iter().enumerate() {
+                let k = k as u32;
                 if at.is_empty() {
                     continue;
                 }
@@ -279,7 +285,7 @@ impl EntitySampler {
                     // The first child is part of the flat entity.
                     for (j, (name, _)) in table.row.iter().enumerate() {
                         if let Some(src) = flat_col(&format!("{}.{name}", table.name)) {
-                            for &i in &at {
+                            for &i in at {
                                 rows.cols[j][i] = src[rows.parent[i] as usize];
                             }
                         }
@@ -289,7 +295,7 @@ impl EntitySampler {
                 let seq = self.sequences[t].as_ref().ok_or_else(|| {
                     SampleError::Model(format!("table `{}` has no sequence model", table.name))
                 })?;
-                self.draw_position(t, k, &at, &mut rows, parent, seq, shard.seed)?;
+                self.draw_position(t, k, at, &mut rows, parent, seq, shard.seed)?;
             }
             all.push(rows);
         }
