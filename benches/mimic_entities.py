@@ -39,7 +39,8 @@ def tvd(a, b):
 
 
 def dist(df, cols):
-    return df[cols].astype(str).value_counts(normalize=True)
+    values = df[cols].astype(object)
+    return values.where(values.notna(), "<null>").astype(str).value_counts(normalize=True)
 
 
 def per_parent(parent, child, key):

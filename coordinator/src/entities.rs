@@ -420,7 +420,7 @@ pub async fn fit_entities(
             .max_children
             .unwrap_or(relational::DEFAULT_MAX_CHILDREN)
     };
-    let mut fitted: Vec<Model> = Vec::new();
+    let mut fitted: Vec<Option<Model>> = Vec::new();
     let mut privacy_notes: Vec<String> = Vec::new();
     for (t, node) in tree.tables.iter().enumerate() {
         let (name, mut columns, mut given, mut specs) = if t == 0 {
@@ -430,6 +430,11 @@ pub async fn fit_entities(
         };
         // A column with no values here (e.g. the previous sibling's columns when no parent has
         // two children) carries nothing to learn: leave it out; sampling leaves it empty.
+        if columns.first().is_none_or(|(_, a)| a.is_empty()) {
+            // No parent has a second child of this table: nothing for a sequence model to learn.
+            fitted.push(None);
+            continue;
+        }
         columns.retain(|(n, a)| {
             let keep = a.null_count() < a.len();
             if !keep {
@@ -481,11 +486,12 @@ pub async fn fit_entities(
             l.charge(&format!("model of `{}` ({name})", node.name), spent.spent())?;
         }
         privacy_notes.extend(model.privacy.notes.iter().cloned());
-        fitted.push(model);
+        fitted.push(Some(model));
     }
     let mut fitted = fitted.into_iter();
     let flat = fitted
         .next()
+        .flatten()
         .ok_or_else(|| FitError::Internal("no flat model".into()))?;
     let tables: Vec<EntityTable> = tree
         .tables
@@ -502,7 +508,7 @@ pub async fn fit_entities(
             max_children: clip(t),
             sequence: None,
         })
-        .zip(std::iter::once(None).chain(fitted.map(Some)))
+        .zip(std::iter::once(None).chain(fitted))
         .map(|(mut t, m)| {
             t.sequence = m;
             t
@@ -968,6 +974,35 @@ fn sequence_table(
         },
     );
     given.push(relational::POSITION_COLUMN.into());
+    let mut siblings = vec![0i64; layouts[p].rows.len()];
+    for &pi in &layout.parent {
+        siblings[pi as usize] += 1;
+    }
+    let remaining: Int64Array = layout
+        .parent
+        .iter()
+        .zip(&layout.position)
+        .map(|(&pi, &k)| Some((siblings[pi as usize] - 1 - k as i64).min(POSITION_CAP)))
+        .collect();
+    columns.push((relational::REMAINING_COLUMN.into(), Arc::new(remaining)));
+    specs.insert(
+        relational::REMAINING_COLUMN.into(),
+        ColumnSpec {
+            role: Some(Role::Numeric),
+            ..ColumnSpec::default()
+        },
+    );
+    given.push(relational::REMAINING_COLUMN.into());
+    // A child of the root takes its first row from the flat model: its sequence model learns
+    // the later siblings only, so their distribution is not mixed with the first's.
+    if p == 0 {
+        let later = arrow::array::BooleanArray::from(
+            layout.position.iter().map(|&k| k > 0).collect::<Vec<_>>(),
+        );
+        for (name, a) in &mut columns {
+            *a = arrow::compute::filter(a, &later).map_err(err(name))?;
+        }
+    }
     Ok((format!("{}~sequence", node.name), columns, given, specs))
 }
 

@@ -35,6 +35,9 @@ pub fn gap_column(order_by: &str) -> String {
 }
 /// The position among siblings, in a sequence model.
 pub const POSITION_COLUMN: &str = "#position";
+/// How many siblings come after this one (capped at [`POSITION_CAP`]), in a sequence model:
+/// what makes a last child (a discharge) last.
+pub const REMAINING_COLUMN: &str = "#remaining";
 /// Prefix of the parent's columns in a sequence model.
 pub const PARENT_PREFIX: &str = "parent.";
 /// Prefix of the previous sibling's columns in a sequence model.

@@ -148,6 +148,8 @@ impl Prepared {
 struct Rows<'m> {
     parent: Vec<u32>,
     position: Vec<u32>,
+    /// Rows under the same parent (this one included).
+    siblings: Vec<u32>,
     /// One column per entry of the table's `row`.
     cols: Vec<Vec<Cell<'m>>>,
 }
@@ -232,6 +234,7 @@ impl EntitySampler {
         all.push(Rows {
             parent: vec![0; n],
             position: vec![0; n],
+            siblings: vec![1; n],
             cols: tables[0]
                 .row
                 .iter()
@@ -253,6 +256,7 @@ impl EntitySampler {
             let mut rows = Rows {
                 parent: Vec::new(),
                 position: Vec::new(),
+                siblings: Vec::new(),
                 cols: Vec::new(),
             };
             for i in 0..pn {
@@ -264,6 +268,7 @@ impl EntitySampler {
                 for k in 0..c {
                     rows.parent.push(i as u32);
                     rows.position.push(k);
+                    rows.siblings.push(c);
                 }
             }
             let m = rows.parent.len();
@@ -350,6 +355,15 @@ impl EntitySampler {
                         Cell::Num((k as i64).min(POSITION_CAP) as f64);
                         at.len()
                     ])
+                } else if name == relational::REMAINING_COLUMN {
+                    Some(
+                        at.iter()
+                            .map(|&i| {
+                                let after = rows.siblings[i] as i64 - 1 - k as i64;
+                                Cell::Num(after.min(POSITION_CAP) as f64)
+                            })
+                            .collect(),
+                    )
                 } else {
                     None
                 };
