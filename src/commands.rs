@@ -347,6 +347,15 @@ async fn fit(
 }
 
 async fn fit_cmd(a: FitArgs) -> Result<()> {
+    let spec = load_spec(&a.model)?;
+    if !spec.tables.is_empty() {
+        let path = a.model.spec.clone().unwrap_or_default();
+        let model =
+            crate::entities::fit(&a.input, &a.privacy, &a.model, spec, &path, a.seed).await?;
+        write_atomically(&a.model_path, &model.to_json()?)?;
+        tracing::info!(path = %a.model_path.display(), digest = %model.digest()?, "entity model saved");
+        return Ok(());
+    }
     let model = fit(&a.input, &a.privacy, &a.model, &a.llm, a.seed).await?;
     write_atomically(&a.model_path, &model.to_json()?)?;
     tracing::info!(path = %a.model_path.display(), digest = %model.digest()?, "model saved");
@@ -403,6 +412,32 @@ async fn run(a: RunArgs) -> Result<()> {
 }
 
 async fn sample_cmd(a: SampleArgs) -> Result<()> {
+    let bytes = std::fs::read(&a.model)
+        .with_context(|| format!("cannot read model {}", a.model.display()))?;
+    if serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT)
+    {
+        if a.llm.is_some() {
+            bail!("--llm with an entity model is not implemented yet");
+        }
+        let model = chimera_core::relational::EntityModel::from_json(&bytes)
+            .with_context(|| format!("model {}", a.model.display()))?;
+        let n = parse_rows(
+            a.output
+                .rows
+                .as_deref()
+                .context("--rows (entities) is required")?,
+        )?;
+        return crate::entities::sample(
+            model,
+            &a.output,
+            storage_options(&a.storage_options)?,
+            n,
+            None,
+        )
+        .await;
+    }
     let target = job_target(&a.output, storage_options(&a.storage_options)?)?;
     let model = load_model(&a.model)?;
     let llm = llm_runtime(&model, a.llm.as_deref(), &a.llm_run).await?;

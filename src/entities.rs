@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chimera_coordinator::entities::fit_entities;
-use chimera_coordinator::read::read_all;
+use chimera_coordinator::read::{ReadOptions, read_all};
 use chimera_core::plan::plan;
 use chimera_core::privacy::PrivacyMode;
 use chimera_core::relational::EntityModel;
@@ -19,7 +19,7 @@ use chimera_storage::{
 };
 use chimera_worker::entities::EntitySampler;
 
-use crate::cli::RunArgs;
+use crate::cli::{InputArgs, ModelArgs, OutputArgs, PrivacyArgs, RunArgs};
 use crate::progress::Bars;
 
 /// Attempt number of every part of an in-process relational run (it is never retried in place:
@@ -70,6 +70,20 @@ fn manifest_privacy(model: &EntityModel) -> ManifestPrivacy {
     }
 }
 
+/// Entities per shard, checked against the number of entities.
+fn shard_size(o: &OutputArgs, entities: u64) -> Result<u64> {
+    let shard_rows = o.shard_rows.unwrap_or(DEFAULT_SHARD_ENTITIES);
+    if shard_rows == 0 {
+        bail!("--shard-rows must be positive");
+    }
+    if entities.div_ceil(shard_rows) > chimera_core::plan::MAX_SHARDS {
+        bail!(
+            "{entities} entities in shards of {shard_rows} is too many shards; raise --shard-rows"
+        );
+    }
+    Ok(shard_rows)
+}
+
 /// Fits and samples `entities` entities into the output.
 pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Result<()> {
     if let Some(llm) = &a.llm.llm
@@ -79,29 +93,42 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
             "--llm with a relational spec is not implemented yet: child rows come from the sequence models (use --llm none or leave --llm out)"
         );
     }
-    let shard_rows = a.output.shard_rows.unwrap_or(DEFAULT_SHARD_ENTITIES);
-    if shard_rows == 0 {
-        bail!("--shard-rows must be positive");
-    }
-    if entities.div_ceil(shard_rows) > chimera_core::plan::MAX_SHARDS {
-        bail!(
-            "{entities} entities in shards of {shard_rows} is too many shards; raise --shard-rows"
-        );
-    }
-    if a.input.input.is_some() {
-        bail!("--input is not used with a relational spec: each table's `input` is in the spec");
-    }
+    shard_size(&a.output, entities)?;
     let storage = crate::commands::storage_options(&a.input.storage_options)?;
     let output = Output::new(Location::parse(&a.output.output, &storage)?);
     // A finished output is refused before any budget is spent; an unfinished one is cleared.
     output.prepare(a.output.overwrite).await?;
+    let model = fit(
+        &a.input,
+        &a.privacy,
+        &a.model,
+        spec,
+        spec_path,
+        a.output.seed,
+    )
+    .await?;
+    sample(model, &a.output, storage, entities, Some(output)).await
+}
 
+/// Reads the spec's tables and fits the entity models.
+pub async fn fit(
+    input: &InputArgs,
+    privacy: &PrivacyArgs,
+    model_args: &ModelArgs,
+    spec: Spec,
+    spec_path: &Path,
+    seed: u64,
+) -> Result<EntityModel> {
+    if input.input.is_some() {
+        bail!("--input is not used with a relational spec: each table's `input` is in the spec");
+    }
+    let storage = crate::commands::storage_options(&input.storage_options)?;
     let inputs = table_inputs(&spec, spec_path)?;
-    let settings = crate::commands::fit_settings(&a.privacy, &a.model)?;
-    let mut opts = crate::commands::read_options_of(&a.input)?;
-    opts.storage_options = storage.clone();
+    let settings = crate::commands::fit_settings(privacy, model_args)?;
+    let mut opts = crate::commands::read_options_of(input)?;
+    opts.storage_options = storage;
     let started = Instant::now();
-    let model = fit_entities(&spec, &inputs, &opts, settings, a.output.seed, &Bars::new()).await?;
+    let model = fit_entities(&spec, &inputs, &opts, settings, seed, &Bars::new()).await?;
     tracing::info!(
         tables = model.tables.len(),
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
@@ -110,11 +137,36 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     for note in model.notes.iter().chain(&model.privacy.notes) {
         tracing::info!("{note}");
     }
+    Ok(model)
+}
+
+/// Samples `entities` entities of `model` into the output; `prepared` is the output when the
+/// caller already made it ready (refused a finished run, cleared an unfinished one).
+pub async fn sample(
+    model: EntityModel,
+    o: &OutputArgs,
+    storage: Vec<(String, String)>,
+    entities: u64,
+    prepared: Option<Output>,
+) -> Result<()> {
+    let shard_rows = shard_size(o, entities)?;
+    let output = match prepared {
+        Some(out) => out,
+        None => {
+            let out = Output::new(Location::parse(&o.output, &storage)?);
+            out.prepare(o.overwrite).await?;
+            out
+        }
+    };
+    let opts = ReadOptions {
+        storage_options: storage,
+        ..ReadOptions::default()
+    };
     let json = model.to_json()?;
     output.write_model(&json).await?;
     let mut manifest = Manifest::new(
         model.digest()?,
-        a.output.seed,
+        o.seed,
         manifest_privacy(&model),
         shard_rows,
     );
@@ -147,7 +199,7 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     output.write_manifest(&manifest).await?;
 
     let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
-    let shards = plan(entities, shard_rows, a.output.seed);
+    let shards = plan(entities, shard_rows, o.seed);
     let bar = Bars::counter("entities", entities);
     let started = Instant::now();
     for shard in shards {
@@ -187,7 +239,7 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     tracing::info!(
         entities,
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-        output = %a.output.output,
+        output = %o.output,
         "wrote {}",
         rows.join(", ")
     );

@@ -327,6 +327,31 @@ fn same_seed_gives_the_same_entities() {
     assert_eq!(parts(&a, &tables), parts(&b, &tables));
     ok(&run_mimic(&c, "300", &["--no-dp", "--seed", "6"]));
     assert_ne!(parts(&a, &tables), parts(&c, &tables));
+    // Fit once, sample later: the same entities as one `run`.
+    let model = dir.path().join("model.json");
+    let spec = example().join("spec.yaml");
+    ok(&chimera(&[
+        "fit",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--no-dp",
+        "--model",
+        model.to_str().unwrap(),
+    ]));
+    let d = dir.path().join("d");
+    ok(&chimera(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--rows",
+        "300",
+        "--seed",
+        "5",
+        "--output",
+        d.to_str().unwrap(),
+    ]));
+    assert_eq!(parts(&a, &tables), parts(&d, &tables));
+    assert!(d.join("d_icd_diagnoses").is_dir());
 }
 
 /// Writes `parents.csv` (3,000 rows) and `kids.csv` (0 to 4 per parent) and a spec over them.
