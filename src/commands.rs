@@ -242,25 +242,7 @@ async fn llm_bench(a: BenchArgs) -> Result<()> {
 
 /// CSV column types the spec declares (`type:`), for the reader.
 fn spec_types(spec: &Spec) -> Result<Vec<(String, arrow::datatypes::DataType)>> {
-    use arrow::datatypes::{DataType, TimeUnit};
-    let mut types = Vec::new();
-    for (name, c) in &spec.columns {
-        let Some(t) = &c.read_type else { continue };
-        let dt = match t.as_str() {
-            "Utf8" => DataType::Utf8,
-            "Int64" => DataType::Int64,
-            "Float64" => DataType::Float64,
-            "Boolean" => DataType::Boolean,
-            "Date32" => DataType::Date32,
-            "Timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
-            other => bail!(
-                "spec: column `{name}`: type must be one of {}, got `{other}`",
-                chimera_core::spec::READ_TYPES.join(", ")
-            ),
-        };
-        types.push((name.clone(), dt));
-    }
-    Ok(types)
+    Ok(chimera_coordinator::read::declared_types(&spec.columns)?)
 }
 
 pub fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {

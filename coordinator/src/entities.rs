@@ -18,7 +18,7 @@ use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
 use chimera_core::relational::{
     self, EntityModel, EntityTable, EntityTree, KEY_SEPARATOR, Orphans, POSITION_CAP, PublicTable,
-    RowColumn, TableSpec,
+    RowColumn,
 };
 use chimera_core::rng;
 use chimera_core::schema::{ColumnSchema, Role, ValueKind};
@@ -144,7 +144,7 @@ pub async fn fit_entities(
             ))
         })?;
         let mut o = opts.clone();
-        o.column_types = column_types(ts)?;
+        o.column_types = crate::read::declared_types(&ts.columns)?;
         let (source, batches) = read_all(input, &o).await?;
         let batch = concat_batches(&source.schema(), &batches).map_err(|e| FitError::Arrow {
             table: name.clone(),
@@ -538,30 +538,6 @@ pub async fn fit_entities(
         public,
         notes,
     })
-}
-
-/// The Arrow types the spec declares for a table's CSV columns.
-fn column_types(ts: &TableSpec) -> Result<Vec<(String, DataType)>, FitError> {
-    let mut out = Vec::new();
-    for (name, c) in &ts.columns {
-        let Some(t) = &c.read_type else { continue };
-        let dt = match t.as_str() {
-            "Utf8" => DataType::Utf8,
-            "Int64" => DataType::Int64,
-            "Float64" => DataType::Float64,
-            "Boolean" => DataType::Boolean,
-            "Date32" => DataType::Date32,
-            "Timestamp" => DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-            other => {
-                return Err(spec_error(format!(
-                    "column `{name}`: type must be one of {}, got `{other}`",
-                    chimera_core::spec::READ_TYPES.join(", ")
-                )));
-            }
-        };
-        out.push((name.clone(), dt));
-    }
-    Ok(out)
 }
 
 /// For every kept row of table `parent_of_t`'s layout... the key of ancestor `a` of each kept
@@ -965,15 +941,6 @@ fn sequence_table(
         .iter()
         .map(|&k| Some((k as i64).min(POSITION_CAP)))
         .collect();
-    columns.push((relational::POSITION_COLUMN.into(), Arc::new(position)));
-    specs.insert(
-        relational::POSITION_COLUMN.into(),
-        ColumnSpec {
-            role: Some(Role::Numeric),
-            ..ColumnSpec::default()
-        },
-    );
-    given.push(relational::POSITION_COLUMN.into());
     let mut siblings = vec![0i64; layouts[p].rows.len()];
     for &pi in &layout.parent {
         siblings[pi as usize] += 1;
@@ -984,15 +951,20 @@ fn sequence_table(
         .zip(&layout.position)
         .map(|(&pi, &k)| Some((siblings[pi as usize] - 1 - k as i64).min(POSITION_CAP)))
         .collect();
-    columns.push((relational::REMAINING_COLUMN.into(), Arc::new(remaining)));
-    specs.insert(
-        relational::REMAINING_COLUMN.into(),
-        ColumnSpec {
-            role: Some(Role::Numeric),
-            ..ColumnSpec::default()
-        },
-    );
-    given.push(relational::REMAINING_COLUMN.into());
+    for (name, a) in [
+        (relational::POSITION_COLUMN, position),
+        (relational::REMAINING_COLUMN, remaining),
+    ] {
+        columns.push((name.into(), Arc::new(a)));
+        specs.insert(
+            name.into(),
+            ColumnSpec {
+                role: Some(Role::Numeric),
+                ..ColumnSpec::default()
+            },
+        );
+        given.push(name.into());
+    }
     // A child of the root takes its first row from the flat model: its sequence model learns
     // the later siblings only, so their distribution is not mixed with the first's.
     if p == 0 {

@@ -106,7 +106,7 @@ pub enum Encoding {
 }
 
 /// A decoded value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value<'a> {
     Null,
     Str(&'a str),

@@ -8,12 +8,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder,
-};
+use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chimera_core::bayesnet::Sampler;
 use chimera_core::domain::{Code, Decoder, Encoder, Value};
 use chimera_core::model::Model;
@@ -25,22 +22,19 @@ use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};
 use rayon::prelude::*;
 
-use crate::sample::SampleError;
+use crate::sample::{SampleError, attribute_of, decode_values, values_array};
 
-/// One value of a modelled row.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell<'m> {
-    Null,
-    Str(&'m str),
-    Num(f64),
+/// A decoded value as a number (strings parsed), for times and counts.
+trait AsNumber {
+    fn number(&self) -> Option<f64>;
 }
 
-impl Cell<'_> {
+impl AsNumber for Value<'_> {
     fn number(&self) -> Option<f64> {
         match self {
-            Cell::Num(x) => Some(*x),
-            Cell::Str(s) => s.parse().ok(),
-            Cell::Null => None,
+            Value::Number(x) => Some(*x),
+            Value::Str(s) => s.parse().ok(),
+            Value::Null => None,
         }
     }
 }
@@ -61,10 +55,7 @@ impl Prepared {
         model
             .check()
             .map_err(|e| SampleError::Model(e.to_string()))?;
-        let mut attribute_of = vec![None; model.columns.len()];
-        for (a, &c) in model.attributes.iter().enumerate() {
-            attribute_of[c] = Some(a);
-        }
+        let attribute_of = attribute_of(&model);
         Ok(Prepared {
             sampler: Sampler::new(&model.network, model.attributes.len()),
             decoders: model
@@ -94,23 +85,12 @@ impl Prepared {
         Some((c, self.attribute_of[c]?))
     }
 
-    /// Decodes the codes of column `c` (attribute `a`) of `rows` sampled rows.
-    fn decode<'m>(&'m self, c: usize, codes: &[Code], seed: u64, stream: &[u64]) -> Vec<Cell<'m>> {
-        let Some(dec) = &self.decoders[c] else {
-            return vec![Cell::Null; codes.len()];
-        };
-        let mut rng = rng::stream(seed, stream);
-        let groups: Vec<usize> = codes.iter().map(|&k| k as usize).collect();
-        let us = rng::stratified_uniforms(&groups, dec.encoding().cardinality(), &mut rng);
-        codes
-            .iter()
-            .zip(us)
-            .map(|(&k, u)| match dec.decode_at(k, u) {
-                Value::Null => Cell::Null,
-                Value::Str(s) => Cell::Str(s),
-                Value::Number(x) => Cell::Num(x),
-            })
-            .collect()
+    /// Decodes the codes of column `c` of sampled rows.
+    fn decode<'m>(&'m self, c: usize, codes: &[Code], seed: u64, stream: &[u64]) -> Vec<Value<'m>> {
+        match &self.decoders[c] {
+            Some(dec) => decode_values(dec, codes, &mut rng::stream(seed, stream)),
+            None => vec![Value::Null; codes.len()],
+        }
     }
 
     /// Whether `code` of column `c` stands for an empty value.
@@ -121,15 +101,15 @@ impl Prepared {
     }
 
     /// The code of a value in column `c`'s encoding.
-    fn encode(&self, c: usize, v: Cell<'_>) -> Code {
+    fn encode(&self, c: usize, v: Value<'_>) -> Code {
         let Some(enc) = &self.encoders[c] else {
             return 0;
         };
         let code = match enc {
             Encoder::Categorical { .. } => match v {
-                Cell::Null => enc.encode_str(None),
-                Cell::Str(s) => enc.encode_str(Some(s)),
-                Cell::Num(x) => {
+                Value::Null => enc.encode_str(None),
+                Value::Str(s) => enc.encode_str(Some(s)),
+                Value::Number(x) => {
                     let s = if x.fract() == 0.0 && x.abs() < 1e15 {
                         format!("{}", x as i64)
                     } else {
@@ -151,7 +131,7 @@ struct Rows<'m> {
     /// Rows under the same parent (this one included).
     siblings: Vec<u32>,
     /// One column per entry of the table's `row`.
-    cols: Vec<Vec<Cell<'m>>>,
+    cols: Vec<Vec<Value<'m>>>,
 }
 
 /// Turns a relational model into record batches, one set per table, shard by shard.
@@ -166,7 +146,6 @@ pub struct EntitySampler {
 /// A shard's tables: name, schema and batch of each, in the tree's order.
 pub type EntityShard = Vec<(String, SchemaRef, RecordBatch)>;
 
-const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 /// Rounds of redrawing first children whose `order_by` came out empty.
 const FIRST_REDRAWS: usize = 16;
 
@@ -217,13 +196,13 @@ impl EntitySampler {
             .flat
             .sampler
             .sample(n, rng::derive_seed(shard.seed, &[0xF1A7]));
-        let flat_cols: Vec<Vec<Cell<'_>>> = (0..self.flat.model.columns.len())
+        let flat_cols: Vec<Vec<Value<'_>>> = (0..self.flat.model.columns.len())
             .into_par_iter()
             .map(|c| match self.flat.attribute_of[c] {
                 Some(a) => self
                     .flat
                     .decode(c, &codes[a], shard.seed, &[0xF1A7, c as u64]),
-                None => vec![Cell::Null; n],
+                None => vec![Value::Null; n],
             })
             .collect();
         let flat_col = |name: &str| self.flat.by_name.get(name).map(|&c| &flat_cols[c]);
@@ -241,7 +220,7 @@ impl EntitySampler {
                 .map(|(name, _)| {
                     flat_col(name)
                         .cloned()
-                        .unwrap_or_else(|| vec![Cell::Null; n])
+                        .unwrap_or_else(|| vec![Value::Null; n])
                 })
                 .collect(),
         });
@@ -272,7 +251,7 @@ impl EntitySampler {
                 }
             }
             let m = rows.parent.len();
-            rows.cols = vec![vec![Cell::Null; m]; table.row.len()];
+            rows.cols = vec![vec![Value::Null; m]; table.row.len()];
             // Rows by position; a row's previous sibling is the row before it.
             let mut by_position: Vec<Vec<usize>> = Vec::new();
             for (i, &k) in rows.position.iter().enumerate() {
@@ -331,7 +310,7 @@ impl EntitySampler {
                 continue;
             };
             let name = &col.schema.name;
-            let values: Option<Vec<Cell<'_>>> =
+            let values: Option<Vec<Value<'_>>> =
                 if let Some(pn) = name.strip_prefix(relational::PARENT_PREFIX) {
                     parent_row.iter().position(|(n, _)| n == pn).map(|j| {
                         at.iter()
@@ -343,7 +322,7 @@ impl EntitySampler {
                         at.iter()
                             .map(|&i| {
                                 if k == 0 {
-                                    Cell::Null
+                                    Value::Null
                                 } else {
                                     rows.cols[j][i - 1]
                                 }
@@ -352,7 +331,7 @@ impl EntitySampler {
                     })
                 } else if name == relational::POSITION_COLUMN {
                     Some(vec![
-                        Cell::Num((k as i64).min(POSITION_CAP) as f64);
+                        Value::Number((k as i64).min(POSITION_CAP) as f64);
                         at.len()
                     ])
                 } else if name == relational::REMAINING_COLUMN {
@@ -360,7 +339,7 @@ impl EntitySampler {
                         at.iter()
                             .map(|&i| {
                                 let after = rows.siblings[i] as i64 - 1 - k as i64;
-                                Cell::Num(after.min(POSITION_CAP) as f64)
+                                Value::Number(after.min(POSITION_CAP) as f64)
                             })
                             .collect(),
                     )
@@ -469,7 +448,7 @@ impl EntitySampler {
                 .collect();
             let plain = |name: &str| -> Vec<Option<f64>> {
                 match col_of(name) {
-                    Some(j) => rows.cols[j].iter().map(Cell::number).collect(),
+                    Some(j) => rows.cols[j].iter().map(AsNumber::number).collect(),
                     None => vec![None; m],
                 }
             };
@@ -586,7 +565,7 @@ impl EntitySampler {
                     let mut b = StringBuilder::with_capacity(m, m * 8);
                     for cell in &rows.cols[j] {
                         match cell {
-                            Cell::Str(s) => b.append_option(s.split(KEY_SEPARATOR).nth(part)),
+                            Value::Str(s) => b.append_option(s.split(KEY_SEPARATOR).nth(part)),
                             _ => b.append_null(),
                         }
                     }
@@ -599,8 +578,8 @@ impl EntitySampler {
                             let salt = rng::mix64(t as u64 ^ ((ci as u64) << 8));
                             key_array(col.kind, &key, Some(salt))
                         }
-                        (_, Some(j)) => cells_array(col.kind, &rows.cols[j]),
-                        (_, None) => cells_array(col.kind, &vec![Cell::Null; m]),
+                        (_, Some(j)) => values_array(col.kind, &rows.cols[j]),
+                        (_, None) => values_array(col.kind, &vec![Value::Null; m]),
                     }
                 };
                 let arr = if raw.data_type() == target {
@@ -677,68 +656,9 @@ fn key_array(kind: ValueKind, keys: &[i64], salt: Option<u64>) -> ArrayRef {
 }
 
 fn numbers_array(kind: ValueKind, v: &[Option<f64>]) -> ArrayRef {
-    let cells: Vec<Cell<'_>> = v.iter().map(|x| x.map_or(Cell::Null, Cell::Num)).collect();
-    cells_array(kind, &cells)
-}
-
-/// An Arrow array of `kind` from decoded cells (days for dates and timestamps).
-fn cells_array(kind: ValueKind, cells: &[Cell<'_>]) -> ArrayRef {
-    let n = cells.len();
-    match kind {
-        ValueKind::String => {
-            let mut b = StringBuilder::with_capacity(n, n * 8);
-            for c in cells {
-                match c {
-                    Cell::Str(s) => b.append_value(s),
-                    Cell::Num(x) => b.append_value(x.to_string()),
-                    Cell::Null => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        ValueKind::Boolean => {
-            let mut b = BooleanBuilder::with_capacity(n);
-            for c in cells {
-                match c {
-                    Cell::Str(s) => b.append_value(*s == "true"),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        ValueKind::Integer => {
-            let mut b = Int64Builder::with_capacity(n);
-            for c in cells {
-                b.append_option(c.number().map(|x| x.round() as i64));
-            }
-            Arc::new(b.finish())
-        }
-        ValueKind::Float => {
-            let mut b = Float64Builder::with_capacity(n);
-            for c in cells {
-                b.append_option(c.number());
-            }
-            Arc::new(b.finish())
-        }
-        ValueKind::Date => {
-            let mut b = Int32Builder::with_capacity(n);
-            for c in cells {
-                b.append_option(c.number().map(|x| x.floor() as i32));
-            }
-            let days: ArrayRef = Arc::new(b.finish());
-            cast(&days, &DataType::Date32).unwrap_or(days)
-        }
-        ValueKind::Timestamp => {
-            let mut b = Int64Builder::with_capacity(n);
-            for c in cells {
-                // whole seconds: sub-second noise reads as fake precision
-                b.append_option(
-                    c.number()
-                        .map(|x| ((x * MICROS_PER_DAY) / 1e6).round() as i64 * 1_000_000),
-                );
-            }
-            let micros: ArrayRef = Arc::new(b.finish());
-            cast(&micros, &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap_or(micros)
-        }
-    }
+    let values: Vec<Value<'_>> = v
+        .iter()
+        .map(|x| x.map_or(Value::Null, Value::Number))
+        .collect();
+    values_array(kind, &values)
 }

@@ -74,10 +74,7 @@ impl ShardSampler {
             fields.push(Field::new(&c.schema.name, dt.clone(), true));
             types.push(dt);
         }
-        let mut attribute_of = vec![None; model.columns.len()];
-        for (a, &c) in model.attributes.iter().enumerate() {
-            attribute_of[c] = Some(a);
-        }
+        let attribute_of = attribute_of(&model);
         Ok(ShardSampler {
             sampler: Sampler::new(&model.network, model.attributes.len()),
             decoders: model
@@ -187,6 +184,15 @@ impl ShardSampler {
     }
 }
 
+/// The network attribute of each column of `model`, if any.
+pub(crate) fn attribute_of(model: &Model) -> Vec<Option<usize>> {
+    let mut out = vec![None; model.columns.len()];
+    for (a, &c) in model.attributes.iter().enumerate() {
+        out[c] = Some(a);
+    }
+    out
+}
+
 /// Fresh unique keys: integers numbered from 1 in output order, strings as 16 hex digits of a
 /// bijective mix of the row number (unique, not guessable from position).
 fn identifiers(
@@ -224,22 +230,34 @@ fn decode_column<R: rand::Rng>(
     codes: &[Code],
     rng: &mut R,
 ) -> ArrayRef {
-    let n = codes.len();
-    // Stratified per code: the values decoded from one code spread evenly over its bin.
+    values_array(kind, &decode_values(dec, codes, rng))
+}
+
+/// Decodes codes of one column. Stratified per code: the values decoded from one code spread
+/// evenly over its bin.
+pub(crate) fn decode_values<'d, R: rand::Rng>(
+    dec: &'d Decoder,
+    codes: &[Code],
+    rng: &mut R,
+) -> Vec<Value<'d>> {
     let groups: Vec<usize> = codes.iter().map(|&k| k as usize).collect();
     let cards = dec.encoding().cardinality();
     let us = rng::stratified_uniforms(&groups, cards, rng);
-    let mut at = 0usize;
-    let mut decode = |k: Code| {
-        let v = dec.decode_at(k, us[at]);
-        at += 1;
-        v
-    };
+    codes
+        .iter()
+        .zip(us)
+        .map(|(&k, u)| dec.decode_at(k, u))
+        .collect()
+}
+
+/// An Arrow array of `kind` from decoded values (days for dates and timestamps).
+pub(crate) fn values_array(kind: ValueKind, values: &[Value<'_>]) -> ArrayRef {
+    let n = values.len();
     match kind {
         ValueKind::String => {
             let mut b = StringBuilder::with_capacity(n, n * 8);
-            for &k in codes {
-                match decode(k) {
+            for v in values {
+                match v {
                     Value::Str(s) => b.append_value(s),
                     Value::Number(x) => b.append_value(x.to_string()),
                     Value::Null => b.append_null(),
@@ -249,9 +267,9 @@ fn decode_column<R: rand::Rng>(
         }
         ValueKind::Boolean => {
             let mut b = BooleanBuilder::with_capacity(n);
-            for &k in codes {
-                match decode(k) {
-                    Value::Str(s) => b.append_value(s == "true"),
+            for v in values {
+                match v {
+                    Value::Str(s) => b.append_value(*s == "true"),
                     _ => b.append_null(),
                 }
             }
@@ -259,8 +277,8 @@ fn decode_column<R: rand::Rng>(
         }
         ValueKind::Integer => {
             let mut b = Int64Builder::with_capacity(n);
-            for &k in codes {
-                match decode(k) {
+            for v in values {
+                match v {
                     Value::Number(x) => b.append_value(x.round() as i64),
                     Value::Str(s) => match s.parse::<i64>() {
                         Ok(v) => b.append_value(v),
@@ -273,9 +291,9 @@ fn decode_column<R: rand::Rng>(
         }
         ValueKind::Float => {
             let mut b = Float64Builder::with_capacity(n);
-            for &k in codes {
-                match decode(k) {
-                    Value::Number(x) => b.append_value(x),
+            for v in values {
+                match v {
+                    Value::Number(x) => b.append_value(*x),
                     Value::Str(s) => match s.parse::<f64>() {
                         Ok(v) => b.append_value(v),
                         Err(_) => b.append_null(),
@@ -287,8 +305,8 @@ fn decode_column<R: rand::Rng>(
         }
         ValueKind::Date => {
             let mut b = Int32Builder::with_capacity(n);
-            for &k in codes {
-                match decode(k) {
+            for v in values {
+                match v {
                     Value::Number(x) => b.append_value(x.floor() as i32),
                     _ => b.append_null(),
                 }
@@ -298,8 +316,8 @@ fn decode_column<R: rand::Rng>(
         }
         ValueKind::Timestamp => {
             let mut b = Int64Builder::with_capacity(n);
-            for &k in codes {
-                match decode(k) {
+            for v in values {
+                match v {
                     // whole seconds: sub-second noise reads as fake precision
                     Value::Number(x) => {
                         b.append_value(((x * MICROS_PER_DAY) / 1e6).round() as i64 * 1_000_000)

@@ -98,6 +98,32 @@ impl Default for ReadOptions {
     }
 }
 
+/// The Arrow types a spec declares for CSV columns (`type:`), for [`ReadOptions::column_types`].
+pub fn declared_types(
+    columns: &std::collections::BTreeMap<String, chimera_core::spec::ColumnSpec>,
+) -> Result<Vec<(String, DataType)>, chimera_core::CoreError> {
+    let mut types = Vec::new();
+    for (name, c) in columns {
+        let Some(t) = &c.read_type else { continue };
+        let dt = match t.as_str() {
+            "Utf8" => DataType::Utf8,
+            "Int64" => DataType::Int64,
+            "Float64" => DataType::Float64,
+            "Boolean" => DataType::Boolean,
+            "Date32" => DataType::Date32,
+            "Timestamp" => DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            other => {
+                return Err(chimera_core::CoreError::Spec(format!(
+                    "column `{name}`: type must be one of {}, got `{other}`",
+                    chimera_core::spec::READ_TYPES.join(", ")
+                )));
+            }
+        };
+        types.push((name.clone(), dt));
+    }
+    Ok(types)
+}
+
 /// A table file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
