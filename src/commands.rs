@@ -143,7 +143,7 @@ async fn llm_runtime(
 }
 
 /// Loads a language model for the workers of this process.
-async fn load_llm(path: &Path, run: &LlmRunArgs) -> Result<Arc<LlmRuntime>> {
+pub async fn load_llm(path: &Path, run: &LlmRunArgs) -> Result<Arc<LlmRuntime>> {
     if run.llm_batch == 0 {
         bail!("--llm-batch must be at least 1");
     }
@@ -400,11 +400,12 @@ async fn sample_cmd(a: SampleArgs) -> Result<()> {
         .ok()
         .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT)
     {
-        if a.llm.is_some() {
-            bail!("--llm with an entity model is not implemented yet");
-        }
         let model = chimera_core::relational::EntityModel::from_json(&bytes)
             .with_context(|| format!("model {}", a.model.display()))?;
+        let writer = match &a.llm {
+            Some(path) => Some(crate::entities::writer(&model, path, &a.llm_run).await?),
+            None => None,
+        };
         let n = parse_rows(
             a.output
                 .rows
@@ -417,6 +418,7 @@ async fn sample_cmd(a: SampleArgs) -> Result<()> {
             storage_options(&a.storage_options)?,
             n,
             None,
+            writer,
         )
         .await;
     }

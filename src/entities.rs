@@ -19,8 +19,13 @@ use chimera_storage::{
 };
 use chimera_worker::entities::EntitySampler;
 
-use crate::cli::{InputArgs, ModelArgs, OutputArgs, PrivacyArgs, RunArgs};
+use crate::cli::{
+    ExemplarsArg, InputArgs, LlmRunArgs, ModelArgs, OutputArgs, PrivacyArgs, RunArgs,
+};
 use crate::progress::Bars;
+use chimera_core::model::Exemplars;
+use chimera_core::relational::EntityLlm;
+use chimera_worker::llm::children::ChildWriter;
 
 /// Attempt number of every part of an in-process relational run (it is never retried in place:
 /// a failed run is cleared and started again).
@@ -86,19 +91,16 @@ fn shard_size(o: &OutputArgs, entities: u64) -> Result<u64> {
 
 /// Fits and samples `entities` entities into the output.
 pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Result<()> {
-    if let Some(llm) = &a.llm.llm
-        && llm.as_os_str() != "none"
-    {
-        bail!(
-            "--llm with a relational spec is not implemented yet: child rows come from the sequence models (use --llm none or leave --llm out)"
-        );
+    let llm = a.llm.llm.as_ref().filter(|p| p.as_os_str() != "none");
+    if llm.is_some() && a.llm.exemplars == ExemplarsArg::KnnReal {
+        bail!("--exemplars knn-real is not implemented for entities yet; use synthetic or none");
     }
     shard_size(&a.output, entities)?;
     let storage = crate::commands::storage_options(&a.input.storage_options)?;
     let output = Output::new(Location::parse(&a.output.output, &storage)?);
     // A finished output is refused before any budget is spent; an unfinished one is cleared.
     output.prepare(a.output.overwrite).await?;
-    let model = fit(
+    let mut model = fit(
         &a.input,
         &a.privacy,
         &a.model,
@@ -107,7 +109,38 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
         a.output.seed,
     )
     .await?;
-    sample(model, &a.output, storage, entities, Some(output)).await
+    let writer = match llm {
+        Some(path) => {
+            let exemplars = match a.llm.exemplars {
+                ExemplarsArg::None => Exemplars::None,
+                _ => Exemplars::Synthetic,
+            };
+            model.llm = Some(EntityLlm {
+                model: path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |f| f.to_string_lossy().into(),
+                ),
+                exemplars,
+            });
+            Some(writer(&model, path, &a.llm_run).await?)
+        }
+        None => None,
+    };
+    sample(model, &a.output, storage, entities, Some(output), writer).await
+}
+
+/// The LLM that writes child rows, loaded for `model` (which names it).
+pub async fn writer(model: &EntityModel, path: &Path, run: &LlmRunArgs) -> Result<ChildWriter> {
+    let Some(llm) = &model.llm else {
+        bail!(
+            "the entity model was fitted without --llm: its child rows come from the sequence models"
+        );
+    };
+    Ok(ChildWriter {
+        runtime: crate::commands::load_llm(path, run).await?,
+        exemplars: llm.exemplars,
+        max_batch: run.llm_batch,
+    })
 }
 
 /// Reads the spec's tables and fits the entity models.
@@ -148,7 +181,11 @@ pub async fn sample(
     storage: Vec<(String, String)>,
     entities: u64,
     prepared: Option<Output>,
+    writer: Option<ChildWriter>,
 ) -> Result<()> {
+    if model.llm.is_some() && writer.is_none() {
+        bail!("the entity model's child rows are written by an LLM: pass --llm with its path");
+    }
     let shard_rows = shard_size(o, entities)?;
     let output = match prepared {
         Some(out) => out,
@@ -198,7 +235,11 @@ pub async fn sample(
     }
     output.write_manifest(&manifest).await?;
 
-    let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
+    let mut sampler = EntitySampler::new(Arc::new(model))?;
+    if let Some(w) = writer {
+        sampler = sampler.with_llm(w);
+    }
+    let sampler = Arc::new(sampler);
     let shards = plan(entities, shard_rows, o.seed);
     let bar = Bars::counter("entities", entities);
     let started = Instant::now();

@@ -537,6 +537,7 @@ pub async fn fit_entities(
         flat,
         public,
         notes,
+        llm: None,
     })
 }
 

@@ -474,6 +474,18 @@ pub struct EntityModel {
     pub privacy: ModelPrivacy,
     /// What the fit changed about the data: clipped children, dropped orphans.
     pub notes: Vec<String>,
+    /// The language model that writes the child rows the sequence models drew (None: the
+    /// sequence models' rows are the output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<EntityLlm>,
+}
+
+/// How an LLM writes child rows, recorded so that every sampler does the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityLlm {
+    /// File name of the language model.
+    pub model: String,
+    pub exemplars: crate::model::Exemplars,
 }
 
 impl EntityModel {

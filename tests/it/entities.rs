@@ -636,3 +636,62 @@ fn keys_and_links_are_inferred_without_a_spec() {
     let spec: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(spec["tables"].as_mapping().unwrap().len(), 5);
 }
+
+#[test]
+fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = crate::llm::tiny_model(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let args = ["--no-dp", "--seed", "4", "--llm", llm.to_str().unwrap()];
+    ok(&run_mimic(&a, "6", &args));
+    ok(&run_mimic(&b, "6", &args));
+    // Random weights, yet every value fits its column: same seed, same bytes.
+    let tables = ["patients", "admissions", "transfers", "diagnoses_icd"];
+    assert_eq!(parts(&a, &tables), parts(&b, &tables));
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("_model.json")).unwrap()).unwrap();
+    assert_eq!(model["llm"]["exemplars"], "synthetic");
+    let (sp, sa, st, sd) = (
+        synthetic(&a, "patients"),
+        synthetic(&a, "admissions"),
+        synthetic(&a, "transfers"),
+        synthetic(&a, "diagnoses_icd"),
+    );
+    assert!(sa["hadm_id"].len() > 6, "later admissions are the LLM's");
+    assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
+    // Categories from the modelled domain; codes from the dictionary; times in order.
+    let real_types: HashSet<Option<String>> =
+        real("transfers")["eventtype"].iter().cloned().collect();
+    assert!(st["eventtype"].iter().all(|e| real_types.contains(e)));
+    let dict = real("d_icd_diagnoses");
+    let codes: HashSet<(Option<String>, Option<String>)> = dict["icd_code"]
+        .iter()
+        .cloned()
+        .zip(dict["icd_version"].iter().cloned())
+        .collect();
+    for (c, v) in sd["icd_code"].iter().zip(&sd["icd_version"]) {
+        assert!(codes.contains(&(c.clone(), v.clone())), "{c:?} {v:?}");
+    }
+    for (t, c) in [(&sa, "admittime"), (&st, "intime"), (&sd, "seq_num")] {
+        assert!(t[c].iter().all(Option::is_some), "empty {c}");
+    }
+    assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
+    assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    // Fit once, sample with the LLM later: it must be named again.
+    let m = dir.path().join("m.json");
+    std::fs::copy(a.join("_model.json"), &m).unwrap();
+    let c = dir.path().join("c");
+    let o = chimera(&[
+        "sample",
+        "--model",
+        m.to_str().unwrap(),
+        "--rows",
+        "6",
+        "--output",
+        c.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("pass --llm"), "{}", stderr(&o));
+}

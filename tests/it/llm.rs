@@ -22,7 +22,7 @@ fn spec() -> String {
     )
 }
 
-fn tiny_model(dir: &Path) -> PathBuf {
+pub fn tiny_model(dir: &Path) -> PathBuf {
     write_random_model(
         &dir.join("tiny"),
         &RandomModelSpec::tiny(Architecture::Llama),

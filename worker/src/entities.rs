@@ -22,6 +22,7 @@ use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};
 use rayon::prelude::*;
 
+use crate::llm::children::{ChildRow, ChildWriter, Slot, json_of};
 use crate::sample::{SampleError, attribute_of, decode_values, values_array};
 
 /// A decoded value as a number (strings parsed), for times and counts.
@@ -137,6 +138,8 @@ struct Rows<'m> {
 /// Turns a relational model into record batches, one set per table, shard by shard.
 pub struct EntitySampler {
     model: Arc<EntityModel>,
+    /// Writes the child rows the sequence models drew, when the model names an LLM.
+    writer: Option<ChildWriter>,
     flat: Prepared,
     sequences: Vec<Option<Prepared>>,
     schemas: Vec<SchemaRef>,
@@ -174,6 +177,7 @@ impl EntitySampler {
             types.push(ty);
         }
         Ok(EntitySampler {
+            writer: None,
             model,
             flat,
             sequences,
@@ -184,6 +188,12 @@ impl EntitySampler {
 
     pub fn model(&self) -> &EntityModel {
         &self.model
+    }
+
+    /// Has `writer` write the child rows the sequence models draw (Amalgam's LLM step).
+    pub fn with_llm(mut self, writer: ChildWriter) -> EntitySampler {
+        self.writer = Some(writer);
+        self
     }
 
     /// Samples the entities of one shard.
@@ -280,6 +290,9 @@ impl EntitySampler {
                     SampleError::Model(format!("table `{}` has no sequence model", table.name))
                 })?;
                 self.draw_position(t, k, at, &mut rows, parent, seq, shard.seed)?;
+                if let Some(w) = &self.writer {
+                    self.rewrite(w, t, k, at, &mut rows, parent, seq, shard.seed)?;
+                }
             }
             all.push(rows);
         }
@@ -395,6 +408,73 @@ impl EntitySampler {
             };
             let cells = seq.decode(c, &codes[a], stream, &[0xDEC, j as u64]);
             for (&i, v) in at.iter().zip(cells) {
+                rows.cols[j][i] = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// The LLM writes the rows `at` (position `k`) the sequence model drew; their child counts
+    /// stay as drawn.
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite<'m>(
+        &'m self,
+        w: &ChildWriter,
+        t: usize,
+        k: u32,
+        at: &[usize],
+        rows: &mut Rows<'m>,
+        parent: &Rows<'m>,
+        seq: &'m Prepared,
+        seed: u64,
+    ) -> Result<(), SampleError> {
+        let tables = &self.model.tables;
+        let table = &tables[t];
+        let p = self.model.tree.tables[t].parent.unwrap_or(0);
+        let names: Vec<String> = table.row.iter().map(|(n, _)| n.clone()).collect();
+        let slots: Vec<Slot> = table
+            .row
+            .iter()
+            .map(|(name, rc)| match (rc, seq.attribute(name)) {
+                (RowColumn::Count { .. }, _) => Slot::Keep,
+                (RowColumn::First { .. } | RowColumn::Gap { .. }, Some((c, _))) => Slot::Order(c),
+                (_, Some((c, _))) if seq.model.columns[c].role != Role::Identifier => {
+                    Slot::Write(c)
+                }
+                _ => Slot::Skip,
+            })
+            .collect();
+        let object = |row: &[(String, RowColumn)], cols: &[Vec<Value<'_>>], i: usize| {
+            let mut m = serde_json::Map::new();
+            for ((name, _), col) in row.iter().zip(cols) {
+                if col[i] != Value::Null {
+                    m.insert(name.clone(), json_of(&col[i]));
+                }
+            }
+            m
+        };
+        let mut todo: Vec<ChildRow<'m>> = at
+            .iter()
+            .map(|&i| ChildRow {
+                parent: object(&tables[p].row, &parent.cols, rows.parent[i] as usize),
+                previous: (k > 0).then(|| object(&table.row, &rows.cols, i - 1)),
+                position: k,
+                siblings: rows.siblings[i],
+                drawn: rows.cols.iter().map(|c| c[i]).collect(),
+            })
+            .collect();
+        w.write(
+            &table.name,
+            &tables[p].name,
+            &names,
+            &slots,
+            &seq.model,
+            &mut todo,
+            rng::derive_seed(seed, &[0x11A, t as u64, k as u64]),
+        )
+        .map_err(|e| SampleError::Model(format!("the LLM writing `{}`: {e}", table.name)))?;
+        for (&i, r) in at.iter().zip(todo) {
+            for (j, v) in r.drawn.into_iter().enumerate() {
                 rows.cols[j][i] = v;
             }
         }

@@ -117,7 +117,7 @@ impl LlmRuntime {
     }
 
     /// Token ids of a rendered prompt (with BOS in front when the model wants it).
-    fn encode(&self, text: &str) -> Result<Vec<u32>, FillError> {
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, FillError> {
         let enc = self
             .tokenizer
             .tokenizer
@@ -246,23 +246,10 @@ impl Filler {
                 prompts.push(tokens);
                 objects.push(object);
             }
-            // The longest common prefix is computed once and shared; at least one token per
-            // row stays out of it, since the first logits come from a row's last fed token.
-            let mut common = prompts
-                .iter()
-                .map(|p| p.len())
-                .min()
-                .unwrap_or(0)
-                .saturating_sub(1);
-            for p in &prompts[1..] {
-                common = common.min(
-                    prompts[0]
-                        .iter()
-                        .zip(p.iter())
-                        .take_while(|(a, b)| a == b)
-                        .count(),
-                );
-            }
+            // The longest common prefix is computed once and shared.
+            let common = super::children::common_prefix(
+                &prompts.iter().map(|p| p.as_slice()).collect::<Vec<_>>(),
+            );
             let mut cache = self.runtime.model.new_cache();
             if common > 0 {
                 let mut steps = [super::model::Step {

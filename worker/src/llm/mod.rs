@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod children;
 pub mod constrain;
 pub mod engine;
 pub mod fill;
