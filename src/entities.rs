@@ -217,6 +217,8 @@ pub async fn sample(
     }
     let mut public = Vec::new();
     for p in &model.public {
+        let mut opts = opts.clone();
+        opts.column_types = chimera_coordinator::read::declared_types(&p.columns)?;
         let (source, batches) = read_all(&p.input, &opts)
             .await
             .with_context(|| format!("public table `{}`", p.name))?;

@@ -520,6 +520,7 @@ pub async fn fit_entities(
         .map(|p| PublicTable {
             name: p.clone(),
             input: inputs[p].clone(),
+            columns: spec.tables[p].columns.clone(),
         })
         .collect();
     notes.dedup();

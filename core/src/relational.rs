@@ -458,6 +458,9 @@ pub struct EntityTable {
 pub struct PublicTable {
     pub name: String,
     pub input: String,
+    /// The spec's settings of its columns (their declared CSV types, to read it again alike).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, ColumnSpec>,
 }
 
 /// A fitted relational model: the tree, every table's row layout and models, the privacy spent.
