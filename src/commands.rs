@@ -46,11 +46,7 @@ fn input_of(a: &InputArgs) -> Result<&str> {
         .context("--input is required (the table to read), unless --spec has `tables:`")
 }
 
-pub fn read_options_of(a: &InputArgs) -> Result<ReadOptions> {
-    read_options(a)
-}
-
-fn read_options(a: &InputArgs) -> Result<ReadOptions> {
+pub fn read_options(a: &InputArgs) -> Result<ReadOptions> {
     let delimiter = match a.delimiter.as_deref() {
         None => None,
         Some("\\t") | Some("tab") | Some("\t") => Some(b'\t'),
@@ -476,6 +472,11 @@ fn seconds(what: &str, s: f64) -> Result<Duration> {
 }
 
 async fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    if !load_spec(&a.model)?.tables.is_empty() {
+        bail!(
+            "a relational spec (`tables:`) runs embedded only for now: use `chimera run --spec ... --entities N`"
+        );
+    }
     let token = read_token(&a.token_file)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some((

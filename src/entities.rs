@@ -158,7 +158,7 @@ pub async fn fit(
     let storage = crate::commands::storage_options(&input.storage_options)?;
     let inputs = table_inputs(&spec, spec_path)?;
     let settings = crate::commands::fit_settings(privacy, model_args)?;
-    let mut opts = crate::commands::read_options_of(input)?;
+    let mut opts = crate::commands::read_options(input)?;
     opts.storage_options = storage;
     let started = Instant::now();
     let model = fit_entities(&spec, &inputs, &opts, settings, seed, &Bars::new()).await?;
