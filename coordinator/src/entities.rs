@@ -795,7 +795,7 @@ fn table_rows(
 
 /// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code
 /// multiplies the tables a count enters, and counts are among the most informative attributes.
-const COUNT_CODES: usize = 8;
+const COUNT_CODES: usize = 4;
 
 type Wide = (
     String,

@@ -226,7 +226,7 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
     assert_eq!(overlaps, 0, "admissions of one patient overlap");
 
     // Children per parent within 0.05 TV of the real tables (measured on this seed: admissions
-    // per patient 0.000, transfers per admission 0.029, diagnoses 0.016; see BENCHMARKS.md).
+    // per patient 0.001, transfers per admission 0.002, diagnoses 0.007; see BENCHMARKS.md).
     let real_transfers: Vec<Option<String>> = rt["hadm_id"].clone();
     let per_patient_real = per_parent(&rp["subject_id"], &ra["subject_id"]);
     let per_patient_syn = per_parent(&sp["subject_id"], &sa["subject_id"]);
