@@ -328,7 +328,7 @@ async fn fit_cmd(a: FitArgs) -> Result<()> {
     let spec = load_spec(&a.model)?;
     if !spec.tables.is_empty() {
         let path = a.model.spec.clone().unwrap_or_default();
-        let model =
+        let (model, _) =
             crate::entities::fit(&a.input, &a.privacy, &a.model, spec, &path, a.seed).await?;
         write_atomically(&a.model_path, &model.to_json()?)?;
         tracing::info!(path = %a.model_path.display(), digest = %model.digest()?, "entity model saved");
@@ -399,7 +399,7 @@ async fn sample_cmd(a: SampleArgs) -> Result<()> {
         let model = chimera_core::relational::EntityModel::from_json(&bytes)
             .with_context(|| format!("model {}", a.model.display()))?;
         let writer = match &a.llm {
-            Some(path) => Some(crate::entities::writer(&model, path, &a.llm_run).await?),
+            Some(path) => Some(crate::entities::writer(&model, path, &a.llm_run, false).await?),
             None => None,
         };
         let n = parse_rows(

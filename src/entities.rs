@@ -24,7 +24,7 @@ use crate::cli::{
 };
 use crate::progress::Bars;
 use chimera_core::model::Exemplars;
-use chimera_core::relational::EntityLlm;
+use chimera_core::relational::{EntityLlm, RealEntities};
 use chimera_worker::llm::children::ChildWriter;
 
 /// Attempt number of every part of an in-process relational run (it is never retried in place:
@@ -92,15 +92,12 @@ fn shard_size(o: &OutputArgs, entities: u64) -> Result<u64> {
 /// Fits and samples `entities` entities into the output.
 pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Result<()> {
     let llm = a.llm.llm.as_ref().filter(|p| p.as_os_str() != "none");
-    if llm.is_some() && a.llm.exemplars == ExemplarsArg::KnnReal {
-        bail!("--exemplars knn-real is not implemented for entities yet; use synthetic or none");
-    }
     shard_size(&a.output, entities)?;
     let storage = crate::commands::storage_options(&a.input.storage_options)?;
     let output = Output::new(Location::parse(&a.output.output, &storage)?);
     // A finished output is refused before any budget is spent; an unfinished one is cleared.
     output.prepare(a.output.overwrite).await?;
-    let mut model = fit(
+    let (mut model, real) = fit(
         &a.input,
         &a.privacy,
         &a.model,
@@ -113,7 +110,15 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
         Some(path) => {
             let exemplars = match a.llm.exemplars {
                 ExemplarsArg::None => Exemplars::None,
-                _ => Exemplars::Synthetic,
+                ExemplarsArg::Synthetic => Exemplars::Synthetic,
+                ExemplarsArg::KnnReal => {
+                    model.privacy.notes.push(
+                        "child rows: the LLM was shown real rows (--exemplars knn-real); the \
+                         DP guarantee does not cover the output"
+                            .into(),
+                    );
+                    Exemplars::KnnReal
+                }
             };
             model.llm = Some(EntityLlm {
                 model: path.file_name().map_or_else(
@@ -122,7 +127,11 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
                 ),
                 exemplars,
             });
-            Some(writer(&model, path, &a.llm_run).await?)
+            let mut w = writer(&model, path, &a.llm_run, true).await?;
+            if exemplars == Exemplars::KnnReal {
+                w.real = Some(Arc::new(real));
+            }
+            Some(w)
         }
         None => None,
     };
@@ -130,15 +139,26 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
 }
 
 /// The LLM that writes child rows, loaded for `model` (which names it).
-pub async fn writer(model: &EntityModel, path: &Path, run: &LlmRunArgs) -> Result<ChildWriter> {
+pub async fn writer(
+    model: &EntityModel,
+    path: &Path,
+    run: &LlmRunArgs,
+    from_run: bool,
+) -> Result<ChildWriter> {
     let Some(llm) = &model.llm else {
         bail!(
             "the entity model was fitted without --llm: its child rows come from the sequence models"
         );
     };
+    if llm.exemplars == Exemplars::KnnReal && !from_run {
+        bail!(
+            "the entity model's LLM takes knn-real exemplars, which need the real tables: sample it with `chimera run`"
+        );
+    }
     Ok(ChildWriter {
         runtime: crate::commands::load_llm(path, run).await?,
         exemplars: llm.exemplars,
+        real: None,
         max_batch: run.llm_batch,
     })
 }
@@ -151,7 +171,7 @@ pub async fn fit(
     spec: Spec,
     spec_path: &Path,
     seed: u64,
-) -> Result<EntityModel> {
+) -> Result<(EntityModel, RealEntities)> {
     if input.input.is_some() {
         bail!("--input is not used with a relational spec: each table's `input` is in the spec");
     }
@@ -161,7 +181,7 @@ pub async fn fit(
     let mut opts = crate::commands::read_options(input)?;
     opts.storage_options = storage;
     let started = Instant::now();
-    let model = fit_entities(&spec, &inputs, &opts, settings, seed, &Bars::new()).await?;
+    let (model, real) = fit_entities(&spec, &inputs, &opts, settings, seed, &Bars::new()).await?;
     tracing::info!(
         tables = model.tables.len(),
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
@@ -170,7 +190,7 @@ pub async fn fit(
     for note in model.notes.iter().chain(&model.privacy.notes) {
         tracing::info!("{note}");
     }
-    Ok(model)
+    Ok((model, real))
 }
 
 /// Samples `entities` entities of `model` into the output; `prepared` is the output when the

@@ -18,7 +18,7 @@ use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
 use chimera_core::relational::{
     self, EntityModel, EntityTable, EntityTree, KEY_SEPARATOR, Orphans, POSITION_CAP, PublicTable,
-    RowColumn,
+    RealChild, RealEntities, RowColumn,
 };
 use chimera_core::rng;
 use chimera_core::schema::{ColumnSchema, Role, ValueKind};
@@ -131,7 +131,7 @@ pub async fn fit_entities(
     settings: FitSettings,
     seed: u64,
     progress: &dyn Progress,
-) -> Result<EntityModel, FitError> {
+) -> Result<(EntityModel, RealEntities), FitError> {
     let tree = EntityTree::from_spec(&spec.tables)?;
     let mut notes: Vec<String> = Vec::new();
 
@@ -524,7 +524,8 @@ pub async fn fit_entities(
         })
         .collect();
     notes.dedup();
-    Ok(EntityModel {
+    let real = real_children(&tree, &rows, &layouts);
+    let model = EntityModel {
         format: relational::ENTITY_MODEL_FORMAT.into(),
         chimera_version: env!("CARGO_PKG_VERSION").into(),
         tree,
@@ -539,7 +540,87 @@ pub async fn fit_entities(
         public,
         notes,
         llm: None,
-    })
+    };
+    Ok((model, real))
+}
+
+/// Every cell of an array as JSON: numbers as numbers, the rest as text.
+fn json_cells(a: &ArrayRef) -> Vec<serde_json::Value> {
+    use serde_json::Value as Json;
+    if let Some(f) = a.as_any().downcast_ref::<Float64Array>() {
+        return (0..f.len())
+            .map(|i| {
+                let x = f.value(i);
+                if !f.is_valid(i) {
+                    Json::Null
+                } else if x.fract() == 0.0 && x.abs() < 9.0e15 {
+                    Json::from(x as i64)
+                } else {
+                    serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number)
+                }
+            })
+            .collect();
+    }
+    if let Some(n) = a.as_any().downcast_ref::<Int64Array>() {
+        return (0..n.len())
+            .map(|i| {
+                n.is_valid(i)
+                    .then(|| Json::from(n.value(i)))
+                    .unwrap_or(Json::Null)
+            })
+            .collect();
+    }
+    match cast(a, &DataType::Utf8) {
+        Ok(t) => {
+            let t = t.as_string::<i32>();
+            (0..t.len())
+                .map(|i| {
+                    t.is_valid(i)
+                        .then(|| Json::String(t.value(i).replace(KEY_SEPARATOR, " | ")))
+                        .unwrap_or(Json::Null)
+                })
+                .collect()
+        }
+        Err(_) => vec![Json::Null; a.len()],
+    }
+}
+
+/// The real child rows with their parents' rows, for `knn-real` exemplars.
+fn real_children(tree: &EntityTree, rows: &[TableRows], layouts: &[Layout]) -> RealEntities {
+    let objects = |t: usize, keep: &[usize]| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let cells: Vec<Vec<serde_json::Value>> = rows[t].1.iter().map(json_cells).collect();
+        keep.iter()
+            .map(|&i| {
+                rows[t]
+                    .0
+                    .iter()
+                    .zip(&cells)
+                    .filter(|(_, c)| !c[i].is_null())
+                    .map(|((name, _), c)| (name.clone(), c[i].clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    let mut out: RealEntities = vec![Vec::new()];
+    for (t, node) in tree.tables.iter().enumerate().skip(1) {
+        let p = node.parent.unwrap_or(0);
+        let n = layouts[t].rows.len();
+        let step = n.div_ceil(relational::MAX_REAL_CHILDREN).max(1);
+        let keep: Vec<usize> = (0..n).step_by(step).collect();
+        let parents: Vec<usize> = keep
+            .iter()
+            .map(|&i| layouts[t].parent[i] as usize)
+            .collect();
+        let own = objects(t, &keep);
+        let up = objects(p, &parents);
+        out.push(
+            own.into_iter()
+                .zip(up)
+                .map(|(row, parent)| RealChild { parent, row })
+                .collect(),
+        );
+    }
+    out
 }
 
 /// For every kept row of table `parent_of_t`'s layout... the key of ancestor `a` of each kept

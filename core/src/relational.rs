@@ -483,6 +483,21 @@ pub struct EntityModel {
     pub llm: Option<EntityLlm>,
 }
 
+/// A real child row and its parent's row, as modelled rows (JSON objects of the row columns),
+/// for `knn-real` exemplars. Never part of a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealChild {
+    pub parent: serde_json::Map<String, serde_json::Value>,
+    pub row: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Per table of the tree (the root's entry empty): real child rows, at most
+/// [`MAX_REAL_CHILDREN`] evenly spaced.
+pub type RealEntities = Vec<Vec<RealChild>>;
+
+/// Real rows kept per table for `knn-real` exemplars at most.
+pub const MAX_REAL_CHILDREN: usize = 20_000;
+
 /// How an LLM writes child rows, recorded so that every sampler does the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityLlm {

@@ -696,6 +696,40 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     }
     assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
     assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    // knn-real: real rows as exemplars (Amalgam's rarity-weighted k = 3); the manifest says the
+    // DP guarantee no longer covers the output, and a saved model cannot be sampled without
+    // the real tables.
+    let k = dir.path().join("k");
+    let knn = [
+        "--no-dp",
+        "--llm",
+        llm.to_str().unwrap(),
+        "--exemplars",
+        "knn-real",
+    ];
+    ok(&run_mimic(&k, "3", &knn));
+    let manifest = std::fs::read_to_string(k.join("_manifest.json")).unwrap();
+    assert!(
+        manifest.contains("knn-real") && manifest.contains("DP guarantee"),
+        "{manifest}"
+    );
+    let st = synthetic(&k, "transfers");
+    assert!(st["eventtype"].iter().all(|e| real_types.contains(e)));
+    let km = dir.path().join("km.json");
+    std::fs::copy(k.join("_model.json"), &km).unwrap();
+    let o = chimera(&[
+        "sample",
+        "--model",
+        km.to_str().unwrap(),
+        "--rows",
+        "3",
+        "--llm",
+        llm.to_str().unwrap(),
+        "--output",
+        dir.path().join("kk").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("chimera run"), "{}", stderr(&o));
     // Fit once, sample with the LLM later: it must be named again.
     let m = dir.path().join("m.json");
     std::fs::copy(a.join("_model.json"), &m).unwrap();

@@ -470,6 +470,7 @@ impl EntitySampler {
             &slots,
             &seq.model,
             &mut todo,
+            t,
             rng::derive_seed(seed, &[0x11A, t as u64, k as u64]),
         )
         .map_err(|e| SampleError::Model(format!("the LLM writing `{}`: {e}", table.name)))?;

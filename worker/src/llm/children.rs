@@ -9,11 +9,12 @@
 //! the position, and exemplars: earlier completed rows of the same table in the shard
 //! (`synthetic`, so no real record reaches a prompt) or none.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chimera_core::domain::{Encoding, Value};
 use chimera_core::model::{Exemplars, Model};
-use chimera_core::relational::KEY_SEPARATOR;
+use chimera_core::relational::{KEY_SEPARATOR, RealChild, RealEntities};
 use chimera_core::rng;
 use serde_json::{Map, Value as Json};
 
@@ -55,6 +56,8 @@ pub struct ChildRow<'m> {
 pub struct ChildWriter {
     pub runtime: Arc<LlmRuntime>,
     pub exemplars: Exemplars,
+    /// Real child rows for `knn-real` exemplars, per table of the tree.
+    pub real: Option<Arc<RealEntities>>,
     /// Sequences decoded together.
     pub max_batch: usize,
 }
@@ -141,9 +144,19 @@ impl ChildWriter {
         slots: &[Slot],
         model: &'m Model,
         rows: &mut [ChildRow<'m>],
+        t: usize,
         seed: u64,
     ) -> Result<usize, FillError> {
         let runtime = &self.runtime;
+        let real = match self.exemplars {
+            Exemplars::KnnReal => Some(Nearest::new(
+                self.real
+                    .as_ref()
+                    .and_then(|r| r.get(t))
+                    .ok_or(FillError::KnnRealUnavailable)?,
+            )),
+            _ => None,
+        };
         let mut engine = Engine::new(&runtime.model, self.max_batch);
         engine.max_tokens = 4096;
         let encodings: Vec<Option<&'m Encoding>> = slots
@@ -164,12 +177,12 @@ impl ChildWriter {
         };
         // Exemplars to start with: the first rows as the network drew them.
         let mut pool: Vec<Map<String, Json>> = match self.exemplars {
-            Exemplars::None => Vec::new(),
-            _ => rows
+            Exemplars::Synthetic => rows
                 .iter()
                 .take(EXEMPLARS)
                 .map(|r| object(&r.drawn))
                 .collect(),
+            _ => Vec::new(),
         };
         let mut sampled = 0;
         let mut start = 0;
@@ -178,12 +191,42 @@ impl ChildWriter {
             // Exemplars are dropped from the end while a prompt leaves less than ROW_TOKENS of
             // the model's context for the row.
             let context = runtime.model.config().context_length;
-            let mut n = pool.len();
+            // With knn-real, each row's exemplars are the real rows nearest its parent.
+            let chosen: Vec<Vec<Map<String, Json>>> = match &real {
+                Some(near) => rows[start..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| {
+                        near.rows(
+                            &r.parent,
+                            rng::derive_seed(seed, &[0x4B4E, (start + k) as u64]),
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut n = if real.is_some() { KNN } else { pool.len() };
             let prompts = loop {
-                let system = self.instruction(table, parent_table, names, slots, &pool[..n]);
+                let shared = self.instruction(
+                    table,
+                    parent_table,
+                    names,
+                    slots,
+                    &pool[..n.min(pool.len())],
+                );
                 let mut prompts = Vec::with_capacity(end - start);
                 let mut longest = 0;
-                for r in &rows[start..end] {
+                for (k, r) in rows[start..end].iter().enumerate() {
+                    let system = match chosen.get(k) {
+                        Some(ex) => self.instruction(
+                            table,
+                            parent_table,
+                            names,
+                            slots,
+                            &ex[..n.min(ex.len())],
+                        ),
+                        None => shared.clone(),
+                    };
                     let tokens =
                         runtime.encode(&self.prompt(&system, table, parent_table, r)?)?;
                     longest = longest.max(tokens.len());
@@ -334,6 +377,70 @@ impl ChildWriter {
     }
 }
 
+/// Real child rows shown with `knn-real`: Amalgam matches on the parent's values, each matching
+/// value weighted by its rarity (1 / how many real rows share it), and shows the best k = 3.
+pub const KNN: usize = 3;
+
+struct Nearest<'r> {
+    real: &'r [RealChild],
+    /// Per parent column: how many real rows have each value.
+    counts: HashMap<String, HashMap<String, usize>>,
+}
+
+impl<'r> Nearest<'r> {
+    fn new(real: &'r [RealChild]) -> Nearest<'r> {
+        let mut counts: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for r in real {
+            for (k, v) in &r.parent {
+                *counts
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.to_string())
+                    .or_default() += 1;
+            }
+        }
+        Nearest { real, counts }
+    }
+
+    /// The real rows whose parents best match `parent` (ties broken by `seed`).
+    fn rows(&self, parent: &Map<String, Json>, seed: u64) -> Vec<Map<String, Json>> {
+        let mut scored: Vec<(f64, u64, usize)> = self
+            .real
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let score: f64 = parent
+                    .iter()
+                    .filter(|(k, v)| r.parent.get(*k) == Some(*v))
+                    .map(|(k, v)| {
+                        let n = self
+                            .counts
+                            .get(k)
+                            .and_then(|c| c.get(&v.to_string()))
+                            .copied()
+                            .unwrap_or(1);
+                        1.0 / n as f64
+                    })
+                    .sum();
+                (score, rng::mix64(seed ^ i as u64), i)
+            })
+            .collect();
+        let k = KNN.min(scored.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        let order =
+            |a: &(f64, u64, usize), b: &(f64, u64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        scored.select_nth_unstable_by(k - 1, order);
+        scored.truncate(k);
+        scored.sort_by(order);
+        scored
+            .into_iter()
+            .map(|(_, _, i)| self.real[i].row.clone())
+            .collect()
+    }
+}
+
 /// Length of the prefix every prompt shares, leaving each at least one token of its own (the
 /// first logits come from a row's last fed token).
 pub fn common_prefix<P: AsRef<[u32]>>(prompts: &[P]) -> usize {
@@ -356,4 +463,43 @@ pub fn common_prefix<P: AsRef<[u32]>>(prompts: &[P]) -> usize {
         );
     }
     common
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(parent: &[(&str, &str)], row: &str) -> RealChild {
+        RealChild {
+            parent: parent
+                .iter()
+                .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+                .collect(),
+            row: [("id".to_string(), Json::String(row.to_string()))]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rare_matches_outweigh_common_ones() {
+        // Four real rows share the common value `x`; one has the rare value `r`.
+        let real = vec![
+            child(&[("a", "x"), ("b", "s")], "common-1"),
+            child(&[("a", "x"), ("b", "s")], "common-2"),
+            child(&[("a", "x"), ("b", "s")], "common-3"),
+            child(&[("a", "y"), ("b", "r")], "rare"),
+            child(&[("a", "x"), ("b", "s")], "common-4"),
+        ];
+        let near = Nearest::new(&real);
+        let parent: Map<String, Json> = [("a", "x"), ("b", "r")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+            .collect();
+        let rows = near.rows(&parent, 7);
+        assert_eq!(rows.len(), KNN);
+        assert_eq!(rows[0]["id"], "rare", "{rows:?}");
+        // Same seed, same choice among the tied common rows; another seed may differ.
+        assert_eq!(rows, near.rows(&parent, 7));
+    }
 }
