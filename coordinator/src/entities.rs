@@ -564,9 +564,11 @@ fn json_cells(a: &ArrayRef) -> Vec<serde_json::Value> {
     if let Some(n) = a.as_any().downcast_ref::<Int64Array>() {
         return (0..n.len())
             .map(|i| {
-                n.is_valid(i)
-                    .then(|| Json::from(n.value(i)))
-                    .unwrap_or(Json::Null)
+                if n.is_valid(i) {
+                    Json::from(n.value(i))
+                } else {
+                    Json::Null
+                }
             })
             .collect();
     }
@@ -575,9 +577,11 @@ fn json_cells(a: &ArrayRef) -> Vec<serde_json::Value> {
             let t = t.as_string::<i32>();
             (0..t.len())
                 .map(|i| {
-                    t.is_valid(i)
-                        .then(|| Json::String(t.value(i).replace(KEY_SEPARATOR, " | ")))
-                        .unwrap_or(Json::Null)
+                    if t.is_valid(i) {
+                        Json::String(t.value(i).replace(KEY_SEPARATOR, " | "))
+                    } else {
+                        Json::Null
+                    }
                 })
                 .collect()
         }
