@@ -729,6 +729,22 @@ fn table_rows(
         if node.parent.is_some() && ts.order_by.as_deref() == Some(c.name.as_str()) {
             let p = node.parent.unwrap_or(0);
             let own = table.numbers(&c.name)?;
+            // Siblings are placed in time by this column: it must be set on every row (sampling
+            // relies on it: a first child drawn without one is drawn again).
+            let empty = layout
+                .rows
+                .iter()
+                .filter(|&&r| own.is_null(r as usize))
+                .count();
+            if empty > 0 {
+                return Err(table_error(
+                    &node.name,
+                    format!(
+                        "`order_by: {}` is empty in {empty} rows; the column that orders siblings must be set on every row (choose another, or leave `order_by` out)",
+                        c.name
+                    ),
+                ));
+            }
             let base_col = ts.after_previous.clone().unwrap_or_else(|| c.name.clone());
             let base = table.numbers(&base_col)?;
             let anchor = match &ts.anchor {

@@ -540,6 +540,15 @@ fn bad_relational_input_is_named() {
     let e = stderr(&run_spec(&spec, &out));
     assert!(e.contains("`transfers`") && e.contains("`hadm`"), "{e}");
     assert!(!out.join("_SUCCESS").exists());
+    // The column that orders siblings must always be set.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("    order_by: admittime\n", "    order_by: deathtime\n")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`admissions`") && e.contains("`order_by: deathtime` is empty in 260 rows"),
+        "{e}"
+    );
     // Relational runs are embedded only, and say so.
     let token = dir.path().join("token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();

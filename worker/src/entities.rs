@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chimera_core::bayesnet::Sampler;
-use chimera_core::domain::{Code, Decoder, Encoder, Value};
+use chimera_core::domain::{Code, Decoder, Encoder, Encoding, Value};
 use chimera_core::model::Model;
 use chimera_core::plan::ShardPlan;
 use chimera_core::relational::{
@@ -91,6 +91,19 @@ impl Prepared {
         match &self.decoders[c] {
             Some(dec) => decode_values(dec, codes, &mut rng::stream(seed, stream)),
             None => vec![Value::Null; codes.len()],
+        }
+    }
+
+    /// Whether `code` of the numeric column `c` may decode to a value above zero (a count that
+    /// may be one or more).
+    fn may_be_positive(&self, c: usize, code: Code) -> bool {
+        let Some(Encoding::Numeric(n)) = &self.model.columns[c].encoding else {
+            return false;
+        };
+        let k = code as usize;
+        match n.spikes.get(k) {
+            Some(&x) => x > 0.0,
+            None => n.bins.get(k - n.spikes.len()).is_some_and(|b| b.hi > 0.5),
         }
     }
 
@@ -202,10 +215,9 @@ impl EntitySampler {
         let tree = &self.model.tree;
         let tables = &self.model.tables;
         // The flattened entities.
-        let codes = self
-            .flat
-            .sampler
-            .sample(n, rng::derive_seed(shard.seed, &[0xF1A7]));
+        let flat_seed = rng::derive_seed(shard.seed, &[0xF1A7]);
+        let mut codes = self.flat.sampler.sample(n, flat_seed);
+        self.place_first_children(&mut codes, flat_seed);
         let flat_cols: Vec<Vec<Value<'_>>> = (0..self.flat.model.columns.len())
             .into_par_iter()
             .map(|c| match self.flat.attribute_of[c] {
@@ -297,6 +309,54 @@ impl EntitySampler {
             all.push(rows);
         }
         self.assemble(shard, &all)
+    }
+
+    /// A first child needs its place in time: flat rows that may have a child of a root's child
+    /// table but drew its `order_by` empty are drawn again, whole, with fresh streams.
+    fn place_first_children(&self, codes: &mut [Vec<Code>], seed: u64) {
+        let tree = &self.model.tree;
+        let checks: Vec<(usize, usize, usize, usize)> = tree.tables[0]
+            .children
+            .iter()
+            .filter_map(|&ch| {
+                let table = &self.model.tables[ch];
+                let first = table.row.iter().find_map(|(name, rc)| match rc {
+                    RowColumn::First { .. } => Some(name),
+                    _ => None,
+                })?;
+                let (fc, fa) = self.flat.attribute(&format!("{}.{first}", table.name))?;
+                let (cc, ca) = self
+                    .flat
+                    .attribute(&relational::count_column(&table.name))?;
+                Some((cc, ca, fc, fa))
+            })
+            .collect();
+        if checks.is_empty() {
+            return;
+        }
+        for round in 0..FIRST_REDRAWS {
+            let n = codes.first().map_or(0, Vec::len);
+            let empty: Vec<usize> = (0..n)
+                .filter(|&r| {
+                    checks.iter().any(|&(cc, ca, fc, fa)| {
+                        self.flat.may_be_positive(cc, codes[ca][r])
+                            && self.flat.is_null(fc, codes[fa][r])
+                    })
+                })
+                .collect();
+            if empty.is_empty() {
+                return;
+            }
+            let again = self
+                .flat
+                .sampler
+                .sample(empty.len(), rng::derive_seed(seed, &[0xF1F7, round as u64]));
+            for (col, new) in codes.iter_mut().zip(&again) {
+                for (j, &r) in empty.iter().enumerate() {
+                    col[r] = new[j];
+                }
+            }
+        }
     }
 
     /// Draws the rows `at` (all at position `k`) from the sequence model, given their parent's
