@@ -580,12 +580,94 @@ fn load_model(path: &Path) -> Result<Model> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
+    let bytes = std::fs::read(&a.model)
+        .with_context(|| format!("cannot read model {}", a.model.display()))?;
+    if serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT)
+    {
+        let model = chimera_core::relational::EntityModel::from_json(&bytes)
+            .with_context(|| format!("model {}", a.model.display()))?;
+        return inspect_entities(&model, a.json);
+    }
     let model = load_model(&a.model)?;
-    let summary = summary(&model)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!("{}", serde_json::to_string_pretty(&summary(&model)?)?);
         return Ok(());
     }
+    print_model(&model);
+    Ok(())
+}
+
+/// An entity model: the tree of tables, what the fit changed, then every network.
+fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -> Result<()> {
+    let tables = &model.tree.tables;
+    let parent = |t: usize| tables[t].parent.map(|p| tables[p].name.clone());
+    if json {
+        let mut models = serde_json::Map::new();
+        models.insert(tables[0].name.clone(), summary(&model.flat)?);
+        for t in &model.tables {
+            if let Some(m) = &t.sequence {
+                models.insert(t.name.clone(), summary(m)?);
+            }
+        }
+        let tree: Vec<serde_json::Value> = (0..tables.len())
+            .map(|t| {
+                serde_json::json!({
+                    "table": tables[t].name,
+                    "parent": parent(t),
+                    "max_children": model.tables[t].max_children,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "format": model.format,
+            "tables": tree,
+            "public": model.public.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            "privacy": model.privacy,
+            "notes": model.notes,
+            "models": models,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("entity: {} tables", tables.len());
+    for (t, node) in tables.iter().enumerate() {
+        match parent(t) {
+            None => println!("  {} (root)", node.name),
+            Some(p) => println!(
+                "  {} <- {} (at most {} per parent)",
+                node.name, p, model.tables[t].max_children
+            ),
+        }
+    }
+    for p in &model.public {
+        println!("  {} (public, copied)", p.name);
+    }
+    for n in &model.notes {
+        println!("  note: {n}");
+    }
+    println!(
+        "
+== the flat entity ({})",
+        tables[0].name
+    );
+    print_model(&model.flat);
+    for t in &model.tables {
+        if let Some(m) = &t.sequence {
+            println!(
+                "
+== {} given its parent and previous sibling",
+                t.name
+            );
+            print_model(m);
+        }
+    }
+    Ok(())
+}
+
+/// The text form of `inspect`.
+fn print_model(model: &Model) {
     println!(
         "table `{}`: {} columns, ~{:.0} rows seen",
         model.table,
@@ -642,7 +724,6 @@ fn inspect(a: InspectArgs) -> Result<()> {
             }
         );
     }
-    Ok(())
 }
 
 /// A JSON summary of a model for `inspect --json`.

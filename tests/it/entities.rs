@@ -352,6 +352,20 @@ fn same_seed_gives_the_same_entities() {
     ]));
     assert_eq!(parts(&a, &tables), parts(&d, &tables));
     assert!(d.join("d_icd_diagnoses").is_dir());
+    // inspect shows the tree and every network.
+    let o = chimera(&["inspect", model.to_str().unwrap()]);
+    ok(&o);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("transfers <- admissions (at most 12 per parent)")
+            && text.contains("== diagnoses_icd given its parent"),
+        "{text}"
+    );
+    let o = chimera(&["inspect", "--json", model.to_str().unwrap()]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tables"][1]["parent"], "patients");
+    assert!(v["models"]["transfers"].is_object());
 }
 
 /// Writes `parents.csv` (3,000 rows) and `kids.csv` (0 to 4 per parent) and a spec over them.
