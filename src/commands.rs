@@ -390,36 +390,31 @@ async fn run(a: RunArgs) -> Result<()> {
 }
 
 async fn sample_cmd(a: SampleArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.model)
-        .with_context(|| format!("cannot read model {}", a.model.display()))?;
-    if serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT)
-    {
-        let model = chimera_core::relational::EntityModel::from_json(&bytes)
-            .with_context(|| format!("model {}", a.model.display()))?;
-        let writer = match &a.llm {
-            Some(path) => Some(crate::entities::writer(&model, path, &a.llm_run, false).await?),
-            None => None,
-        };
-        let n = parse_rows(
-            a.output
-                .rows
-                .as_deref()
-                .context("--rows (entities) is required")?,
-        )?;
-        return crate::entities::sample(
-            model,
-            &a.output,
-            storage_options(&a.storage_options)?,
-            n,
-            None,
-            writer,
-        )
-        .await;
-    }
+    let model = match load_any_model(&a.model)? {
+        AnyModel::Table(m) => *m,
+        AnyModel::Entities(model) => {
+            let writer = match &a.llm {
+                Some(path) => Some(crate::entities::writer(&model, path, &a.llm_run, false).await?),
+                None => None,
+            };
+            let n = parse_rows(
+                a.output
+                    .rows
+                    .as_deref()
+                    .context("--rows (entities) is required")?,
+            )?;
+            return crate::entities::sample(
+                *model,
+                &a.output,
+                storage_options(&a.storage_options)?,
+                n,
+                None,
+                writer,
+            )
+            .await;
+        }
+    };
     let target = job_target(&a.output, storage_options(&a.storage_options)?)?;
-    let model = load_model(&a.model)?;
     let llm = llm_runtime(&model, a.llm.as_deref(), &a.llm_run).await?;
     run_job(model, &target, embedded(a.workers, llm, &a.llm_run)?).await
 }
@@ -573,24 +568,34 @@ async fn infer_spec(a: InferSpecArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_model(path: &Path) -> Result<Model> {
+/// A saved model of one table or of entities.
+enum AnyModel {
+    Table(Box<Model>),
+    Entities(Box<chimera_core::relational::EntityModel>),
+}
+
+/// Reads a model file of either kind, telling them apart by their `format`.
+fn load_any_model(path: &Path) -> Result<AnyModel> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    Model::from_json(&bytes).with_context(|| format!("model {}", path.display()))
+    let entities = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT);
+    let context = || format!("model {}", path.display());
+    Ok(if entities {
+        AnyModel::Entities(Box::new(
+            chimera_core::relational::EntityModel::from_json(&bytes).with_context(context)?,
+        ))
+    } else {
+        AnyModel::Table(Box::new(Model::from_json(&bytes).with_context(context)?))
+    })
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.model)
-        .with_context(|| format!("cannot read model {}", a.model.display()))?;
-    if serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .is_some_and(|v| v["format"] == chimera_core::relational::ENTITY_MODEL_FORMAT)
-    {
-        let model = chimera_core::relational::EntityModel::from_json(&bytes)
-            .with_context(|| format!("model {}", a.model.display()))?;
-        return inspect_entities(&model, a.json);
-    }
-    let model = load_model(&a.model)?;
+    let model = match load_any_model(&a.model)? {
+        AnyModel::Table(m) => *m,
+        AnyModel::Entities(m) => return inspect_entities(&m, a.json),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary(&model)?)?);
         return Ok(());

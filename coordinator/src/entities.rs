@@ -60,12 +60,8 @@ impl Loaded {
             .iter()
             .map(|c| {
                 let i = self.index(c)?;
-                let a =
-                    cast(self.batch.column(i), &DataType::Utf8).map_err(|e| FitError::Arrow {
-                        table: self.name.clone(),
-                        column: c.clone(),
-                        source: e,
-                    })?;
+                let a = cast(self.batch.column(i), &DataType::Utf8)
+                    .map_err(arrow_error(&self.name, c))?;
                 Ok(a.as_string::<i32>().clone())
             })
             .collect::<Result<_, FitError>>()?;
@@ -96,6 +92,19 @@ impl Loaded {
                 self.name
             ))),
         }
+    }
+}
+
+/// Turns an Arrow error on `table`.`column` into a fit error naming both.
+fn arrow_error(
+    table: &str,
+    column: &str,
+) -> impl FnOnce(arrow::error::ArrowError) -> FitError + use<> {
+    let (table, column) = (table.to_owned(), column.to_owned());
+    move |source| FitError::Arrow {
+        table,
+        column,
+        source,
     }
 }
 
@@ -146,11 +155,7 @@ pub async fn fit_entities(
         let mut o = opts.clone();
         o.column_types = crate::read::declared_types(&ts.columns)?;
         let (source, batches) = read_all(input, &o).await?;
-        let batch = concat_batches(&source.schema(), &batches).map_err(|e| FitError::Arrow {
-            table: name.clone(),
-            column: String::new(),
-            source: e,
-        })?;
+        let batch = concat_batches(&source.schema(), &batches).map_err(arrow_error(name, ""))?;
         if batch.num_rows() == 0 {
             return Err(table_error(name, "it has no rows".into()));
         }
@@ -460,11 +465,7 @@ pub async fn fit_entities(
                 .collect::<Vec<_>>(),
         ));
         let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, a)| a).collect();
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| FitError::Arrow {
-            table: name.clone(),
-            column: String::new(),
-            source: e,
-        })?;
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(arrow_error(&name, ""))?;
         let batch_rows = batch.num_rows();
         let source = TableSource::from_batches(&name, &node.name, schema, vec![batch])?;
         let table_spec = Spec {
@@ -683,15 +684,7 @@ fn table_rows(
     let table = &loaded[&node.name];
     let layout = &layouts[t];
     let idx = UInt32Array::from(layout.rows.clone());
-    let arrow_err = |column: &str| {
-        let table = node.name.clone();
-        let column = column.to_owned();
-        move |e| FitError::Arrow {
-            table,
-            column,
-            source: e,
-        }
-    };
+    let arrow_err = |column: &str| arrow_error(&node.name, column);
     let mut skip: HashSet<String> = HashSet::new();
     if let Some(pk) = &ts.primary_key {
         skip.extend(pk.columns());
@@ -979,11 +972,7 @@ fn flat_table(tree: &EntityTree, spec: &Spec, rows: &[TableRows]) -> Result<Wide
                 continue;
             }
             let wide = format!("{}.{name}", child.name);
-            let taken = take(a, &idx, None).map_err(|e| FitError::Arrow {
-                table: child.name.clone(),
-                column: name.clone(),
-                source: e,
-            })?;
+            let taken = take(a, &idx, None).map_err(arrow_error(&child.name, name))?;
             columns.push((wide.clone(), taken));
             specs.insert(wide, row_spec(spec, &child.name, rc));
         }
@@ -1010,15 +999,7 @@ fn sequence_table(
             .map(|i| (layout.position[i] > 0).then(|| i as u32 - 1))
             .collect::<Vec<_>>(),
     );
-    let err = |column: &str| {
-        let table = node.name.clone();
-        let column = column.to_owned();
-        move |e| FitError::Arrow {
-            table,
-            column,
-            source: e,
-        }
-    };
+    let err = |column: &str| arrow_error(&node.name, column);
     let mut columns: Vec<(String, ArrayRef)> = Vec::new();
     let mut specs = BTreeMap::new();
     let mut given = Vec::new();
@@ -1096,11 +1077,7 @@ pub async fn infer_spec(inputs: &[String], opts: &ReadOptions) -> Result<String,
     for input in inputs {
         let (source, batches) = read_all(input, opts).await?;
         let name = source.name().to_string();
-        let batch = concat_batches(&source.schema(), &batches).map_err(|e| FitError::Arrow {
-            table: name.clone(),
-            column: String::new(),
-            source: e,
-        })?;
+        let batch = concat_batches(&source.schema(), &batches).map_err(arrow_error(&name, ""))?;
         let schemas = column_schemas(&name, &source.schema())?;
         if tables.iter().any(|t| t.name == name) {
             return Err(spec_error(format!(
