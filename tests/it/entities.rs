@@ -698,6 +698,26 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
         synthetic(&a, "diagnoses_icd"),
     );
     assert!(sa["hadm_id"].len() > 6, "later admissions are the LLM's");
+    // The PGM fixes the shape: without the LLM, the same seed gives the same rows per parent
+    // (the arrays of the LLM's nested JSON have exactly the drawn lengths); the values are the
+    // LLM's.
+    let none = dir.path().join("none");
+    ok(&run_mimic(&none, "6", &["--no-dp", "--seed", "4"]));
+    let (na, nt) = (
+        synthetic(&none, "admissions"),
+        synthetic(&none, "transfers"),
+    );
+    assert_eq!(na["subject_id"], sa["subject_id"]);
+    assert_eq!(
+        synthetic(&none, "diagnoses_icd")["hadm_id"].len(),
+        sd["hadm_id"].len()
+    );
+    assert_eq!(nt["hadm_id"], st["hadm_id"]);
+    let differ = |a: &Vec<Option<String>>, b: &Vec<Option<String>>| {
+        a.iter().zip(b).filter(|(x, y)| x != y).count()
+    };
+    assert!(differ(&na["admission_type"], &sa["admission_type"]) > 0);
+    assert!(differ(&nt["careunit"], &st["careunit"]) > st["careunit"].len() / 4);
     assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
@@ -719,6 +739,46 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     }
     assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
     assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    // One request per entity, or several (whole admissions each) when an entity is longer
+    // than half the context: the tiny model's byte-sized tokens make most of them so.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
+        .args([
+            "run",
+            "--spec",
+            example().join("spec.yaml").to_str().unwrap(),
+        ])
+        .args([
+            "--entities",
+            "6",
+            "--output",
+            dir.path().join("log").to_str().unwrap(),
+        ])
+        .args(args)
+        .env("CHIMERA_LOG", "chimera_worker::llm::children=debug")
+        .output()
+        .unwrap();
+    ok(&o);
+    let prompts: Vec<&str> = std::str::from_utf8(&o.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("LLM entity prompt"))
+        .collect();
+    let with_admissions: HashSet<&Option<String>> = sa["subject_id"].iter().collect();
+    assert!(prompts.len() > with_admissions.len(), "{}", prompts.len());
+    let later = prompts
+        .iter()
+        .filter(|p| p.contains("Its earlier rows are written"))
+        .count();
+    assert!(
+        later > 0 && later < prompts.len(),
+        "{later} of {}",
+        prompts.len()
+    );
+    assert!(
+        prompts
+            .iter()
+            .all(|p| p.contains("Example `transfers` rows"))
+    );
     // knn-real: real rows as exemplars (Amalgam's rarity-weighted k = 3); the manifest says the
     // DP guarantee no longer covers the output, and a saved model cannot be sampled without
     // the real tables.

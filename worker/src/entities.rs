@@ -22,7 +22,7 @@ use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};
 use rayon::prelude::*;
 
-use crate::llm::children::{ChildRow, ChildWriter, Slot, json_of};
+use crate::llm::children::{ChildWriter, Layout, Node, Slot};
 use crate::sample::{SampleError, attribute_of, decode_values, values_array};
 
 /// A decoded value as a number (strings parsed), for times and counts.
@@ -302,11 +302,11 @@ impl EntitySampler {
                     SampleError::Model(format!("table `{}` has no sequence model", table.name))
                 })?;
                 self.draw_position(t, k, at, &mut rows, parent, seq, shard.seed)?;
-                if let Some(w) = &self.writer {
-                    self.rewrite(w, t, k, at, &mut rows, parent, seq, shard.seed)?;
-                }
             }
             all.push(rows);
+        }
+        if let Some(w) = &self.writer {
+            self.write_entities(w, &mut all, shard.seed)?;
         }
         self.assemble(shard, &all)
     }
@@ -474,70 +474,135 @@ impl EntitySampler {
         Ok(())
     }
 
-    /// The LLM writes the rows `at` (position `k`) the sequence model drew; their child counts
-    /// stay as drawn.
-    #[allow(clippy::too_many_arguments)]
-    fn rewrite<'m>(
+    /// The LLM writes every entity's child rows (Amalgam's step): the drafts the models drew
+    /// are rewritten in place; child counts, keys and empty times stay as drawn.
+    fn write_entities<'m>(
         &'m self,
         w: &ChildWriter,
-        t: usize,
-        k: u32,
-        at: &[usize],
-        rows: &mut Rows<'m>,
-        parent: &Rows<'m>,
-        seq: &'m Prepared,
+        all: &mut [Rows<'m>],
         seed: u64,
     ) -> Result<(), SampleError> {
         let tables = &self.model.tables;
-        let table = &tables[t];
-        let p = self.model.tree.tables[t].parent.unwrap_or(0);
-        let names: Vec<String> = table.row.iter().map(|(n, _)| n.clone()).collect();
-        let slots: Vec<Slot> = table
-            .row
-            .iter()
-            .map(|(name, rc)| match (rc, seq.attribute(name)) {
-                (RowColumn::Count { .. }, _) => Slot::Keep,
-                (RowColumn::First { .. } | RowColumn::Gap { .. }, Some((c, _))) => Slot::Order(c),
-                (_, Some((c, _))) if seq.model.columns[c].role != Role::Identifier => {
-                    Slot::Write(c)
-                }
-                _ => Slot::Skip,
-            })
-            .collect();
-        let object = |row: &[(String, RowColumn)], cols: &[Vec<Value<'_>>], i: usize| {
-            let mut m = serde_json::Map::new();
-            for ((name, _), col) in row.iter().zip(cols) {
-                if col[i] != Value::Null {
-                    m.insert(name.clone(), json_of(&col[i]));
-                }
-            }
-            m
+        let tree = &self.model.tree;
+        // What each column is to the LLM, for rows drawn by `prep` (whose columns for this
+        // table carry `prefix`).
+        let slots = |t: usize, prep: Option<&'m Prepared>, prefix: &str| -> Vec<Slot<'m>> {
+            tables[t]
+                .row
+                .iter()
+                .map(|(name, rc)| {
+                    let Some(prep) = prep else {
+                        return Slot::Keep;
+                    };
+                    let column = prep
+                        .attribute(&format!("{prefix}{name}"))
+                        .and_then(|(c, _)| {
+                            let col = &prep.model.columns[c];
+                            col.encoding
+                                .as_ref()
+                                .filter(|_| col.role != Role::Identifier)
+                        });
+                    match (rc, column) {
+                        (RowColumn::Count { .. }, _) => Slot::Keep,
+                        (_, Some(_)) if t == 0 => Slot::Keep,
+                        (RowColumn::First { .. } | RowColumn::Gap { .. }, Some(enc)) => {
+                            Slot::Order(enc)
+                        }
+                        (_, Some(enc)) => Slot::Write(enc),
+                        (_, None) => Slot::Skip,
+                    }
+                })
+                .collect()
         };
-        let mut todo: Vec<ChildRow<'m>> = at
-            .iter()
-            .map(|&i| ChildRow {
-                parent: object(&tables[p].row, &parent.cols, rows.parent[i] as usize),
-                previous: (k > 0).then(|| object(&table.row, &rows.cols, i - 1)),
-                position: k,
-                siblings: rows.siblings[i],
-                drawn: rows.cols.iter().map(|c| c[i]).collect(),
+        // Per table: slots of rows the flat model drew (the root's, and the first child of each
+        // of its tables) and of rows a sequence model drew.
+        let flat_slots: Vec<Vec<Slot<'m>>> = (0..tables.len())
+            .map(|t| match t {
+                0 => slots(0, Some(&self.flat), ""),
+                _ => slots(t, Some(&self.flat), &format!("{}.", tables[t].name)),
             })
             .collect();
-        w.write(
-            &table.name,
-            &tables[p].name,
-            &names,
-            &slots,
-            &seq.model,
-            &mut todo,
-            t,
-            rng::derive_seed(seed, &[0x11A, t as u64, k as u64]),
-        )
-        .map_err(|e| SampleError::Model(format!("the LLM writing `{}`: {e}", table.name)))?;
-        for (&i, r) in at.iter().zip(todo) {
-            for (j, v) in r.drawn.into_iter().enumerate() {
-                rows.cols[j][i] = v;
+        let seq_slots: Vec<Vec<Slot<'m>>> = (0..tables.len())
+            .map(|t| slots(t, self.sequences[t].as_ref(), ""))
+            .collect();
+        // Per table, per parent row: its rows (contiguous, in position order).
+        let ranges: Vec<Vec<std::ops::Range<usize>>> = all
+            .iter()
+            .enumerate()
+            .map(|(t, rows)| {
+                let Some(p) = tree.tables[t].parent else {
+                    return Vec::new();
+                };
+                let mut r = vec![0..0; all[p].parent.len()];
+                for (i, &p) in rows.parent.iter().enumerate() {
+                    let range = &mut r[p as usize];
+                    if range.start == range.end {
+                        *range = i..i + 1;
+                    } else {
+                        range.end = i + 1;
+                    }
+                }
+                r
+            })
+            .collect();
+        fn node<'s, 'm>(
+            t: usize,
+            i: usize,
+            all: &[Rows<'m>],
+            tree: &relational::EntityTree,
+            ranges: &[Vec<std::ops::Range<usize>>],
+            slots: (&'s [Vec<Slot<'m>>], &'s [Vec<Slot<'m>>]),
+        ) -> Node<'s, 'm> {
+            let flat = t == 0 || (tree.tables[t].parent == Some(0) && all[t].position[i] == 0);
+            Node {
+                slots: if flat { &slots.0[t] } else { &slots.1[t] },
+                values: all[t].cols.iter().map(|c| c[i]).collect(),
+                children: tree.tables[t]
+                    .children
+                    .iter()
+                    .map(|&ct| {
+                        ranges[ct][i]
+                            .clone()
+                            .map(|r| node(ct, r, all, tree, ranges, slots))
+                            .collect()
+                    })
+                    .collect(),
             }
+        }
+        fn put<'m>(
+            t: usize,
+            i: usize,
+            n: Node<'_, 'm>,
+            all: &mut [Rows<'m>],
+            tree: &relational::EntityTree,
+            ranges: &[Vec<std::ops::Range<usize>>],
+        ) {
+            for (col, v) in all[t].cols.iter_mut().zip(n.values) {
+                col[i] = v;
+            }
+            for (&ct, rows) in tree.tables[t].children.iter().zip(n.children) {
+                for (r, child) in ranges[ct][i].clone().zip(rows) {
+                    put(ct, r, child, all, tree, ranges);
+                }
+            }
+        }
+        let layout = Layout {
+            tables: tables
+                .iter()
+                .zip(&tree.tables)
+                .map(|(t, node)| {
+                    let columns = t.row.iter().map(|(n, _)| n.clone()).collect();
+                    (t.name.clone(), columns, node.children.clone())
+                })
+                .collect(),
+        };
+        let mut entities: Vec<Node<'_, 'm>> = (0..all[0].parent.len())
+            .map(|i| node(0, i, all, tree, &ranges, (&flat_slots, &seq_slots)))
+            .collect();
+        w.write(&layout, &mut entities, rng::derive_seed(seed, &[0x11A]))
+            .map_err(|e| SampleError::Model(format!("the LLM writing entities: {e}")))?;
+        for (i, e) in entities.into_iter().enumerate() {
+            put(0, i, e, all, tree, &ranges);
         }
         Ok(())
     }

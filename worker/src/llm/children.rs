@@ -1,19 +1,27 @@
-//! The LLM writes the child rows of entities (Amalgam's method, one row per request, every
-//! entity of a shard in the same batches).
+//! The LLM writes whole entities as nested JSON (Amalgam's method), many entities of a shard
+//! in the same batches.
 //!
-//! The sequence model has drawn each row. The values that shape the entity stay as the PGM drew
-//! them, written as forced tokens: the row's counts of its own children. The LLM writes every
-//! other modelled column of the row as one JSON object, constrained by the column's encoding
-//! (a category from the modelled values, a number inside the modelled range, a time offset that
-//! is never negative where order must hold), given the parent's row, the previous sibling's row,
-//! the position, and exemplars: earlier completed rows of the same table in the shard
-//! (`synthetic`, so no real record reaches a prompt) or none.
+//! The PGM has drawn every row of the entity: the root row, how many child rows each row has,
+//! and a first draft of each child row. The LLM then writes the entity's child rows as one JSON
+//! object, `{"admissions":[{..., "#transfers":2, "transfers":[{...},{...}], ...}]}`, under a
+//! grammar built from the child tables: each array has exactly the number of rows the PGM drew
+//! (the count is also written, as forced tokens), categories are enums of the modelled values,
+//! numbers stay in the modelled ranges, and time offsets are never negative where order must
+//! hold. Times are written as offsets in days (from the previous sibling, from the parent's
+//! anchor, or from another column of the row): that keeps every datetime order by
+//! construction, where absolute datetime strings could only be checked after the fact.
+//!
+//! The prompt shows the root row, the tables' columns and exemplar rows of each child table:
+//! earlier completed rows of the shard (`synthetic`, so no real record reaches a prompt), none,
+//! or Amalgam's rarity-weighted nearest real rows (`knn-real`, k = 3). An entity too long for
+//! the model's context is written in several requests, each holding whole top-level rows with
+//! their descendants, each shown the last top-level row written before it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chimera_core::domain::{Encoding, Value};
-use chimera_core::model::{Exemplars, Model};
+use chimera_core::model::Exemplars;
 use chimera_core::relational::{KEY_SEPARATOR, RealChild, RealEntities};
 use chimera_core::rng;
 use serde_json::{Map, Value as Json};
@@ -21,38 +29,40 @@ use serde_json::{Map, Value as Json};
 use super::chat::ChatMessage;
 use super::constrain::{FieldSchema, FieldType, FieldValue};
 use super::engine::{Engine, Request};
-use super::fill::{EXEMPLARS, FillError, LlmRuntime, ROW_TOKENS};
+use super::fill::{EXEMPLARS, FillError, LlmRuntime};
 
-/// Rows per prompt window: they share the instruction and exemplars (and its cache).
+/// Entities per prompt window: they share the instruction and exemplars (and its cache).
 pub const WINDOW: usize = 128;
 
 /// How a row column enters the LLM's object.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Slot {
-    /// Written by the LLM under the encoding of the model's column `c`.
-    Write(usize),
+pub enum Slot<'m> {
+    /// Written by the LLM under this encoding.
+    Write(&'m Encoding),
     /// A row's place in time (`order_by` of the first sibling, or the gap after the previous):
     /// written, never empty, where the PGM drew a value, and left empty where it drew none.
-    Order(usize),
-    /// Kept as the PGM drew it (forced tokens).
+    Order(&'m Encoding),
+    /// Kept as the PGM drew it (forced tokens; the root row is shown in the prompt instead).
     Keep,
     /// Not shown (identifiers, columns outside the network).
     Skip,
 }
 
-/// One row to write: what the prompt shows and what the object holds.
-pub struct ChildRow<'m> {
-    /// The parent's row and, after the first child, the previous sibling's row.
-    pub parent: Map<String, Json>,
-    pub previous: Option<Map<String, Json>>,
-    /// Position among the siblings (from 0) and their number.
-    pub position: u32,
-    pub siblings: u32,
-    /// The row as the PGM drew it, one value per row column.
-    pub drawn: Vec<Value<'m>>,
+/// One row of an entity: what each column is to the LLM, its values (as drawn, then as
+/// written), and its child rows per child table of its table.
+pub struct Node<'s, 'm> {
+    pub slots: &'s [Slot<'m>],
+    pub values: Vec<Value<'m>>,
+    pub children: Vec<Vec<Node<'s, 'm>>>,
 }
 
-/// Writes child rows of one table with a language model.
+/// The entity's tables as the LLM names them, in the tree's order (the root first).
+pub struct Layout {
+    /// Per table: its name, its row columns, and its child tables (indices into this list).
+    pub tables: Vec<(String, Vec<String>, Vec<usize>)>,
+}
+
+/// Writes the child rows of entities with a language model.
 pub struct ChildWriter {
     pub runtime: Arc<LlmRuntime>,
     pub exemplars: Exemplars,
@@ -62,15 +72,28 @@ pub struct ChildWriter {
     pub max_batch: usize,
 }
 
-/// A value as JSON (numbers as numbers, whole ones as integers).
-pub fn json_of(v: &Value<'_>) -> Json {
+/// Share of the context an estimate of a request's output may fill: written values may take
+/// more tokens than the PGM's draft of them.
+const OUTPUT_MARGIN: f64 = 1.25;
+
+/// A value as the LLM reads it (numbers as numbers, whole ones as integers, others to
+/// [`SHOWN_DIGITS`] decimals). Only written values are read back, so the rounding never
+/// changes a value the PGM drew.
+fn json_of(v: &Value<'_>) -> Json {
     match v {
         Value::Null => Json::Null,
         Value::Str(s) => Json::String(label(s)),
         Value::Number(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Json::from(*x as i64),
-        Value::Number(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
+        Value::Number(x) => {
+            let scale = 10f64.powi(SHOWN_DIGITS);
+            serde_json::Number::from_f64((x * scale).round() / scale)
+                .map_or(Json::Null, Json::Number)
+        }
     }
 }
+
+/// Decimals of a fractional number in prompts and forced text (for days, about 9 seconds).
+const SHOWN_DIGITS: i32 = 4;
 
 /// A category as the LLM reads and writes it: the parts of a composite key joined by ` | `.
 fn label(value: &str) -> String {
@@ -132,249 +155,411 @@ fn value_of<'m>(enc: &'m Encoding, v: &Json) -> Value<'m> {
     }
 }
 
+/// A request's share of an entity: whole top-level rows, per child table of the root (its
+/// index among the root's children) a range of positions.
+type Chunk = Vec<(usize, std::ops::Range<usize>)>;
+
 impl ChildWriter {
-    /// Rewrites the `Write` columns of `rows` (in place); `names` are the row columns, `slots`
-    /// say what each is, `model` is the sequence model whose encodings constrain the values.
-    #[allow(clippy::too_many_arguments)]
+    /// Rewrites the `Write` and `Order` columns of every child row of `entities` (root rows,
+    /// in place); returns the number of sampled tokens.
     pub fn write<'m>(
         &self,
-        table: &str,
-        parent_table: &str,
-        names: &[String],
-        slots: &[Slot],
-        model: &'m Model,
-        rows: &mut [ChildRow<'m>],
-        t: usize,
+        layout: &Layout,
+        entities: &mut [Node<'_, 'm>],
         seed: u64,
     ) -> Result<usize, FillError> {
         let runtime = &self.runtime;
-        let real = match self.exemplars {
-            Exemplars::KnnReal => Some(Nearest::new(
-                self.real
-                    .as_ref()
-                    .and_then(|r| r.get(t))
-                    .ok_or(FillError::KnnRealUnavailable)?,
-            )),
+        let context = runtime.model.config().context_length;
+        let tables = &layout.tables;
+        let nearest: Option<Vec<Nearest<'_>>> = match self.exemplars {
+            Exemplars::KnnReal => {
+                let real = self.real.as_ref().ok_or(FillError::KnnRealUnavailable)?;
+                Some(
+                    (0..tables.len())
+                        .map(|t| Nearest::new(real.get(t).map_or(&[][..], Vec::as_slice)))
+                        .collect(),
+                )
+            }
             _ => None,
         };
+        // Exemplars to start with: the first rows of each table as the network drew them.
+        let mut pool: Vec<Vec<Map<String, Json>>> = vec![Vec::new(); tables.len()];
+        if self.exemplars == Exemplars::Synthetic {
+            for e in entities.iter() {
+                collect_rows(layout, 0, e, &mut pool);
+                if pool.iter().skip(1).all(|p| p.len() >= EXEMPLARS) {
+                    break;
+                }
+            }
+            for p in &mut pool {
+                p.truncate(EXEMPLARS);
+            }
+        }
+        // Each entity's requests: whole top-level rows, as many as fit half the context.
+        let cap = (context as f64 / (2.0 * OUTPUT_MARGIN)) as usize;
+        let mut chunks: Vec<Vec<Chunk>> = Vec::with_capacity(entities.len());
+        for e in entities.iter() {
+            let mut items = Vec::new();
+            for (c, &ct) in tables[0].2.iter().enumerate() {
+                for (k, row) in e.children[c].iter().enumerate() {
+                    let text = Json::Object(draft(layout, ct, row, true)).to_string();
+                    items.push((c, k, runtime.count_tokens(&text)?));
+                }
+            }
+            let mut mine: Vec<Chunk> = Vec::new();
+            let mut used = usize::MAX;
+            for (c, k, n) in items {
+                if used.saturating_add(n) > cap {
+                    mine.push(Vec::new());
+                    used = 0;
+                }
+                used += n;
+                let chunk = mine.last_mut().expect("a chunk was opened");
+                match chunk.last_mut() {
+                    Some((lc, range)) if *lc == c => range.end = k + 1,
+                    _ => chunk.push((c, k..k + 1)),
+                }
+            }
+            chunks.push(mine);
+        }
         let mut engine = Engine::new(&runtime.model, self.max_batch);
-        engine.max_tokens = 4096;
-        let encodings: Vec<Option<&'m Encoding>> = slots
-            .iter()
-            .map(|s| match s {
-                Slot::Write(c) | Slot::Order(c) => model.columns[*c].encoding.as_ref(),
-                _ => None,
-            })
-            .collect();
-        let object = |drawn: &[Value<'_>]| {
-            let mut m = Map::new();
-            for ((name, slot), v) in names.iter().zip(slots).zip(drawn) {
-                if *slot != Slot::Skip {
-                    m.insert(name.clone(), json_of(v));
-                }
-            }
-            m
-        };
-        // Exemplars to start with: the first rows as the network drew them.
-        let mut pool: Vec<Map<String, Json>> = match self.exemplars {
-            Exemplars::Synthetic => rows
-                .iter()
-                .take(EXEMPLARS)
-                .map(|r| object(&r.drawn))
-                .collect(),
-            _ => Vec::new(),
-        };
+        engine.max_tokens = context;
+        let rounds = chunks.iter().map(Vec::len).max().unwrap_or(0);
         let mut sampled = 0;
-        let mut start = 0;
-        while start < rows.len() {
-            let end = (start + WINDOW).min(rows.len());
-            // Exemplars are dropped from the end while a prompt leaves less than ROW_TOKENS of
-            // the model's context for the row.
-            let context = runtime.model.config().context_length;
-            // With knn-real, each row's exemplars are the real rows nearest its parent.
-            let chosen: Vec<Vec<Map<String, Json>>> = match &real {
-                Some(near) => rows[start..end]
-                    .iter()
-                    .enumerate()
-                    .map(|(k, r)| {
-                        near.rows(
-                            &r.parent,
-                            rng::derive_seed(seed, &[0x4B4E, (start + k) as u64]),
-                        )
+        for r in 0..rounds {
+            let todo: Vec<usize> = (0..entities.len())
+                .filter(|&e| chunks[e].len() > r)
+                .collect();
+            for window in todo.chunks(WINDOW) {
+                // With knn-real, each entity's exemplars are the real rows nearest its own.
+                let chosen: Vec<Vec<Vec<Map<String, Json>>>> = match &nearest {
+                    Some(near) => window
+                        .iter()
+                        .map(|&e| {
+                            let firsts = first_rows(layout, &entities[e]);
+                            (0..tables.len())
+                                .map(|t| match (&firsts[t], t) {
+                                    (Some(parent), t) if t > 0 => near[t].rows(
+                                        parent,
+                                        rng::derive_seed(seed, &[0x4B4E, e as u64, t as u64]),
+                                    ),
+                                    _ => Vec::new(),
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let mut n = if nearest.is_some() { KNN } else { EXEMPLARS };
+                let prompts = loop {
+                    let shared = self.instruction(layout, &pool, n);
+                    let mut prompts = Vec::with_capacity(window.len());
+                    let mut over = None;
+                    for (w, &e) in window.iter().enumerate() {
+                        let system = match chosen.get(w) {
+                            Some(ex) => self.instruction(layout, ex, n),
+                            None => shared.clone(),
+                        };
+                        let user = request_text(layout, &entities[e], &chunks[e][r], r > 0);
+                        let tokens = runtime.encode(&self.render(system, user)?)?;
+                        let out: usize = chunks[e][r]
+                            .iter()
+                            .flat_map(|(c, range)| {
+                                let ct = tables[0].2[*c];
+                                entities[e].children[*c][range.clone()]
+                                    .iter()
+                                    .map(move |row| (ct, row))
+                            })
+                            .map(|(ct, row)| {
+                                let text = Json::Object(draft(layout, ct, row, true)).to_string();
+                                runtime.count_tokens(&text)
+                            })
+                            .sum::<Result<usize, FillError>>()?;
+                        let needed = tokens.len() + (out as f64 * OUTPUT_MARGIN) as usize;
+                        if needed > context {
+                            over = Some((e, needed));
+                        }
+                        prompts.push(tokens);
+                    }
+                    match over {
+                        None => break prompts,
+                        Some((e, needed)) if n == 0 => {
+                            let (c, _) = &chunks[e][r][0];
+                            return Err(FillError::Prompt(format!(
+                                "one `{}` row with its child rows needs about {needed} tokens of prompt and output, more than the model's context of {context}; lower `max_children` of the tables below it",
+                                tables[tables[0].2[*c]].0,
+                            )));
+                        }
+                        Some(_) => n -= 1,
+                    }
+                };
+                let common = common_prefix(&prompts);
+                let mut cache = runtime.model.new_cache();
+                if common > 0 {
+                    let mut steps = [super::model::Step {
+                        cache: &mut cache,
+                        tokens: &prompts[0][..common],
+                        want_logits: false,
+                    }];
+                    runtime.model.forward(&mut steps).map_err(Box::new)?;
+                }
+                let prefix = cache.freeze();
+                let mut requests = Vec::with_capacity(window.len());
+                for (&e, tokens) in window.iter().zip(&prompts) {
+                    let fields = chunks[e][r]
+                        .iter()
+                        .map(|(c, range)| {
+                            let ct = tables[0].2[*c];
+                            let rows = entities[e].children[*c][range.clone()]
+                                .iter()
+                                .map(|row| grammar_fields(layout, ct, row))
+                                .collect();
+                            (tables[ct].0.clone(), FieldValue::Objects(rows))
+                        })
+                        .collect::<Vec<_>>();
+                    requests.push(Request {
+                        suffix: tokens[common..].to_vec(),
+                        constraint: runtime.constraints.row(&fields)?,
+                        seed: rng::derive_seed(seed, &[0xC41D, e as u64, r as u64]),
+                    });
+                }
+                let mut done: Vec<(usize, Map<String, Json>)> = Vec::with_capacity(window.len());
+                let stats = engine
+                    .run(&prefix, requests, |c| {
+                        done.push((c.request, c.constraint.finish()?));
+                        Ok(())
                     })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let mut n = if real.is_some() { KNN } else { pool.len() };
-            let prompts = loop {
-                let shared = self.instruction(
-                    table,
-                    parent_table,
-                    names,
-                    slots,
-                    &pool[..n.min(pool.len())],
-                );
-                let mut prompts = Vec::with_capacity(end - start);
-                let mut longest = 0;
-                for (k, r) in rows[start..end].iter().enumerate() {
-                    let system = match chosen.get(k) {
-                        Some(ex) => self.instruction(
-                            table,
-                            parent_table,
-                            names,
-                            slots,
-                            &ex[..n.min(ex.len())],
-                        ),
-                        None => shared.clone(),
-                    };
-                    let tokens =
-                        runtime.encode(&self.prompt(&system, table, parent_table, r)?)?;
-                    longest = longest.max(tokens.len());
-                    prompts.push(tokens);
-                }
-                if longest + ROW_TOKENS <= context {
-                    break prompts;
-                }
-                if n == 0 {
-                    return Err(FillError::Prompt(format!(
-                        "a {table} prompt takes {longest} tokens; with {ROW_TOKENS} for the row that is more than the model's context of {context}"
-                    )));
-                }
-                n -= 1;
-            };
-            let common = common_prefix(&prompts);
-            let mut cache = runtime.model.new_cache();
-            if common > 0 {
-                let mut steps = [super::model::Step {
-                    cache: &mut cache,
-                    tokens: &prompts[0][..common],
-                    want_logits: false,
-                }];
-                runtime.model.forward(&mut steps).map_err(Box::new)?;
-            }
-            let prefix = cache.freeze();
-            let mut requests = Vec::with_capacity(end - start);
-            for (k, (r, tokens)) in rows[start..end].iter().zip(&prompts).enumerate() {
-                let mut spec: Vec<(String, FieldValue)> = Vec::new();
-                for (j, (name, slot)) in names.iter().zip(slots).enumerate() {
-                    match (slot, encodings[j]) {
-                        (Slot::Write(_), Some(enc)) => {
-                            spec.push((name.clone(), FieldValue::Generate(field_schema(name, enc))))
+                    .map_err(Box::new)?;
+                sampled += stats.sampled;
+                done.sort_by_key(|d| d.0);
+                let mut fresh: Vec<Vec<Map<String, Json>>> = vec![Vec::new(); tables.len()];
+                for (w, written) in &done {
+                    let e = window[*w];
+                    for (c, range) in &chunks[e][r] {
+                        let ct = tables[0].2[*c];
+                        let objects = written.get(&tables[ct].0).and_then(Json::as_array);
+                        let rows = &mut entities[e].children[*c][range.clone()];
+                        for (row, object) in rows.iter_mut().zip(objects.into_iter().flatten()) {
+                            read_back(layout, ct, row, object);
+                            if self.exemplars == Exemplars::Synthetic {
+                                collect_rows(layout, ct, row, &mut fresh);
+                            }
                         }
-                        (Slot::Order(_), Some(enc)) if r.drawn[j] != Value::Null => {
-                            let mut f = field_schema(name, enc);
-                            f.nullable = false;
-                            spec.push((name.clone(), FieldValue::Generate(f)));
-                        }
-                        (Slot::Skip, _) => {}
-                        _ => spec.push((name.clone(), FieldValue::Fixed(json_of(&r.drawn[j])))),
                     }
                 }
-                requests.push(Request {
-                    suffix: tokens[common..].to_vec(),
-                    constraint: runtime.constraints.row(&spec)?,
-                    seed: rng::derive_seed(seed, &[0xC41D, (start + k) as u64]),
-                });
-            }
-            let mut done: Vec<(usize, Map<String, Json>)> = Vec::with_capacity(end - start);
-            let stats = engine
-                .run(&prefix, requests, |c| {
-                    done.push((c.request, c.constraint.finish()?));
-                    Ok(())
-                })
-                .map_err(Box::new)?;
-            sampled += stats.sampled;
-            done.sort_by_key(|d| d.0);
-            for (k, values) in &done {
-                let row = &mut rows[start + k];
-                for (j, name) in names.iter().enumerate() {
-                    if let Some(enc) = encodings[j] {
-                        row.drawn[j] = value_of(enc, values.get(name).unwrap_or(&Json::Null));
+                for (p, f) in pool.iter_mut().zip(fresh) {
+                    if !f.is_empty() {
+                        *p = f[f.len().saturating_sub(EXEMPLARS)..].to_vec();
                     }
                 }
             }
-            if self.exemplars == Exemplars::Synthetic {
-                let fresh: Vec<Map<String, Json>> = done
-                    .iter()
-                    .rev()
-                    .take(EXEMPLARS)
-                    .map(|(k, _)| object(&rows[start + k].drawn))
-                    .collect();
-                pool = fresh.into_iter().rev().collect();
-            }
-            start = end;
         }
         Ok(sampled)
     }
 
-    /// One row's chat prompt: the instruction (with exemplars), then the parent, the previous
-    /// sibling and the position.
-    fn prompt(
-        &self,
-        system: &str,
-        table: &str,
-        parent_table: &str,
-        r: &ChildRow<'_>,
-    ) -> Result<String, FillError> {
-        let mut user = format!(
-            "The {parent_table} row: {}\n",
-            Json::Object(r.parent.clone())
-        );
-        match &r.previous {
-            Some(p) => user.push_str(&format!(
-                "The previous {table} row: {}\n",
-                Json::Object(p.clone())
-            )),
-            None => user.push_str(&format!("It is the first {table} row.\n")),
-        }
-        user.push_str(&format!(
-            "Write {table} row {} of {}.",
-            r.position + 1,
-            r.siblings
-        ));
-        self.runtime
+    /// The chat prompt of one request.
+    fn render(&self, system: String, user: String) -> Result<String, FillError> {
+        let prompt = self
+            .runtime
             .chat
             .render(
-                &[
-                    ChatMessage::system(system.to_string()),
-                    ChatMessage::user(user),
-                ],
+                &[ChatMessage::system(system), ChatMessage::user(user)],
                 true,
             )
-            .map_err(|e| FillError::Prompt(e.to_string()))
+            .map_err(|e| FillError::Prompt(e.to_string()))?;
+        tracing::debug!(?prompt, "LLM entity prompt");
+        Ok(prompt)
     }
 
-    fn instruction(
-        &self,
-        table: &str,
-        parent_table: &str,
-        names: &[String],
-        slots: &[Slot],
-        pool: &[Map<String, Json>],
-    ) -> String {
-        let columns: Vec<&str> = names
-            .iter()
-            .zip(slots)
-            .filter(|(_, s)| **s != Slot::Skip)
-            .map(|(n, _)| n.as_str())
-            .collect();
+    /// The instruction: the entity's tables and columns, and up to `n` exemplar rows per
+    /// child table.
+    fn instruction(&self, layout: &Layout, pool: &[Vec<Map<String, Json>>], n: usize) -> String {
+        let tables = &layout.tables;
         let mut s = format!(
-            "You write realistic rows of the table `{table}`; each belongs to a `{parent_table}` \
-             row and follows its previous sibling. A row is one JSON object with the columns {}. \
-             Times are in days: a column `X~gap` is the time since the previous row, a column \
-             declared after another is the time since that one. Columns starting with `#` count \
-             the row's own child rows.",
-            columns.join(", ")
+            "You write realistic records of the table `{}` with their child rows, as one JSON \
+             object. Each child table's rows are an array of objects under the key of the \
+             table: the top-level keys hold the `{}` row's children; a row's own children follow \
+             its columns. A column `#x` gives how many rows the array `x` holds. Times are in \
+             days: a column `X~gap` is the time since the previous row, a column declared after \
+             another is the time since that one.\nThe child tables:\n",
+            tables[0].0, tables[0].0
         );
-        if !pool.is_empty() {
-            s.push_str("\nExample rows:\n");
-            for e in pool {
-                s.push_str(&Json::Object(e.clone()).to_string());
-                s.push('\n');
+        for (t, (name, columns, _)) in tables.iter().enumerate().skip(1) {
+            let parent = tables
+                .iter()
+                .position(|(_, _, ch)| ch.contains(&t))
+                .map_or(tables[0].0.as_str(), |p| tables[p].0.as_str());
+            s.push_str(&format!(
+                "- `{name}` (rows under a `{parent}` row): {}\n",
+                columns.join(", ")
+            ));
+        }
+        for (t, rows) in pool.iter().enumerate().skip(1) {
+            if n > 0 && !rows.is_empty() {
+                s.push_str(&format!("Example `{}` rows:\n", tables[t].0));
+                for r in rows.iter().take(n) {
+                    s.push_str(&Json::Object(r.clone()).to_string());
+                    s.push('\n');
+                }
             }
         }
         s
     }
+}
+
+/// The user's message for one request: the root row, the top-level row written before (when
+/// this is not the entity's first request) and what to write.
+fn request_text(layout: &Layout, entity: &Node<'_, '_>, chunk: &Chunk, later: bool) -> String {
+    let tables = &layout.tables;
+    let root = &tables[0].0;
+    let shown: Map<String, Json> = draft(layout, 0, entity, false)
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    let mut s = format!("The `{root}` row: {}\n", Json::Object(shown));
+    if later && let Some((c, range)) = chunk.first() {
+        let ct = tables[0].2[*c];
+        let before = match range.start {
+            0 => (*c > 0).then(|| (tables[0].2[*c - 1], entity.children[*c - 1].last())),
+            k => Some((ct, entity.children[*c].get(k - 1))),
+        };
+        if let Some((bt, Some(row))) = before {
+            s.push_str(&format!(
+                "Its earlier rows are written; the last `{}` row: {}\n",
+                tables[bt].0,
+                Json::Object(draft(layout, bt, row, false))
+            ));
+        }
+    }
+    let parts: Vec<String> = chunk
+        .iter()
+        .map(|(c, range)| {
+            let ct = tables[0].2[*c];
+            let total = entity.children[*c].len();
+            if range.len() == total {
+                format!("its {total} `{}` rows", tables[ct].0)
+            } else {
+                format!(
+                    "`{}` rows {} to {} of {total}",
+                    tables[ct].0,
+                    range.start + 1,
+                    range.end
+                )
+            }
+        })
+        .collect();
+    s.push_str(&format!(
+        "Write {}, each with its own child rows.",
+        parts.join(" and ")
+    ));
+    s
+}
+
+/// A row as drafted (or written so far): its shown columns and, if `nested`, its child rows.
+fn draft(layout: &Layout, t: usize, row: &Node<'_, '_>, nested: bool) -> Map<String, Json> {
+    let (_, columns, children) = &layout.tables[t];
+    let mut m = Map::new();
+    for ((name, slot), v) in columns.iter().zip(row.slots).zip(&row.values) {
+        if *slot != Slot::Skip {
+            m.insert(name.clone(), json_of(v));
+        }
+    }
+    if nested {
+        for (&ct, rows) in children.iter().zip(&row.children) {
+            let rows = rows
+                .iter()
+                .map(|r| Json::Object(draft(layout, ct, r, true)));
+            m.insert(layout.tables[ct].0.clone(), Json::Array(rows.collect()));
+        }
+    }
+    m
+}
+
+/// The grammar's fields of a row of table `t`, its child rows nested.
+fn grammar_fields(layout: &Layout, t: usize, row: &Node<'_, '_>) -> Vec<(String, FieldValue)> {
+    let (_, columns, children) = &layout.tables[t];
+    let mut fields = Vec::new();
+    for ((name, slot), v) in columns.iter().zip(row.slots).zip(&row.values) {
+        let field = match slot {
+            Slot::Skip => continue,
+            Slot::Keep => FieldValue::Fixed(json_of(v)),
+            Slot::Write(enc) => FieldValue::Generate(field_schema(name, enc)),
+            Slot::Order(enc) if *v != Value::Null => {
+                let mut f = field_schema(name, enc);
+                f.nullable = false;
+                FieldValue::Generate(f)
+            }
+            Slot::Order(_) => FieldValue::Fixed(Json::Null),
+        };
+        fields.push((name.clone(), field));
+    }
+    for (&ct, rows) in children.iter().zip(&row.children) {
+        let rows = rows.iter().map(|r| grammar_fields(layout, ct, r)).collect();
+        fields.push((layout.tables[ct].0.clone(), FieldValue::Objects(rows)));
+    }
+    fields
+}
+
+/// Takes the values the LLM wrote for a row of table `t` and its child rows.
+fn read_back<'m>(layout: &Layout, t: usize, row: &mut Node<'_, 'm>, written: &Json) {
+    let (_, columns, children) = &layout.tables[t];
+    for (j, name) in columns.iter().enumerate() {
+        if let Slot::Write(enc) | Slot::Order(enc) = row.slots[j] {
+            row.values[j] = value_of(enc, written.get(name).unwrap_or(&Json::Null));
+        }
+    }
+    for (&ct, rows) in children.iter().zip(&mut row.children) {
+        let objects = written.get(&layout.tables[ct].0).and_then(Json::as_array);
+        for (r, o) in rows.iter_mut().zip(objects.into_iter().flatten()) {
+            read_back(layout, ct, r, o);
+        }
+    }
+}
+
+/// Appends the rows of `row`'s subtree (itself a row of table `t`) to `pool`, per table, as
+/// flat objects, keeping at most [`EXEMPLARS`] per table.
+fn collect_rows(
+    layout: &Layout,
+    t: usize,
+    row: &Node<'_, '_>,
+    pool: &mut [Vec<Map<String, Json>>],
+) {
+    if t > 0 && pool[t].len() < EXEMPLARS * 64 {
+        pool[t].push(draft(layout, t, row, false));
+    }
+    for (&ct, rows) in layout.tables[t].2.iter().zip(&row.children) {
+        for r in rows {
+            collect_rows(layout, ct, r, pool);
+        }
+    }
+}
+
+/// Per table, the entity's first row of the table's parent (the root for the root's children),
+/// as shown: what `knn-real` matches real rows on.
+fn first_rows(layout: &Layout, entity: &Node<'_, '_>) -> Vec<Option<Map<String, Json>>> {
+    let tables = &layout.tables;
+    let mut firsts: Vec<Option<Map<String, Json>>> = vec![None; tables.len()];
+    fn walk(
+        layout: &Layout,
+        t: usize,
+        row: &Node<'_, '_>,
+        firsts: &mut Vec<Option<Map<String, Json>>>,
+    ) {
+        let shown: Map<String, Json> = draft(layout, t, row, false)
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        for (&ct, rows) in layout.tables[t].2.iter().zip(&row.children) {
+            if firsts[ct].is_none() {
+                firsts[ct] = Some(shown.clone());
+            }
+            for r in rows {
+                walk(layout, ct, r, firsts);
+            }
+        }
+    }
+    walk(layout, 0, entity, &mut firsts);
+    firsts
 }
 
 /// Real child rows shown with `knn-real`: Amalgam matches on the parent's values, each matching

@@ -119,6 +119,9 @@ pub enum FieldValue {
     Fixed(Value),
     /// Generated under the schema.
     Generate(FieldSchema),
+    /// An array of exactly this many objects, each with its own fields (an entity's child
+    /// rows: the PGM fixes how many, the grammar holds the model to it).
+    Objects(Vec<Vec<(String, FieldValue)>>),
 }
 
 /// Why a row could not be constrained or its output not read.
@@ -164,18 +167,8 @@ enum GrammarSource {
 impl RowGrammar {
     /// The grammar of one compact JSON object with `fields`' keys in order.
     pub fn new(fields: &[(String, FieldValue)]) -> Result<Self, ConstraintError> {
-        let mut keys = std::collections::HashSet::new();
-        if let Some((key, _)) = fields.iter().find(|(k, _)| !keys.insert(k.as_str())) {
-            return Err(ConstraintError::Schema {
-                field: key.clone(),
-                reason: "the key appears twice in the row".into(),
-            });
-        }
-        let exact_in_schema = fields.iter().all(|(_, v)| match v {
-            FieldValue::Fixed(v) => const_is_exact(v),
-            FieldValue::Generate(_) => true,
-        });
-        let source = if exact_in_schema {
+        check_keys(fields)?;
+        let source = if fields_exact(fields) {
             GrammarSource::JsonSchema(row_schema(fields)?)
         } else {
             GrammarSource::Lark(row_lark(fields)?)
@@ -228,14 +221,66 @@ fn const_is_exact(v: &Value) -> bool {
     }
 }
 
+/// Every object's keys are distinct (nested objects included).
+fn check_keys(fields: &[(String, FieldValue)]) -> Result<(), ConstraintError> {
+    let mut keys = std::collections::HashSet::new();
+    for (key, value) in fields {
+        if !keys.insert(key.as_str()) {
+            return Err(ConstraintError::Schema {
+                field: key.clone(),
+                reason: "the key appears twice in the row".into(),
+            });
+        }
+        if let FieldValue::Objects(items) = value {
+            items.iter().try_for_each(|item| check_keys(item))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether every fixed value (nested objects included) is exact as a JSON Schema `const`.
+fn fields_exact(fields: &[(String, FieldValue)]) -> bool {
+    fields.iter().all(|(_, v)| match v {
+        FieldValue::Fixed(v) => const_is_exact(v),
+        FieldValue::Generate(_) => true,
+        FieldValue::Objects(items) => items.iter().all(|item| fields_exact(item)),
+    })
+}
+
 /// The row as a JSON Schema: properties in order, all required, nothing else, no free
 /// whitespace.
 fn row_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError> {
+    let mut schema = object_schema(fields)?;
+    schema["x-guidance"] = serde_json::json!({
+        "whitespace_flexible": false,
+        "item_separator": ",",
+        "key_separator": ":",
+        "json_allowed_escapes": JSON_ALLOWED_ESCAPES,
+    });
+    Ok(schema)
+}
+
+/// One object: properties in order, all required, nothing else; arrays of objects have
+/// exactly their number of items.
+fn object_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError> {
     let mut properties = Map::new();
     for (key, value) in fields {
         let schema = match value {
             FieldValue::Fixed(v) => serde_json::json!({ "const": v }),
             FieldValue::Generate(s) => value_schema(key, s)?,
+            FieldValue::Objects(items) => {
+                let items = items
+                    .iter()
+                    .map(|item| object_schema(item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                serde_json::json!({
+                    "type": "array",
+                    "minItems": items.len(),
+                    "maxItems": items.len(),
+                    "prefixItems": items,
+                    "items": false,
+                })
+            }
         };
         properties.insert(key.clone(), schema);
     }
@@ -245,12 +290,6 @@ fn row_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError>
         "properties": properties,
         "required": required,
         "additionalProperties": false,
-        "x-guidance": {
-            "whitespace_flexible": false,
-            "item_separator": ",",
-            "key_separator": ":",
-            "json_allowed_escapes": JSON_ALLOWED_ESCAPES,
-        },
     }))
 }
 
@@ -321,31 +360,59 @@ fn value_schema(key: &str, s: &FieldSchema) -> Result<Value, ConstraintError> {
     })
 }
 
-/// The row in Lark: literal text for keys and fixed values, one rule per generated value.
+/// The row in Lark: literal text for keys, fixed values and the punctuation of nested
+/// arrays, one rule per generated value.
 fn row_lark(fields: &[(String, FieldValue)]) -> Result<String, ConstraintError> {
-    let mut start = Vec::new();
-    let mut rules = String::new();
-    let mut text = String::from("{");
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&json_text(&Value::String(key.clone())));
-        text.push(':');
-        match value {
-            FieldValue::Fixed(v) => text.push_str(&json_text(v)),
-            FieldValue::Generate(schema) => {
-                start.push(lark_literal(&std::mem::take(&mut text)));
-                let rule = format!("f{i}");
-                let body = value_rule(key, schema)?;
-                rules.push_str(&format!("{rule}: {body}\n"));
-                start.push(rule);
+    let mut lark = Lark::default();
+    lark.object(fields)?;
+    let text = std::mem::take(&mut lark.text);
+    lark.start.push(lark_literal(&text));
+    Ok(format!("start: {}\n{}", lark.start.join(" "), lark.rules))
+}
+
+/// A Lark grammar being written: the start rule's items, the other rules, and literal text
+/// not yet flushed into the start rule.
+#[derive(Default)]
+struct Lark {
+    start: Vec<String>,
+    rules: String,
+    text: String,
+}
+
+impl Lark {
+    fn object(&mut self, fields: &[(String, FieldValue)]) -> Result<(), ConstraintError> {
+        self.text.push('{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                self.text.push(',');
+            }
+            self.text.push_str(&json_text(&Value::String(key.clone())));
+            self.text.push(':');
+            match value {
+                FieldValue::Fixed(v) => self.text.push_str(&json_text(v)),
+                FieldValue::Generate(schema) => {
+                    let text = std::mem::take(&mut self.text);
+                    self.start.push(lark_literal(&text));
+                    let rule = format!("f{}", self.start.len());
+                    let body = value_rule(key, schema)?;
+                    self.rules.push_str(&format!("{rule}: {body}\n"));
+                    self.start.push(rule);
+                }
+                FieldValue::Objects(items) => {
+                    self.text.push('[');
+                    for (j, item) in items.iter().enumerate() {
+                        if j > 0 {
+                            self.text.push(',');
+                        }
+                        self.object(item)?;
+                    }
+                    self.text.push(']');
+                }
             }
         }
+        self.text.push('}');
+        Ok(())
     }
-    text.push('}');
-    start.push(lark_literal(&text));
-    Ok(format!("start: {}\n{rules}", start.join(" ")))
 }
 
 /// Builds per-row constraints for one model's tokenizer.

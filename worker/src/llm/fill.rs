@@ -117,6 +117,16 @@ impl LlmRuntime {
     }
 
     /// Token ids of a rendered prompt (with BOS in front when the model wants it).
+    /// Tokens of `text` (no special tokens added): a length estimate.
+    pub(crate) fn count_tokens(&self, text: &str) -> Result<usize, FillError> {
+        let enc = self
+            .tokenizer
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| FillError::Prompt(e.to_string()))?;
+        Ok(enc.len())
+    }
+
     pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, FillError> {
         let enc = self
             .tokenizer

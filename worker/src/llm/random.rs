@@ -33,6 +33,8 @@ pub struct RandomModelSpec {
     pub seed: u64,
     /// Whether the LM head is the token embedding (no `output.weight` / `lm_head.weight`).
     pub tie_embeddings: bool,
+    /// Context length in tokens (the metadata's; no weights depend on it).
+    pub context: usize,
 }
 
 impl RandomModelSpec {
@@ -54,6 +56,7 @@ impl RandomModelSpec {
             intermediate: 128,
             seed: 7,
             tie_embeddings: architecture == Architecture::Llama,
+            context: 8192,
         }
     }
 
@@ -70,6 +73,7 @@ impl RandomModelSpec {
             intermediate: 5632,
             seed: 11,
             tie_embeddings: false,
+            context: 2048,
         }
     }
 }
@@ -101,7 +105,6 @@ const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 const BOS: u32 = 1;
 const EOS: u32 = 2;
 const MERGES: usize = 200;
-const CONTEXT: usize = 2048;
 
 /// ChatML, as SmolLM2 and Qwen ship it.
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -381,7 +384,7 @@ fn write_gguf(
             Value::String(format!("chimera-random-{arch}")),
         ),
         (format!("{arch}.block_count"), u32v(spec.layers)),
-        (format!("{arch}.context_length"), u32v(CONTEXT)),
+        (format!("{arch}.context_length"), u32v(spec.context)),
         (format!("{arch}.embedding_length"), u32v(spec.hidden)),
         (
             format!("{arch}.feed_forward_length"),
@@ -457,7 +460,7 @@ fn write_safetensors(
         "num_key_value_heads": spec.kv_heads,
         "head_dim": spec.head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": CONTEXT,
+        "max_position_embeddings": spec.context,
         "rms_norm_eps": eps,
         "rope_theta": theta,
         "rope_scaling": null,
@@ -486,7 +489,7 @@ fn write_safetensors(
         "eos_token": SPECIALS[EOS as usize],
         "pad_token": SPECIALS[EOS as usize],
         "add_bos_token": false,
-        "model_max_length": CONTEXT,
+        "model_max_length": spec.context,
         "tokenizer_class": "GPT2Tokenizer",
     });
     write_json(&dir.join("tokenizer_config.json"), &tok_config)

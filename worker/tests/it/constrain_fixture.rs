@@ -177,6 +177,46 @@ pub fn sample(logits: &[f32], rng: &mut StdRng) -> u32 {
         .expect("some token allowed") as u32
 }
 
+/// Checks an array of nested objects by value: exactly `items.len()` objects, keys in order,
+/// fixed values equal, generated values fitting their schema (spelled as serde_json writes
+/// them back).
+pub fn check_objects(
+    key: &str,
+    items: &[Vec<(String, FieldValue)>],
+    value: &Value,
+    tally: &mut Tally,
+) {
+    let array = value
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is not an array: {value}"));
+    assert_eq!(array.len(), items.len(), "{key}: {value}");
+    for (fields, object) in items.iter().zip(array) {
+        let object = object
+            .as_object()
+            .unwrap_or_else(|| panic!("{key}: {object}"));
+        let keys: Vec<&String> = object.keys().collect();
+        let want: Vec<&String> = fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, want, "keys out of order in {key}: {object:?}");
+        for (k, field) in fields {
+            let v = &object[k];
+            match field {
+                FieldValue::Fixed(f) => {
+                    tally.fixed_values += 1;
+                    assert_eq!(v, f, "{key}.{k}");
+                }
+                FieldValue::Generate(schema) => {
+                    tally.generated_values += 1;
+                    let raw = serde_json::to_string(v).expect("json");
+                    if let Some(why) = misfit(schema, v, &raw) {
+                        panic!("{key}.{k} = {raw}: {why}");
+                    }
+                }
+                FieldValue::Objects(inner) => check_objects(k, inner, v, tally),
+            }
+        }
+    }
+}
+
 /// Byte spans of each field's value in the row's JSON text, walking the known layout
 /// (`{"k":v,...}`) and letting serde_json find where each value ends.
 pub fn value_spans(text: &str, fields: &[(String, FieldValue)]) -> Vec<(usize, usize)> {
@@ -487,6 +527,7 @@ pub fn check_row(
                     panic!("{key} = {raw}: {why} (row {text:?})");
                 }
             }
+            FieldValue::Objects(items) => check_objects(key, items, &values[key], tally),
         }
     }
     tally.rows += 1;

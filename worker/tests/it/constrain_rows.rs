@@ -9,8 +9,8 @@ use chimera_worker::llm::constrain::{
     RowGrammar,
 };
 use chimera_worker::llm::tokenizer::{ChimeraTokenizer, load_tokenizer};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -123,7 +123,7 @@ fn decode_fixed_row(fields: &[(String, FieldValue)]) -> bool {
         .iter()
         .map(|(k, v)| match v {
             FieldValue::Fixed(v) => (k.clone(), v.clone()),
-            FieldValue::Generate(_) => unreachable!(),
+            FieldValue::Generate(_) | FieldValue::Objects(_) => unreachable!(),
         })
         .collect();
     assert_eq!(values, want);
@@ -135,6 +135,68 @@ fn decode_fixed_row(fields: &[(String, FieldValue)]) -> bool {
         .expect("encode");
     assert_eq!(forced, canonical.get_ids());
     grammar.is_lark()
+}
+
+/// A random entity: a row whose last fields are arrays of 0..=3 random rows, each of the
+/// first array's rows holding an array of its own (two levels, as patients → admissions →
+/// transfers).
+fn random_entity(columns: &[(FieldSchema, Value)], rng: &mut StdRng) -> Vec<(String, FieldValue)> {
+    let rows = |rng: &mut StdRng, nested: bool| -> FieldValue {
+        let n = rng.random_range(0..=3);
+        FieldValue::Objects(
+            (0..n)
+                .map(|_| {
+                    let mut row = random_row(columns, rng);
+                    if nested {
+                        let m = rng.random_range(0..=2);
+                        let inner = (0..m).map(|_| random_row(columns, rng)).collect();
+                        row.push(("grandchildren".into(), FieldValue::Objects(inner)));
+                    }
+                    row
+                })
+                .collect(),
+        )
+    };
+    let mut entity = random_row(columns, rng);
+    let children = rows(rng, true);
+    let others = rows(rng, false);
+    entity.push(("children".into(), children));
+    entity.push(("others".into(), others));
+    entity
+}
+
+#[test]
+fn nested_arrays_have_their_lengths_and_every_value_fits() {
+    let tok = tiny_tokenizer();
+    let factory = ConstraintFactory::new(&tok).expect("factory");
+    let token_bytes = tok.token_bytes();
+    let columns = test_columns();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut tally = Tally::default();
+    let (mut lark, mut nested_objects) = (0, 0);
+    for _ in 0..60 {
+        let fields = random_entity(&columns, &mut rng);
+        let grammar = RowGrammar::new(&fields).expect("entity grammar");
+        lark += usize::from(grammar.is_lark());
+        let mut c = factory.constraint(&grammar).expect("entity constraint");
+        let run = drive(&mut c, &token_bytes, token_bytes.len(), &mut rng, 20_000);
+        let text = c.text();
+        let values = c.finish().expect("finished entity parses");
+        for (k, v) in &fields {
+            if let FieldValue::Objects(items) = v {
+                nested_objects += items.len();
+                assert_eq!(
+                    values[k].as_array().map(Vec::len),
+                    Some(items.len()),
+                    "{text}"
+                );
+            }
+        }
+        check_row(&fields, &values, &text, &run, &mut tally);
+    }
+    assert!(lark > 0 && lark < 60, "{lark} of 60 entities in Lark");
+    assert!(nested_objects > 60, "{nested_objects}");
+    assert!(tally.generated_values > 300, "{tally:?}");
 }
 
 #[test]
