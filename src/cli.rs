@@ -405,6 +405,9 @@ pub struct EvalArgs {
     /// Target column for machine-learning efficacy (binary).
     #[arg(long)]
     pub target: Option<String>,
+    /// Write the metrics to this JSON file (otherwise to standard output).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -804,8 +804,12 @@ async fn eval(a: EvalArgs) -> Result<()> {
         ..chimera_eval::EvalOptions::default()
     };
     let report = tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
-    let json = serde_json::to_value(&report)?;
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    let text = serde_json::to_string_pretty(&serde_json::to_value(&report)?)?;
+    match &a.json {
+        Some(path) => std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
     Ok(())
 }
 

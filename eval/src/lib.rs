@@ -9,6 +9,7 @@ mod column;
 mod efficacy;
 mod error;
 mod fidelity;
+mod privacy;
 mod report;
 
 use std::borrow::Cow;
@@ -18,7 +19,8 @@ use rayon::prelude::*;
 
 use crate::column::{Column, ColumnValues, Tables};
 pub use crate::error::{EvalError, TableRole};
-pub use crate::report::{EvalReport, MlEfficacy, OneWay, PairScores};
+pub use crate::privacy::PrivacyOptions;
+pub use crate::report::{EvalReport, MlEfficacy, OneWay, PairScores, Privacy};
 
 /// The tables to evaluate.
 pub struct EvalInput<'a> {
@@ -58,6 +60,8 @@ pub struct EvalOptions {
     pub learning_rate: f32,
     /// Depth of each tree.
     pub max_depth: usize,
+    /// Sample sizes of the distance-based privacy metrics.
+    pub privacy: PrivacyOptions,
 }
 
 impl Default for EvalOptions {
@@ -68,6 +72,7 @@ impl Default for EvalOptions {
             trees: 200,
             learning_rate: 0.1,
             max_depth: 5,
+            privacy: PrivacyOptions::default(),
         }
     }
 }
@@ -122,7 +127,8 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
     let tables = Tables {
         real: input.real,
         synthetic: input.synthetic,
-        test: ml_request.map(|(test, _)| test),
+        // A test table also gives the privacy metrics their held-out rows.
+        test: input.test.filter(|t| column::row_count(t) > 0),
     };
 
     // Collected in column order so the first failing column is the one reported.
@@ -159,6 +165,8 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
         .map(|(_, target)| efficacy::ml_efficacy(&columns, target, options, input.seed, &mut notes))
         .transpose()?;
 
+    let privacy = privacy::privacy(&columns, &options.privacy, input.seed, &mut notes);
+
     Ok(EvalReport {
         rows_real,
         rows_synthetic,
@@ -167,6 +175,7 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
         two_way_equal_width,
         correlation,
         ml_efficacy,
+        privacy,
         notes,
     })
 }

@@ -21,6 +21,8 @@ pub struct EvalReport {
     /// Utility: classifiers trained on synthetic and on real data, scored on the test
     /// table; `None` without a test table and a target.
     pub ml_efficacy: Option<MlEfficacy>,
+    /// Distances to the real rows, new and copied rows.
+    pub privacy: Option<Privacy>,
     /// Conventions and anything left out, in words.
     pub notes: Vec<String>,
 }
@@ -66,6 +68,28 @@ pub struct MlEfficacy {
     pub accuracy_real: f64,
     /// F1 of the positive class at threshold 0.5, model trained on real data.
     pub f1_real: f64,
+}
+
+/// How close the synthetic rows are to the real training rows (SDMetrics' definitions).
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Privacy {
+    /// Median distance of a synthetic row to its closest training row (Gower, 0..=1).
+    pub dcr_median: f64,
+    /// 5th percentile of the same: how close the closest synthetic rows come.
+    pub dcr_p5: f64,
+    /// Median DCR of held-out real rows to the training rows: what unseen real rows score.
+    pub holdout_dcr_median: Option<f64>,
+    /// 5th percentile of the same.
+    pub holdout_dcr_p5: Option<f64>,
+    /// Share of synthetic rows closer to the training rows than to as many held-out rows
+    /// (about 0.5 is good; SDMetrics' DCROverfittingProtection is `min(1, 2 (1 - share))`).
+    pub closer_to_training: Option<f64>,
+    /// Share of synthetic rows that match no training row (SDMetrics' NewRowSynthesis).
+    pub new_row_synthesis: f64,
+    /// Share of synthetic rows identical to a training row, over every row.
+    pub exact_copies: f64,
+    /// Synthetic rows in the distance sample.
+    pub rows_sampled: usize,
 }
 
 fn as_object<S: Serializer>(

@@ -6,6 +6,7 @@ mod bad_input;
 mod distributed;
 mod distributed_s3;
 mod entities;
+mod eval;
 mod llm;
 mod pipeline;
 mod procs;
