@@ -394,8 +394,12 @@ pub struct InspectArgs {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// The real (training) table.
-    #[arg(long)]
-    pub real: String,
+    #[arg(long, required_unless_present = "spec")]
+    pub real: Option<String>,
+    /// Relational entities: the spec of the run (its tables' inputs are the real tables) and
+    /// the run's output folder as --synthetic.
+    #[arg(long, conflicts_with_all = ["real", "test", "target"])]
+    pub spec: Option<PathBuf>,
     /// The synthetic table: a file, a folder of Parquet parts, or a chimera output folder.
     #[arg(long)]
     pub synthetic: String,
@@ -405,9 +409,15 @@ pub struct EvalArgs {
     /// Target column for machine-learning efficacy (binary).
     #[arg(long)]
     pub target: Option<String>,
-    /// Write the metrics to this JSON file (otherwise to standard output).
+    /// Write the metrics to this JSON file (otherwise to standard output, unless --report).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report (charts, heatmaps, a verdict) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Title of the HTML report (default: "chimera eval: " and the synthetic path).
+    #[arg(long)]
+    pub title: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -761,31 +761,65 @@ pub fn summary(model: &Model) -> Result<serde_json::Value> {
     }))
 }
 
-/// A chimera output folder reads as its single table's folder.
-fn resolve_synthetic(path: &str) -> Result<String> {
-    let p = Path::new(path);
-    let manifest = p.join(MANIFEST_FILE);
-    if manifest.exists() {
-        let bytes = std::fs::read(&manifest)
-            .with_context(|| format!("cannot read {}", manifest.display()))?;
-        let m = Manifest::from_json(&bytes, &manifest.display().to_string())?;
-        if !m.complete {
-            bail!("{path} holds an unfinished chimera run (no _SUCCESS); run it again first");
-        }
-        if m.tables.len() != 1 {
-            bail!("{} holds {} tables; name one folder", path, m.tables.len());
-        }
-        if let Some(t) = m.tables.keys().next() {
-            return Ok(p.join(t).to_string_lossy().into_owned());
-        }
+/// The manifest of a finished chimera output folder; `None` when `path` holds none.
+pub fn finished_manifest(path: &str) -> Result<Option<Manifest>> {
+    let manifest = Path::new(path).join(MANIFEST_FILE);
+    if !manifest.exists() {
+        return Ok(None);
     }
-    Ok(path.to_string())
+    let bytes =
+        std::fs::read(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let m = Manifest::from_json(&bytes, &manifest.display().to_string())?;
+    if !m.complete {
+        bail!("{path} holds an unfinished chimera run (no _SUCCESS); run it again first");
+    }
+    Ok(Some(m))
+}
+
+/// The privacy guarantee a run's manifest states, for the evaluation report.
+pub fn guarantee(m: &Manifest) -> chimera_eval::Guarantee {
+    chimera_eval::Guarantee {
+        mode: match m.privacy.mode {
+            chimera_storage::PrivacyMode::Dp => "dp",
+            chimera_storage::PrivacyMode::None => "none",
+        }
+        .to_owned(),
+        epsilon: m.privacy.epsilon,
+        delta: m.privacy.delta,
+        notes: m.privacy.notes.clone(),
+    }
+}
+
+/// A chimera output folder reads as its single table's folder, with the privacy guarantee
+/// its manifest states; any other path reads as itself.
+fn resolve_synthetic(path: &str) -> Result<(String, Option<chimera_eval::Guarantee>)> {
+    let Some(m) = finished_manifest(path)? else {
+        return Ok((path.to_string(), None));
+    };
+    if m.tables.len() != 1 {
+        bail!(
+            "{path} holds {} tables; name one folder, or pass the run's --spec to evaluate them all",
+            m.tables.len()
+        );
+    }
+    let table = m.tables.keys().next().cloned().unwrap_or_default();
+    Ok((
+        Path::new(path).join(table).to_string_lossy().into_owned(),
+        Some(guarantee(&m)),
+    ))
 }
 
 async fn eval(a: EvalArgs) -> Result<()> {
+    if let Some(spec) = &a.spec {
+        return crate::eval_entities::eval(&a, spec).await;
+    }
+    let Some(real_path) = &a.real else {
+        bail!("--real is needed (or --spec for relational entities)");
+    };
     let opts = ReadOptions::default();
-    let (_, real) = read_all(&a.real, &opts).await.context("reading --real")?;
-    let (_, synthetic) = read_all(&resolve_synthetic(&a.synthetic)?, &opts)
+    let (_, real) = read_all(real_path, &opts).await.context("reading --real")?;
+    let (synthetic_path, guarantee) = resolve_synthetic(&a.synthetic)?;
+    let (_, synthetic) = read_all(&synthetic_path, &opts)
         .await
         .context("reading --synthetic")?;
     let test = match &a.test {
@@ -803,12 +837,30 @@ async fn eval(a: EvalArgs) -> Result<()> {
         discretization: chimera_eval::Discretization::Quantile,
         ..chimera_eval::EvalOptions::default()
     };
-    let report = tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
-    let text = serde_json::to_string_pretty(&serde_json::to_value(&report)?)?;
+    let mut report =
+        tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
+    report.guarantee = guarantee;
+    let html = || chimera_eval::render_html(&report, &report_title(&a));
+    write_eval(&a, &serde_json::to_value(&report)?, html)
+}
+
+pub fn report_title(a: &EvalArgs) -> String {
+    a.title
+        .clone()
+        .unwrap_or_else(|| format!("chimera eval: {}", a.synthetic))
+}
+
+/// Writes the HTML report (`--report`) and the JSON (`--json`, else standard output unless
+/// there is a report).
+pub fn write_eval(a: &EvalArgs, json: &serde_json::Value, html: impl Fn() -> String) -> Result<()> {
+    if let Some(path) = &a.report {
+        write_atomically(path, html().as_bytes())?;
+    }
+    let text = serde_json::to_string_pretty(json)? + "\n";
     match &a.json {
-        Some(path) => std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => println!("{text}"),
+        Some(path) => write_atomically(path, text.as_bytes())?,
+        None if a.report.is_none() => print!("{text}"),
+        None => {}
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod distributed;
 mod entities;
+mod eval_entities;
 mod health;
 mod progress;
 

@@ -96,4 +96,10 @@ pub enum EvalError {
         /// The trainer's message.
         reason: String,
     },
+    /// A relational evaluation's tables do not fit its links or rules.
+    #[error("{message}")]
+    Relational {
+        /// What is wrong, naming the table and column.
+        message: String,
+    },
 }

@@ -229,6 +229,47 @@ pub(crate) fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     r.is_finite().then(|| r.clamp(-1.0, 1.0))
 }
 
+/// Cramér's V of two code columns (codes `< levels`, null a level of its own), without bias
+/// correction: `sqrt(chi2 / n / (min(rows, columns) - 1))` over the levels that occur. `None`
+/// when either column has a single level.
+pub(crate) fn cramers_v(a: &[u32], b: &[u32], levels: (usize, usize)) -> Option<f64> {
+    let n = a.len();
+    if n == 0 {
+        return None;
+    }
+    let (mut rows, mut columns) = (vec![0u64; levels.0], vec![0u64; levels.1]);
+    for (&x, &y) in a.iter().zip(b) {
+        rows[x as usize] += 1;
+        columns[y as usize] += 1;
+    }
+    let occupied = |v: &[u64]| v.iter().filter(|&&c| c > 0).count();
+    let k = occupied(&rows).min(occupied(&columns));
+    if k < 2 {
+        return None;
+    }
+    // chi2 = sum over observed cells of O^2 / E, minus n; E = row total * column total / n.
+    let mut keys: Vec<u64> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| u64::from(x) * levels.1 as u64 + u64::from(y))
+        .collect();
+    keys.sort_unstable();
+    let mut sum = 0.0;
+    let mut i = 0;
+    while i < keys.len() {
+        let start = i;
+        while i < keys.len() && keys[i] == keys[start] {
+            i += 1;
+        }
+        let observed = (i - start) as f64;
+        let (x, y) = (keys[start] / levels.1 as u64, keys[start] % levels.1 as u64);
+        let expected = rows[x as usize] as f64 * columns[y as usize] as f64 / n as f64;
+        sum += observed * observed / expected;
+    }
+    let chi2 = (sum - n as f64).max(0.0);
+    Some((chi2 / n as f64 / (k - 1) as f64).sqrt().min(1.0))
+}
+
 /// 1 - |r_real - r_synthetic| / 2, SDMetrics' CorrelationSimilarity.
 pub(crate) fn correlation_similarity(real: f64, synthetic: f64) -> f64 {
     1.0 - (real - synthetic).abs() / 2.0
@@ -362,5 +403,29 @@ mod tests {
         assert!(close(r, 1.0), "{r}");
         assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), None);
         assert!(close(correlation_similarity(0.5, -0.5), 0.5));
+    }
+
+    #[test]
+    fn cramers_v_by_hand() {
+        // Perfect association: V = 1; independence: V = 0.
+        assert!(close(
+            cramers_v(&[0, 0, 1, 1], &[1, 1, 0, 0], (2, 2)).expect("defined"),
+            1.0
+        ));
+        assert!(close(
+            cramers_v(&[0, 0, 1, 1], &[0, 1, 0, 1], (2, 2)).expect("defined"),
+            0.0
+        ));
+        // [[30, 10], [20, 20]]: chi2 = 5.333 (no correction), n = 80, V = sqrt(5.333 / 80).
+        let a: Vec<u32> = [0; 40].into_iter().chain([1; 40]).collect();
+        let b: Vec<u32> = [0; 30]
+            .into_iter()
+            .chain([1; 10])
+            .chain([0; 20])
+            .chain([1; 20])
+            .collect();
+        let v = cramers_v(&a, &b, (2, 2)).expect("defined");
+        assert!(close(v, (16.0 / 3.0 / 80.0_f64).sqrt()), "{v}");
+        assert_eq!(cramers_v(&[0, 0], &[0, 1], (2, 2)), None);
     }
 }

@@ -9,7 +9,10 @@ mod column;
 mod efficacy;
 mod error;
 mod fidelity;
+mod html;
+mod marginals;
 mod privacy;
+mod relational;
 mod report;
 
 use std::borrow::Cow;
@@ -19,8 +22,16 @@ use rayon::prelude::*;
 
 use crate::column::{Column, ColumnValues, Tables};
 pub use crate::error::{EvalError, TableRole};
+pub use crate::html::{render_html, render_relational_html};
 pub use crate::privacy::PrivacyOptions;
-pub use crate::report::{EvalReport, MlEfficacy, OneWay, PairScores, Privacy};
+pub use crate::relational::{
+    ChildrenPerParent, Link, LinkReport, Order, OrderReport, RelationalInput, RelationalReport,
+    RelationalTable, TableReport, evaluate_relational, key_set, resolving_rows,
+};
+pub use crate::report::{
+    ChiSquared, ChiSquaredMeans, ColumnReport, Distribution, EvalReport, Guarantee, Matrices,
+    Matrix, Mismatch, MlEfficacy, OneWay, PairScores, Privacy,
+};
 
 /// The tables to evaluate.
 pub struct EvalInput<'a> {
@@ -151,21 +162,54 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
     notes.extend(null_notes(&columns));
 
     let one_way = one_way(&columns);
-    let two_way = two_way(&columns, options);
+    let codes: Vec<PairCodes<'_>> = columns.par_iter().map(|c| pair_codes(c, options)).collect();
+    let (two_way, two_way_matrix) = two_way(&codes, &one_way);
     // SDMetrics' own binning beside any other, from the same columns.
     let two_way_equal_width = (options.discretization != Discretization::EqualWidth).then(|| {
         let sdmetrics = EvalOptions {
             discretization: Discretization::EqualWidth,
             ..options.clone()
         };
-        self::two_way(&columns, &sdmetrics)
+        let codes: Vec<PairCodes<'_>> = columns
+            .par_iter()
+            .map(|c| pair_codes(c, &sdmetrics))
+            .collect();
+        self::two_way(&codes, &one_way).0
     });
-    let correlation = correlation(&columns, &mut notes);
+    let (correlation, pearson) = correlation(&columns, &mut notes);
+    let (cramers_v, association) = cramers_v(&columns, &codes);
+    let column_reports = column_reports(&columns, &codes, &one_way);
     let ml_efficacy = ml_request
         .map(|(_, target)| efficacy::ml_efficacy(&columns, target, options, input.seed, &mut notes))
         .transpose()?;
 
     let privacy = privacy::privacy(&columns, &options.privacy, input.seed, &mut notes);
+
+    let tested: Vec<&ChiSquared> = column_reports
+        .iter()
+        .filter_map(|c| c.chi_squared.as_ref())
+        .collect();
+    let chi_squared = ChiSquaredMeans {
+        p_proportions: report::mean_of(tested.iter().map(|c| Some(c.p_proportions))),
+        p_counts: report::mean_of(tested.iter().map(|c| Some(c.p_counts))),
+        columns: tested.len(),
+    };
+    let wasserstein = report::mean_of(column_reports.iter().map(|c| c.wasserstein));
+    let mismatch = Mismatch {
+        missed: report::mean_of(column_reports.iter().map(|c| Some(c.mismatch.missed)))
+            .unwrap_or(0.0),
+        invented: report::mean_of(column_reports.iter().map(|c| Some(c.mismatch.invented)))
+            .unwrap_or(0.0),
+    };
+    let matrices = Matrices {
+        two_way: two_way_matrix,
+        numeric: pearson.names,
+        pearson_real: pearson.real,
+        pearson_synthetic: pearson.synthetic,
+        categorical: association.names,
+        cramers_v_real: association.real,
+        cramers_v_synthetic: association.synthetic,
+    };
 
     Ok(EvalReport {
         rows_real,
@@ -174,8 +218,15 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
         two_way,
         two_way_equal_width,
         correlation,
+        cramers_v,
+        chi_squared,
+        wasserstein,
+        mismatch,
+        columns: column_reports,
+        matrices,
         ml_efficacy,
         privacy,
+        guarantee: None,
         notes,
     })
 }
@@ -210,6 +261,27 @@ fn conventions(options: &EvalOptions) -> Vec<String> {
         "correlation: CorrelationSimilarity (1 - |r_real - r_synthetic| / 2, Pearson r) over \
          every pair of numeric columns, rows with a null in either column dropped; pairs with \
          a column that is constant in either table are skipped"
+            .to_owned(),
+        "cramers_v: 1 - |V_real - V_synthetic| of Cramér's V (no bias correction, null a \
+         category) over every pair of categorical columns; pairs where either table has a \
+         single category are skipped"
+            .to_owned(),
+        "chi_squared: per column over its categories (numeric: its two_way bins), null a level; \
+         p_proportions is SDMetrics' CSTest (scipy chisquare of synthetic against real shares, \
+         1e-6 pseudo-count for synthetic-only categories), the convention behind Amalgam's \
+         average chi-squared p, and lenient: it ignores the row count and almost never \
+         rejects; p_counts is Pearson's test of homogeneity on the counts (no continuity \
+         correction), strict: at large row counts it rejects any visible difference"
+            .to_owned(),
+        "wasserstein: scipy's 1-D Wasserstein distance between the real and synthetic values \
+         divided by the real range, nulls dropped; numeric columns with a non-constant real \
+         column only; lower is better"
+            .to_owned(),
+        "mismatch (HARMONIC's data mismatch): missed = share of real categories (null \
+         included) absent from the synthetic column, or for numeric columns share of the \
+         occupied real bins of 20 equal-width bins over the real range holding no synthetic \
+         value; invented = share of synthetic rows with a category the real column lacks, or \
+         a value outside the real range; lower is better"
             .to_owned(),
         format!(
             "ml_efficacy: forust gradient boosting (log loss, {} trees, learning rate {}, depth \
@@ -293,8 +365,7 @@ fn all_pairs(n: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn two_way(columns: &[Column], options: &EvalOptions) -> PairScores {
-    let codes: Vec<PairCodes<'_>> = columns.par_iter().map(|c| pair_codes(c, options)).collect();
+fn two_way(codes: &[PairCodes<'_>], one_way: &OneWay) -> (PairScores, Matrix) {
     let pairs = all_pairs(codes.len());
     let scores: Vec<f64> = pairs
         .par_iter()
@@ -307,13 +378,146 @@ fn two_way(columns: &[Column], options: &EvalOptions) -> PairScores {
             )
         })
         .collect();
-    PairScores {
+    let mut matrix = square(codes.len());
+    for (i, row) in matrix.iter_mut().enumerate() {
+        row[i] = one_way.columns[i].1;
+    }
+    for (&(i, j), &score) in pairs.iter().zip(&scores) {
+        matrix[i][j] = Some(score);
+        matrix[j][i] = Some(score);
+    }
+    let scores = PairScores {
         mean: report::mean_of(scores.iter().copied().map(Some)),
         pairs: scores.len(),
+    };
+    (scores, matrix)
+}
+
+fn square(n: usize) -> Matrix {
+    vec![vec![None; n]; n]
+}
+
+/// A measure of association between pairs of columns, in each table.
+struct Association {
+    names: Vec<String>,
+    real: Matrix,
+    synthetic: Matrix,
+}
+
+impl Association {
+    fn new(names: Vec<String>) -> Self {
+        let n = names.len();
+        Association {
+            names,
+            real: square(n),
+            synthetic: square(n),
+        }
+    }
+
+    fn set(&mut self, (i, j): (usize, usize), real: Option<f64>, synthetic: Option<f64>) {
+        self.real[i][j] = real;
+        self.real[j][i] = real;
+        self.synthetic[i][j] = synthetic;
+        self.synthetic[j][i] = synthetic;
     }
 }
 
-fn correlation(columns: &[Column], notes: &mut Vec<String>) -> PairScores {
+fn cramers_v(columns: &[Column], codes: &[PairCodes<'_>]) -> (PairScores, Association) {
+    let categorical: Vec<usize> = (0..columns.len())
+        .filter(|&i| matches!(columns[i].values, ColumnValues::Categorical { .. }))
+        .collect();
+    let mut association = Association::new(
+        categorical
+            .iter()
+            .map(|&i| columns[i].name.clone())
+            .collect(),
+    );
+    let pairs = all_pairs(categorical.len());
+    let values: Vec<(Option<f64>, Option<f64>)> = pairs
+        .par_iter()
+        .map(|&(i, j)| {
+            let (a, b) = (&codes[categorical[i]], &codes[categorical[j]]);
+            let levels = (a.levels, b.levels);
+            (
+                fidelity::cramers_v(&a.real, &b.real, levels),
+                fidelity::cramers_v(&a.synthetic, &b.synthetic, levels),
+            )
+        })
+        .collect();
+    let mut scores = Vec::new();
+    for (&pair, &(r, s)) in pairs.iter().zip(&values) {
+        association.set(pair, r, s);
+        if let (Some(r), Some(s)) = (r, s) {
+            scores.push(1.0 - (r - s).abs());
+        }
+    }
+    for i in 0..categorical.len() {
+        association.set((i, i), Some(1.0), Some(1.0));
+    }
+    let scores = PairScores {
+        mean: report::mean_of(scores.iter().copied().map(Some)),
+        pairs: scores.len(),
+    };
+    (scores, association)
+}
+
+fn column_reports(
+    columns: &[Column],
+    codes: &[PairCodes<'_>],
+    one_way: &OneWay,
+) -> Vec<ColumnReport> {
+    columns
+        .par_iter()
+        .zip(codes)
+        .zip(&one_way.columns)
+        .map(|((c, codes), (_, score))| {
+            let real_counts = marginals::level_counts(&codes.real, codes.levels);
+            let synthetic_counts = marginals::level_counts(&codes.synthetic, codes.levels);
+            let chi_squared = marginals::chi_squared(&real_counts, &synthetic_counts);
+            let (wasserstein, mismatch, distribution) = match &c.values {
+                ColumnValues::Numeric(v) => {
+                    let (real, synthetic) = (
+                        marginals::sorted_finite(&v.real),
+                        marginals::sorted_finite(&v.synthetic),
+                    );
+                    (
+                        marginals::wasserstein_normalized(&real, &synthetic),
+                        marginals::numeric_mismatch(&real, &synthetic),
+                        marginals::numeric_distribution(
+                            &real,
+                            &synthetic,
+                            v.real.len() - real.len(),
+                            v.synthetic.len() - synthetic.len(),
+                        ),
+                    )
+                }
+                ColumnValues::Categorical { categories, .. } => (
+                    None,
+                    marginals::categorical_mismatch(&real_counts, &synthetic_counts),
+                    marginals::categorical_distribution(
+                        categories,
+                        &real_counts,
+                        &synthetic_counts,
+                    ),
+                ),
+            };
+            ColumnReport {
+                name: c.name.clone(),
+                kind: match c.values {
+                    ColumnValues::Numeric(_) => column::ColumnKind::Numeric.name(),
+                    ColumnValues::Categorical { .. } => column::ColumnKind::Categorical.name(),
+                },
+                score: *score,
+                chi_squared,
+                wasserstein,
+                mismatch,
+                distribution,
+            }
+        })
+        .collect()
+}
+
+fn correlation(columns: &[Column], notes: &mut Vec<String>) -> (PairScores, Association) {
     let numeric: Vec<(&str, &column::PerTable<Vec<f64>>)> = columns
         .iter()
         .filter_map(|c| match &c.values {
@@ -341,32 +545,41 @@ fn correlation(columns: &[Column], notes: &mut Vec<String>) -> PairScores {
             ));
         }
     }
+    let mut association = Association::new(numeric.iter().map(|(n, _)| (*n).to_owned()).collect());
     let pairs = all_pairs(numeric.len());
-    let scores: Vec<Result<f64, (usize, usize)>> = pairs
+    // Pearson's r of each pair in the real and in the synthetic table.
+    let values: Vec<(Option<f64>, Option<f64>)> = pairs
         .par_iter()
-        .filter(|(i, j)| constant[*i].is_none() && constant[*j].is_none())
         .map(|&(i, j)| {
             let (x, y) = (numeric[i].1, numeric[j].1);
-            match (
+            (
                 fidelity::pearson(&x.real, &y.real),
                 fidelity::pearson(&x.synthetic, &y.synthetic),
-            ) {
-                (Some(r), Some(s)) => Ok(fidelity::correlation_similarity(r, s)),
-                _ => Err((i, j)),
-            }
+            )
         })
         .collect();
-    for (i, j) in scores.iter().filter_map(|s| s.err()) {
-        notes.push(format!(
-            "correlation: pair (`{}`, `{}`) skipped, Pearson r is undefined on the rows where both are non-null",
-            numeric[i].0, numeric[j].0
-        ));
+    let mut scored = Vec::new();
+    for (&(i, j), &(r, s)) in pairs.iter().zip(&values) {
+        association.set((i, j), r, s);
+        if constant[i].is_some() || constant[j].is_some() {
+            continue;
+        }
+        match (r, s) {
+            (Some(r), Some(s)) => scored.push(fidelity::correlation_similarity(r, s)),
+            _ => notes.push(format!(
+                "correlation: pair (`{}`, `{}`) skipped, Pearson r is undefined on the rows where both are non-null",
+                numeric[i].0, numeric[j].0
+            )),
+        }
     }
-    let scored: Vec<f64> = scores.into_iter().filter_map(Result::ok).collect();
-    PairScores {
+    for i in 0..numeric.len() {
+        association.set((i, i), Some(1.0), Some(1.0));
+    }
+    let scores = PairScores {
         mean: report::mean_of(scored.iter().copied().map(Some)),
         pairs: scored.len(),
-    }
+    };
+    (scores, association)
 }
 
 #[cfg(test)]

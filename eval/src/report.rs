@@ -18,13 +18,133 @@ pub struct EvalReport {
     pub two_way_equal_width: Option<PairScores>,
     /// Correlation fidelity (CorrelationSimilarity over pairs of numeric columns).
     pub correlation: PairScores,
+    /// Association fidelity of categorical pairs: 1 - |V_real - V_synthetic| of Cramér's V.
+    pub cramers_v: PairScores,
+    /// Mean chi-squared p-values over the columns, in both conventions.
+    pub chi_squared: ChiSquaredMeans,
+    /// Mean normalised Wasserstein distance over the numeric columns (lower is better).
+    pub wasserstein: Option<f64>,
+    /// Mean data mismatch over the columns (HARMONIC): lower is better.
+    pub mismatch: Mismatch,
+    /// Every column of the real table: its scores and its real and synthetic shares.
+    pub columns: Vec<ColumnReport>,
+    /// Pair matrices for the heatmaps, over the columns in `columns`' order.
+    pub matrices: Matrices,
     /// Utility: classifiers trained on synthetic and on real data, scored on the test
     /// table; `None` without a test table and a target.
     pub ml_efficacy: Option<MlEfficacy>,
     /// Distances to the real rows, new and copied rows.
     pub privacy: Option<Privacy>,
+    /// The privacy guarantee the synthetic data was released under, when known (the caller
+    /// reads it from the run's manifest; `evaluate` leaves it `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guarantee: Option<Guarantee>,
     /// Conventions and anything left out, in words.
     pub notes: Vec<String>,
+}
+
+/// The privacy guarantee of a synthetic run.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Guarantee {
+    /// `dp` (differentially private fit) or `none`.
+    pub mode: String,
+    /// Total epsilon spent under `dp`.
+    pub epsilon: Option<f64>,
+    /// Total delta spent under `dp`.
+    pub delta: Option<f64>,
+    /// Caveats, e.g. that real exemplars were shown to an LLM.
+    pub notes: Vec<String>,
+}
+
+/// One column's comparison.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct ColumnReport {
+    /// The column's name.
+    pub name: String,
+    /// `numeric` or `categorical`.
+    pub kind: &'static str,
+    /// KSComplement (numeric) or TVComplement (categorical), as in `one_way`.
+    pub score: Option<f64>,
+    /// Chi-squared tests over the column's categories (numeric: its 2-way bins), null a level.
+    pub chi_squared: Option<ChiSquared>,
+    /// Wasserstein distance over the real range (numeric columns).
+    pub wasserstein: Option<f64>,
+    /// Categories or ranges missed and invented.
+    pub mismatch: Mismatch,
+    /// Shares of the real and synthetic rows per category or bin, for the report's charts.
+    pub distribution: Distribution,
+}
+
+/// A chi-squared test of one column in two conventions.
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+pub struct ChiSquared {
+    /// SDMetrics' CSTest: scipy `chisquare` of synthetic against real *shares*, the
+    /// convention behind Amalgam's "average chi-squared p"; lenient (the statistic ignores
+    /// the row count, so it almost never rejects).
+    pub p_proportions: f64,
+    /// Pearson's test of homogeneity on the 2 x k table of counts (no continuity
+    /// correction): strict, rejects any visible difference at large row counts.
+    pub p_counts: f64,
+    /// The count test's statistic.
+    pub statistic: f64,
+    /// The count test's degrees of freedom (occupied levels - 1).
+    pub dof: usize,
+}
+
+/// Mean chi-squared p-values over the columns with a test.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct ChiSquaredMeans {
+    /// Mean of `p_proportions` (lenient convention).
+    pub p_proportions: Option<f64>,
+    /// Mean of `p_counts` (count-based test).
+    pub p_counts: Option<f64>,
+    /// Columns tested.
+    pub columns: usize,
+}
+
+/// HARMONIC's data mismatch: what the synthetic column misses or invents.
+#[derive(serde::Serialize, Debug, Clone, Default)]
+pub struct Mismatch {
+    /// Share of the real categories (numeric: occupied real bins of 20 equal-width bins)
+    /// absent from the synthetic column.
+    pub missed: f64,
+    /// Share of synthetic rows with a category the real column lacks (numeric: values
+    /// outside the real range).
+    pub invented: f64,
+}
+
+/// Shares of rows per category or bin, for a chart.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Distribution {
+    /// Category names (the most frequent real ones, then `other (n more)`, then `(null)`),
+    /// or the lower edges of 20 equal-width bins over both tables' range.
+    pub labels: Vec<String>,
+    /// Share of real rows per label.
+    pub real: Vec<f64>,
+    /// Share of synthetic rows per label.
+    pub synthetic: Vec<f64>,
+}
+
+/// Square matrices over columns; `None` where undefined.
+pub type Matrix = Vec<Vec<Option<f64>>>;
+
+/// The pair matrices the report draws.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Matrices {
+    /// ContingencySimilarity of every pair over all columns (the 1-way score on the diagonal).
+    pub two_way: Matrix,
+    /// The numeric columns of the Pearson matrices.
+    pub numeric: Vec<String>,
+    /// Pearson's r between numeric columns in the real table.
+    pub pearson_real: Matrix,
+    /// The same in the synthetic table.
+    pub pearson_synthetic: Matrix,
+    /// The categorical columns of the Cramér's V matrices.
+    pub categorical: Vec<String>,
+    /// Cramér's V between categorical columns in the real table.
+    pub cramers_v_real: Matrix,
+    /// The same in the synthetic table.
+    pub cramers_v_synthetic: Matrix,
 }
 
 /// Single-column scores.

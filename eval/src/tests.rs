@@ -466,3 +466,113 @@ fn report_serialises_to_the_agreed_shape() -> Result<(), EvalError> {
     assert!(json["notes"].as_array().is_some_and(|n| !n.is_empty()));
     Ok(())
 }
+
+#[test]
+fn columns_and_matrices_describe_every_column() -> Result<(), EvalError> {
+    // Real city oslo 3 / rome 2 / lima 2 / null 1; synthetic invents `paris` and never says
+    // `lima`, and its ages run past the real range.
+    let real = [mixed_table()];
+    let synthetic = [batch(vec![
+        ("age", ints(&[23, 35, 35, 41, 52, 67, 29, 90])),
+        (
+            "income",
+            Arc::new(Float64Array::from(vec![
+                1.5, 2.5, 3.0, 4.0, 3.0, 9.0, 2.0, 5.5,
+            ])) as ArrayRef,
+        ),
+        (
+            "city",
+            strs(&[
+                Some("oslo"),
+                Some("rome"),
+                Some("paris"),
+                Some("oslo"),
+                Some("rome"),
+                Some("rome"),
+                Some("oslo"),
+                None,
+            ]),
+        ),
+        (
+            "smoker",
+            Arc::new(BooleanArray::from(vec![
+                true, false, false, true, false, false, true, true,
+            ])) as ArrayRef,
+        ),
+        (
+            "born",
+            Arc::new(Date32Array::from(vec![
+                100, 2000, 3000, 4000, 5000, 6000, 7000, 8000,
+            ])) as ArrayRef,
+        ),
+    ])];
+    let report = evaluate(&input(&real, &synthetic))?;
+    let names: Vec<&str> = report.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["age", "income", "city", "smoker", "born"]);
+    let city = &report.columns[2];
+    assert_eq!(city.kind, "categorical");
+    // Real levels lima, oslo, rome, null: lima missed (1 of 4); paris is 1 of 8 rows.
+    assert!(close(city.mismatch.missed, 0.25), "{:?}", city.mismatch);
+    assert!(close(city.mismatch.invented, 0.125), "{:?}", city.mismatch);
+    assert_eq!(city.wasserstein, None);
+    assert!(city.chi_squared.is_some());
+    assert_eq!(
+        city.distribution.labels.last().map(String::as_str),
+        Some("(null)")
+    );
+    let age = &report.columns[0];
+    // 90 is outside the real range 23..=67.
+    assert!(close(age.mismatch.invented, 0.125), "{:?}", age.mismatch);
+    assert!(age.wasserstein.is_some_and(|w| w > 0.0));
+    // `born` is identical: Wasserstein 0, both chi-squared p-values 1.
+    let born = &report.columns[4];
+    assert_eq!(born.wasserstein, Some(0.0));
+    let chi = born.chi_squared.as_ref().expect("tested");
+    assert!(
+        close(chi.p_proportions, 1.0) && close(chi.p_counts, 1.0),
+        "{chi:?}"
+    );
+    assert_eq!(report.chi_squared.columns, 5);
+    assert!(report.mismatch.invented > 0.0 && report.mismatch.missed > 0.0);
+
+    // Matrices: square, symmetric, the 1-way score on the 2-way diagonal.
+    let m = &report.matrices;
+    assert_eq!(m.two_way.len(), 5);
+    assert_eq!(m.two_way[2][2], score(&report, "city"));
+    assert_eq!(m.two_way[0][3], m.two_way[3][0]);
+    assert_eq!(m.numeric, ["age", "income", "born"]);
+    assert_eq!(m.categorical, ["city", "smoker"]);
+    assert_eq!(m.pearson_real[0][0], Some(1.0));
+    assert_eq!(m.cramers_v_real[0][1], m.cramers_v_real[1][0]);
+    assert_eq!(report.cramers_v.pairs, 1);
+    Ok(())
+}
+
+#[test]
+fn html_report_holds_a_chart_per_column_and_escapes_names() -> Result<(), EvalError> {
+    let real = [batch(vec![
+        ("x", ints(&[1, 2, 3, 4])),
+        (
+            "<b>name</b>",
+            strs(&[Some("a"), Some("</script>"), Some("a"), None]),
+        ),
+    ])];
+    let report = evaluate(&input(&real, &real))?;
+    let html = render_html(&report, "T & <t>");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<title>T &amp; &lt;t&gt;</title>"));
+    assert!(html.contains("&lt;b&gt;name&lt;/b&gt;") && !html.contains("<b>name</b>"));
+    assert_eq!(html.matches("<canvas id=\"chart-").count(), 2);
+    // The chart data parses back, with a category that would end a script element.
+    let start = html.find("id=\"chimera-data\">").expect("data") + "id=\"chimera-data\">".len();
+    let end = start + html[start..].find("</script>").expect("end of data");
+    let data: serde_json::Value =
+        serde_json::from_str(&html[start..end].replace("<\\/", "</")).expect("json");
+    assert_eq!(data.as_array().map(Vec::len), Some(2));
+    assert!(
+        data[1]["labels"]
+            .as_array()
+            .is_some_and(|l| l.contains(&"</script>".into()))
+    );
+    Ok(())
+}

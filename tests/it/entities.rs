@@ -829,3 +829,164 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("pass --llm"), "{}", stderr(&o));
 }
+
+#[test]
+fn smollm2_writes_whole_entities_that_keep_keys_codes_and_order() {
+    // The real model (see DEVELOPERS.md) writing two patients' admissions, transfers and
+    // diagnoses as nested JSON: about 100 rows, a minute and a half on 2 cores.
+    let Some(llm) = crate::llm::smollm2() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    ok(&run_mimic(
+        &out,
+        "2",
+        &["--no-dp", "--seed", "2", "--llm", llm.to_str().unwrap()],
+    ));
+    let (sp, sa, st, sd) = (
+        synthetic(&out, "patients"),
+        synthetic(&out, "admissions"),
+        synthetic(&out, "transfers"),
+        synthetic(&out, "diagnoses_icd"),
+    );
+    assert!(sd["hadm_id"].len() > 20, "{}", sd["hadm_id"].len());
+    assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
+    assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
+    let dict = real("d_icd_diagnoses");
+    let codes: HashSet<(Option<String>, Option<String>)> = dict["icd_code"]
+        .iter()
+        .cloned()
+        .zip(dict["icd_version"].iter().cloned())
+        .collect();
+    for (c, v) in sd["icd_code"].iter().zip(&sd["icd_version"]) {
+        assert!(codes.contains(&(c.clone(), v.clone())), "{c:?} {v:?}");
+    }
+    let real_units: HashSet<Option<String>> =
+        real("transfers")["careunit"].iter().cloned().collect();
+    assert!(st["careunit"].iter().all(|u| real_units.contains(u)));
+    assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
+    assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    for (t, c) in [(&sa, "admittime"), (&st, "intime"), (&sd, "seq_num")] {
+        assert!(t[c].iter().all(Option::is_some), "empty {c}");
+    }
+}
+
+#[test]
+fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&run_mimic(&out, "500", &["--no-dp", "--seed", "5"]));
+    let json = dir.path().join("m.json");
+    let report = dir.path().join("r.html");
+    let spec = example().join("spec.yaml");
+    ok(&chimera(&[
+        "eval",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--synthetic",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let tables: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    // The entity tree's order: parents first, siblings by name.
+    assert_eq!(
+        tables,
+        ["patients", "admissions", "diagnoses_icd", "transfers"]
+    );
+    assert_eq!(v["dangling_keys"], 0, "{}", v["links"]);
+    assert_eq!(v["order_violations"], 0, "{}", v["orders"]);
+    assert_eq!(v["guarantee"]["mode"], "none");
+    // Keys are fresh identifiers: left out of each table's own metrics.
+    let admissions = &v["tables"][1]["report"];
+    let columns: Vec<&str> = admissions["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(columns.contains(&"admission_type"));
+    assert!(!columns.contains(&"hadm_id") && !columns.contains(&"subject_id"));
+    // The spec drops the 54 transfers without an admission from the real side too.
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("transfers: 54 real rows")),
+        "{}",
+        v["notes"]
+    );
+
+    // Children per parent against this file's own count of the same tables.
+    let link = |child: &str, parent: &str| {
+        v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["child"] == child && l["parent"] == parent)
+            .unwrap_or_else(|| panic!("link {child} -> {parent}"))
+            .clone()
+    };
+    let (rp, ra) = (real("patients"), real("admissions"));
+    let (sp, sa) = (synthetic(&out, "patients"), synthetic(&out, "admissions"));
+    let want = tvd(
+        &per_parent(&rp["subject_id"], &ra["subject_id"]),
+        &per_parent(&sp["subject_id"], &sa["subject_id"]),
+    );
+    let got = link("admissions", "patients")["children_per_parent"]["tvd"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (got - want).abs() < 1e-9,
+        "admissions per patient: {got} vs {want}"
+    );
+    // The dictionary link is checked for dangling codes only.
+    let dictionary = link("diagnoses_icd", "d_icd_diagnoses");
+    assert_eq!(dictionary["dangling_synthetic"], 0);
+    assert!(dictionary.get("children_per_parent").is_none());
+    // Row and sibling orders were checked on real numbers of rows.
+    let orders = v["orders"].as_array().unwrap();
+    assert!(
+        orders
+            .iter()
+            .any(|o| o["rule"] == "dischtime >= admittime within a row"
+                && o["checked_synthetic"].as_u64().unwrap() > 100)
+    );
+    assert!(orders.iter().any(|o| {
+        o["table"] == "transfers"
+            && o["rule"]
+                .as_str()
+                .unwrap()
+                .contains("previous sibling's outtime")
+    }));
+
+    // The report draws a chart per child link and per column of every table.
+    let charts = 3 + v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["report"]["columns"].as_array().unwrap().len())
+        .sum::<usize>();
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("<canvas id=\"chart-").count(), charts);
+    if let Some(browser) = crate::eval::chromium() {
+        let profile = dir.path().join("profile");
+        let (dom, console) = crate::eval::headless(&browser, &profile, &report, &["--dump-dom"]);
+        assert!(
+            dom.contains(&format!("data-charts=\"{charts}\"")),
+            "charts not drawn"
+        );
+        assert!(console.is_empty(), "console messages: {console:?}");
+    }
+}

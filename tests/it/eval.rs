@@ -2,6 +2,9 @@
 //! computed once with SDMetrics 0.32.0 by `tests/data/sdmetrics/expected.py` (its docstring says
 //! how), on a fixed synthetic sample of the 2,000-row Adult fixture and 2,000 held-out rows.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use super::{chimera, data, ok};
 
 #[test]
@@ -45,6 +48,47 @@ fn eval_agrees_with_sdmetrics_on_adult() {
         &want["correlation_mean"],
     );
     assert_eq!(got["correlation"]["pairs"], want["correlation_pairs"]);
+    // Chi-squared in both conventions per categorical column (SDMetrics' CSTest on shares;
+    // scipy's chi2_contingency on counts), Wasserstein per numeric column, Cramér's V.
+    let column = |name: &str| {
+        got["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("column {name} in the report"))
+            .clone()
+    };
+    for (c, w) in want["cstest"].as_object().unwrap() {
+        close(
+            &format!("CSTest {c}"),
+            &column(c)["chi_squared"]["p_proportions"],
+            w,
+        );
+    }
+    for (c, w) in want["chi2_counts_p"].as_object().unwrap() {
+        close(
+            &format!("chi2 counts {c}"),
+            &column(c)["chi_squared"]["p_counts"],
+            w,
+        );
+    }
+    for (c, w) in want["wasserstein"].as_object().unwrap() {
+        let (a, b) = (
+            column(c)["wasserstein"].as_f64().unwrap(),
+            w.as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-9,
+            "Wasserstein {c}: chimera {a}, scipy {b}"
+        );
+    }
+    close(
+        "Cramér's V",
+        &got["cramers_v"]["mean"],
+        &want["cramers_v_mean"],
+    );
+    assert_eq!(got["cramers_v"]["pairs"], want["cramers_v_pairs"]);
     // Privacy: equal-size training and held-out sets, no sampling at these sizes.
     let p = &got["privacy"];
     close(
@@ -88,4 +132,142 @@ fn eval_counts_copied_rows_as_copies() {
     assert_eq!(p["new_row_synthesis"], 0.0);
     assert_eq!(p["dcr_median"], 0.0);
     assert!(p["closer_to_training"].is_null(), "no held-out rows: {p}");
+}
+
+/// Chromium (or Chrome) for the report tests: `CHIMERA_CHROMIUM`, else the first browser on
+/// the PATH. `None` skips the test, unless `CHIMERA_REQUIRE_CHROMIUM` is set (as in CI).
+pub fn chromium() -> Option<PathBuf> {
+    let found = std::env::var_os("CHIMERA_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path)
+                .flat_map(|dir| {
+                    ["chromium", "chromium-browser", "google-chrome"].map(|b| dir.join(b))
+                })
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CHIMERA_REQUIRE_CHROMIUM").is_none(),
+            "CHIMERA_REQUIRE_CHROMIUM is set but no chromium was found"
+        );
+        eprintln!("skipped: no chromium on the PATH (apt install chromium)");
+    }
+    found
+}
+
+/// Runs headless Chromium on a local page with `args`; returns stdout and the console lines
+/// of its log.
+pub fn headless(
+    browser: &Path,
+    profile: &Path,
+    page: &Path,
+    args: &[&str],
+) -> (String, Vec<String>) {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+#[test]
+fn eval_report_renders_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.html");
+    ok(&chimera(&[
+        "eval",
+        "--real",
+        &data("adult_2000.csv"),
+        "--synthetic",
+        &data("adult_2000_synthetic.csv"),
+        "--test",
+        &data("adult_holdout_2000.csv"),
+        "--target",
+        "income",
+        "--title",
+        "Adult <2000> & synthetic",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let html = std::fs::read_to_string(&report).unwrap();
+    // Self-contained: nothing fetched from anywhere; the title is escaped.
+    for fetch in ["src=", "<link", "@import", "url("] {
+        assert!(!html.contains(fetch), "the report loads something: {fetch}");
+    }
+    assert!(html.contains("<title>Adult &lt;2000&gt; &amp; synthetic</title>"));
+    assert!(
+        html.contains("Utility"),
+        "an ML-efficacy card with --target"
+    );
+
+    // Every chart drawn (one per column), and nothing logged to the console.
+    let profile = dir.path().join("profile");
+    let (dom, console) = headless(&browser, &profile, &report, &["--dump-dom"]);
+    assert!(
+        dom.contains("data-charts=\"15\""),
+        "charts not drawn: {dom:.300}"
+    );
+    assert!(console.is_empty(), "console messages: {console:?}");
+
+    // A screenshot that is not blank: many colours, and much of it not the background.
+    let shot = dir.path().join("shot.png");
+    let (_, console) = headless(
+        &browser,
+        &profile,
+        &report,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000",
+            "--hide-scrollbars",
+        ],
+    );
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let bytes = info.color_type.samples();
+    let rgb: Vec<[u8; 3]> = pixels[..info.buffer_size()]
+        .chunks(bytes)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    assert_eq!(rgb.len(), 1280 * 2000);
+    let background = [0xf5, 0xf6, 0xf8];
+    let painted = rgb.iter().filter(|p| **p != background).count();
+    assert!(
+        painted * 4 > rgb.len(),
+        "mostly background: {painted} of {} pixels painted",
+        rgb.len()
+    );
+    let colours: std::collections::HashSet<[u8; 3]> = rgb.iter().copied().collect();
+    assert!(colours.len() > 200, "only {} colours", colours.len());
+    // The bar colours of both series are on the page.
+    for bar in [[0x4c, 0x72, 0xb0], [0xdd, 0x84, 0x52]] {
+        assert!(colours.contains(&bar), "no bar of colour {bar:?}");
+    }
 }

@@ -354,7 +354,7 @@ fn llm_flags_are_checked() {
     assert!(stderr(&o).contains("pass --llm"), "{}", stderr(&o));
 }
 
-fn smollm2() -> Option<PathBuf> {
+pub fn smollm2() -> Option<PathBuf> {
     match std::env::var_os("CHIMERA_SMOLLM2_GGUF") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
