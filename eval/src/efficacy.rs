@@ -1,13 +1,21 @@
-//! ML efficacy: a gradient-boosted classifier trained on the synthetic table and, for
-//! reference, on the real one, both scored on the real held-out table.
+//! ML efficacy: gradient-boosted trees and a linear model trained on the synthetic table and,
+//! for reference, on the real one, all scored on the real held-out table. A binary target is
+//! classified (AUC, accuracy, F1); a numeric target with more than two values is regressed (R^2).
 
 use forust_ml::objective::ObjectiveType;
 use forust_ml::{GradientBooster, Matrix};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
 
 use crate::EvalOptions;
 use crate::column::{Column, ColumnValues};
 use crate::error::{EvalError, TableRole};
-use crate::report::MlEfficacy;
+use crate::linear::{self, Design, Feature};
+use crate::report::{MlEfficacy, ModelScores, TaskScores};
+
+/// Training rows of the linear model at most (a seeded sample beyond).
+const LINEAR_ROWS: usize = 100_000;
 
 /// The target as class keys per row: `None` for null, else a key that identifies the class.
 struct TargetClasses {
@@ -64,6 +72,8 @@ fn no_test(target: &Column) -> EvalError {
 struct Split {
     features: Vec<f64>,
     labels: Vec<bool>,
+    /// The table's rows kept, in order.
+    rows: Vec<usize>,
     dropped: usize,
 }
 
@@ -91,6 +101,18 @@ fn split(
         .map(|(i, _)| i)
         .collect();
     let labels = keep.iter().map(|&i| classes[i] == Some(positive)).collect();
+    let matrix = tree_features(&keep, features, table);
+    Split {
+        features: matrix,
+        labels,
+        dropped: classes.len() - keep.len(),
+        rows: keep,
+    }
+}
+
+/// Column-major features of `keep` for the trees: numbers as they are, categories as their
+/// codes, null (and infinities) as NaN, which forust treats as missing.
+fn tree_features(keep: &[usize], features: &[&Column], table: TableRole) -> Vec<f64> {
     let mut matrix = Vec::with_capacity(keep.len() * features.len());
     for column in features {
         match &column.values {
@@ -120,11 +142,7 @@ fn split(
             }
         }
     }
-    Split {
-        features: matrix,
-        labels,
-        dropped: classes.len() - keep.len(),
-    }
+    matrix
 }
 
 fn pick<'v, T>(
@@ -191,19 +209,14 @@ impl Classifier {
     }
 }
 
-/// Held-out scores of one classifier.
-struct Scores {
-    auc: f64,
-    accuracy: f64,
-    f1: f64,
-}
-
-fn score(labels: &[bool], log_odds: &[f64]) -> Scores {
+/// Held-out scores of a classifier from its log-odds (threshold 0).
+fn score(labels: &[bool], log_odds: &[f64]) -> TaskScores {
     let predicted: Vec<bool> = log_odds.iter().map(|&s| s > 0.0).collect();
-    Scores {
-        auc: roc_auc(labels, log_odds).unwrap_or(0.5),
-        accuracy: accuracy(labels, &predicted),
-        f1: f1(labels, &predicted),
+    TaskScores {
+        auc: Some(roc_auc(labels, log_odds).unwrap_or(0.5)),
+        accuracy: Some(accuracy(labels, &predicted)),
+        f1: Some(f1(labels, &predicted)),
+        r2: None,
     }
 }
 
@@ -223,6 +236,32 @@ pub(crate) fn ml_efficacy(
         .iter()
         .find(|c| c.name == target)
         .ok_or_else(|| target_error("not a column of the real table".to_owned()))?;
+    let features: Vec<&Column> = columns.iter().filter(|c| c.name != target).collect();
+    if features.is_empty() {
+        return Err(target_error(
+            "the table has no other column to predict it from".to_owned(),
+        ));
+    }
+    if let ColumnValues::Numeric(values) = &target_column.values
+        && crate::fidelity::distinct_up_to(&values.real, 3) > 2
+    {
+        return regression(target_column, &features, options, seed, notes);
+    }
+    classification(target_column, &features, options, seed, notes)
+}
+
+fn classification(
+    target_column: &Column,
+    features: &[&Column],
+    options: &EvalOptions,
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<MlEfficacy, EvalError> {
+    let target = target_column.name.as_str();
+    let target_error = |reason: String| EvalError::Target {
+        target: target.to_owned(),
+        reason,
+    };
     let classes = target_classes(target_column)?;
 
     // The two classes of the real table, in key order of their labels.
@@ -236,7 +275,7 @@ pub(crate) fn ml_efficacy(
     }
     if counts.len() != 2 {
         return Err(target_error(format!(
-            "needs exactly 2 classes in the real table, found {}",
+            "needs exactly 2 classes in the real table (or a numeric target to regress), found {}",
             if counts.len() > 2 {
                 "more than 2".to_owned()
             } else {
@@ -256,34 +295,16 @@ pub(crate) fn ml_efficacy(
         (counts[1].0, counts[0].0)
     };
 
-    let features: Vec<&Column> = columns.iter().filter(|c| c.name != target).collect();
-    if features.is_empty() {
-        return Err(target_error(
-            "the table has no other column to predict it from".to_owned(),
-        ));
-    }
     let width = features.len();
-    let real = split(
-        &classes.real,
-        positive,
-        negative,
-        &features,
-        TableRole::Real,
-    );
+    let real = split(&classes.real, positive, negative, features, TableRole::Real);
     let synthetic = split(
         &classes.synthetic,
         positive,
         negative,
-        &features,
+        features,
         TableRole::Synthetic,
     );
-    let test = split(
-        &classes.test,
-        positive,
-        negative,
-        &features,
-        TableRole::Test,
-    );
+    let test = split(&classes.test, positive, negative, features, TableRole::Test);
     let test_positives = test.labels.iter().filter(|&&l| l).count();
     if test_positives == 0 || test_positives == test.rows() {
         return Err(target_error(
@@ -306,7 +327,7 @@ pub(crate) fn ml_efficacy(
     if synthetic_positives == 0 || synthetic_positives == synthetic.rows() {
         notes.push(
             "ml_efficacy: the synthetic target has a single class (or no usable row), so the \
-             synthetic-trained model predicts that class for every row and its AUC is 0.5"
+             models trained on it predict that class for every row and their AUC is 0.5"
                 .to_owned(),
         );
     }
@@ -315,20 +336,241 @@ pub(crate) fn ml_efficacy(
         || Classifier::train(&synthetic, width, options, seed, TableRole::Synthetic),
         || Classifier::train(&real, width, options, seed, TableRole::Real),
     );
-    let synthetic_scores = score(&test.labels, &on_synthetic?.scores(&test, width));
-    let real_scores = score(&test.labels, &on_real?.scores(&test, width));
+    let gradient_boosting = ModelScores {
+        synthetic: score(&test.labels, &on_synthetic?.scores(&test, width)),
+        real: score(&test.labels, &on_real?.scores(&test, width)),
+    };
 
+    let linear_fit = |train: &Split, table| -> Option<TaskScores> {
+        let single = train.labels.iter().all(|&l| l == train.labels[0]);
+        let rows = linear_rows(&train.rows, seed);
+        let labels: Vec<bool> = if rows.len() == train.rows.len() {
+            train.labels.clone()
+        } else {
+            let position: std::collections::HashMap<usize, bool> = train
+                .rows
+                .iter()
+                .copied()
+                .zip(train.labels.iter().copied())
+                .collect();
+            rows.iter().map(|r| position[r]).collect()
+        };
+        let train_features = linear_features(features, table);
+        let test_features = linear_features(features, TableRole::Test);
+        let design = Design::fit(&train_features, &rows);
+        let x = design.rows(&train_features, &rows);
+        let log_odds = if single || labels.is_empty() {
+            vec![
+                if labels.first() == Some(&true) {
+                    1.0
+                } else {
+                    -1.0
+                };
+                test.rows()
+            ]
+        } else {
+            let w = linear::logistic(&x, design.width(), &labels)?;
+            linear::predict(&design.rows(&test_features, &test.rows), design.width(), &w)
+        };
+        Some(score(&test.labels, &log_odds))
+    };
+    let linear = linear_model(
+        linear_fit(&synthetic, TableRole::Synthetic),
+        linear_fit(&real, TableRole::Real),
+        [synthetic.rows.len(), real.rows.len()],
+        "logistic regression",
+        notes,
+    );
     Ok(MlEfficacy {
         target: target.to_owned(),
         task: "binary".to_owned(),
-        positive_class: (classes.label)(positive),
-        auc_synthetic: synthetic_scores.auc,
-        auc_real: real_scores.auc,
-        accuracy_synthetic: synthetic_scores.accuracy,
-        f1_synthetic: synthetic_scores.f1,
-        accuracy_real: real_scores.accuracy,
-        f1_real: real_scores.f1,
+        positive_class: Some((classes.label)(positive)),
+        gradient_boosting,
+        linear,
     })
+}
+
+fn regression(
+    target_column: &Column,
+    features: &[&Column],
+    options: &EvalOptions,
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<MlEfficacy, EvalError> {
+    let ColumnValues::Numeric(values) = &target_column.values else {
+        unreachable!("regression is chosen for numeric targets only");
+    };
+    let target = target_column.name.as_str();
+    let test_values = values
+        .test
+        .as_deref()
+        .ok_or_else(|| no_test(target_column))?;
+    let kept = |y: &[f64]| -> Vec<usize> { (0..y.len()).filter(|&i| y[i].is_finite()).collect() };
+    let tables = [
+        (TableRole::Real, &values.real[..]),
+        (TableRole::Synthetic, &values.synthetic[..]),
+        (TableRole::Test, test_values),
+    ];
+    let rows: Vec<Vec<usize>> = tables.iter().map(|(_, y)| kept(y)).collect();
+    for ((table, y), rows) in tables.iter().zip(&rows) {
+        let dropped = y.len() - rows.len();
+        if dropped > 0 {
+            notes.push(format!(
+                "ml_efficacy: {dropped} rows of the {table} table were left out because their target is null"
+            ));
+        }
+    }
+    let (real_rows, synthetic_rows, test_rows) = (&rows[0], &rows[1], &rows[2]);
+    if test_rows.len() < 2 {
+        return Err(EvalError::Target {
+            target: target.to_owned(),
+            reason: "the test table has fewer than 2 rows with a target, so R^2 is undefined"
+                .to_owned(),
+        });
+    }
+    let truth: Vec<f64> = test_rows.iter().map(|&r| test_values[r]).collect();
+    let width = features.len();
+    let test_matrix = tree_features(test_rows, features, TableRole::Test);
+
+    let trees = |train: &[usize], table: TableRole, y: &[f64]| -> Result<TaskScores, EvalError> {
+        let targets: Vec<f64> = train.iter().map(|&r| y[r]).collect();
+        let prediction = if train.is_empty() {
+            vec![0.0; truth.len()]
+        } else {
+            let matrix = tree_features(train, features, table);
+            let mut model = GradientBooster::default()
+                .set_objective_type(ObjectiveType::SquaredLoss)
+                .set_iterations(options.trees)
+                .set_learning_rate(options.learning_rate)
+                .set_max_depth(options.max_depth)
+                .set_seed(seed)
+                .set_parallel(true);
+            model
+                .fit_unweighted(&Matrix::new(&matrix, train.len(), width), &targets, None)
+                .map_err(|e| EvalError::Model {
+                    table,
+                    reason: e.to_string(),
+                })?;
+            model.predict(&Matrix::new(&test_matrix, truth.len(), width), true)
+        };
+        Ok(TaskScores {
+            r2: Some(r_squared(&truth, &prediction)),
+            ..TaskScores::default()
+        })
+    };
+    let (on_synthetic, on_real) = rayon::join(
+        || trees(synthetic_rows, TableRole::Synthetic, &values.synthetic),
+        || trees(real_rows, TableRole::Real, &values.real),
+    );
+    let gradient_boosting = ModelScores {
+        synthetic: on_synthetic?,
+        real: on_real?,
+    };
+
+    let linear_fit = |train: &[usize], table: TableRole, y: &[f64]| -> Option<TaskScores> {
+        let rows = linear_rows(train, seed);
+        let train_features = linear_features(features, table);
+        let design = Design::fit(&train_features, &rows);
+        let x = design.rows(&train_features, &rows);
+        let targets: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        let w = linear::ridge(&x, design.width(), &targets)?;
+        let test_features = linear_features(features, TableRole::Test);
+        let prediction =
+            linear::predict(&design.rows(&test_features, test_rows), design.width(), &w);
+        Some(TaskScores {
+            r2: Some(r_squared(&truth, &prediction)),
+            ..TaskScores::default()
+        })
+    };
+    let linear = linear_model(
+        linear_fit(synthetic_rows, TableRole::Synthetic, &values.synthetic),
+        linear_fit(real_rows, TableRole::Real, &values.real),
+        [synthetic_rows.len(), real_rows.len()],
+        "ridge regression",
+        notes,
+    );
+    Ok(MlEfficacy {
+        target: target.to_owned(),
+        task: "regression".to_owned(),
+        positive_class: None,
+        gradient_boosting,
+        linear,
+    })
+}
+
+/// The linear model's scores when both fits worked; notes the sampling and any failure.
+fn linear_model(
+    synthetic: Option<TaskScores>,
+    real: Option<TaskScores>,
+    rows: [usize; 2],
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Option<ModelScores> {
+    for (n, table) in rows.iter().zip(["synthetic", "real"]) {
+        if *n > LINEAR_ROWS {
+            notes.push(format!(
+                "ml_efficacy: the {name} was trained on {LINEAR_ROWS} of the {n} {table} rows, \
+                 a seeded sample"
+            ));
+        }
+    }
+    match (synthetic, real) {
+        (Some(synthetic), Some(real)) => Some(ModelScores { synthetic, real }),
+        _ => {
+            notes.push(format!(
+                "ml_efficacy: the {name} could not be fitted (a singular system); no linear scores"
+            ));
+            None
+        }
+    }
+}
+
+/// Up to [`LINEAR_ROWS`] of `rows`, a seeded sample in row order.
+fn linear_rows(rows: &[usize], seed: u64) -> Vec<usize> {
+    if rows.len() <= LINEAR_ROWS {
+        return rows.to_vec();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0011_AEA2);
+    let mut picked: Vec<usize> = sample(&mut rng, rows.len(), LINEAR_ROWS)
+        .into_iter()
+        .map(|i| rows[i])
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// The feature columns of one table for the linear model.
+fn linear_features<'c>(features: &[&'c Column], table: TableRole) -> Vec<Feature<'c>> {
+    features
+        .iter()
+        .map(|c| match &c.values {
+            ColumnValues::Numeric(v) => {
+                Feature::Numeric(pick(&v.real, &v.synthetic, v.test.as_deref(), table))
+            }
+            ColumnValues::Categorical { categories, codes } => Feature::Categorical {
+                codes: pick(&codes.real, &codes.synthetic, codes.test.as_deref(), table),
+                levels: categories.len(),
+            },
+        })
+        .collect()
+}
+
+/// 1 - SS_res / SS_tot; 0 when the truth is constant and the prediction is not exact.
+pub(crate) fn r_squared(truth: &[f64], prediction: &[f64]) -> f64 {
+    let mean = truth.iter().sum::<f64>() / truth.len().max(1) as f64;
+    let total: f64 = truth.iter().map(|y| (y - mean).powi(2)).sum();
+    let residual: f64 = truth
+        .iter()
+        .zip(prediction)
+        .map(|(y, p)| (y - p).powi(2))
+        .sum();
+    if total > 0.0 {
+        1.0 - residual / total
+    } else if residual == 0.0 {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// Area under the ROC curve from ranks (Mann–Whitney U), tied scores sharing their mean
@@ -410,5 +652,13 @@ mod tests {
         assert!((accuracy(&labels, &predicted) - 0.6).abs() < 1e-12);
         assert!((f1(&labels, &predicted) - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(f1(&[false], &[false]), 0.0);
+    }
+
+    #[test]
+    fn r_squared_by_hand() {
+        // truth 1 2 3 (mean 2, SS_tot 2), prediction 1 2 4 (SS_res 1): 0.5.
+        assert!((r_squared(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]) - 0.5).abs() < 1e-12);
+        assert_eq!(r_squared(&[1.0, 2.0], &[1.0, 2.0]), 1.0);
+        assert_eq!(r_squared(&[2.0, 2.0], &[1.0, 2.0]), 0.0);
     }
 }

@@ -36,7 +36,8 @@ h2 { font-size: 19px; margin: 32px 0 12px; }
   box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 .card h3 { margin: 0 0 8px; font-size: 16px; }
 .card table { width: 100%; border-collapse: collapse; font-size: 14px; }
-.card td { padding: 3px 0; } .card td.v { text-align: right; font-variant-numeric: tabular-nums; }
+.card td { padding: 3px 0; }
+.card td.v { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; padding-left: 8px; }
 table.cols { width: 100%; border-collapse: collapse; background: #fff; font-size: 13px;
   border-radius: 10px; overflow: hidden; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 table.cols th, table.cols td { padding: 6px 10px; border-bottom: 1px solid #eceef1; }
@@ -422,29 +423,36 @@ fn verdict(page: &mut String, r: &EvalReport) {
         );
     }
     if let Some(ml) = &r.ml_efficacy {
-        let ratio = if ml.auc_real > 0.0 {
-            ml.auc_synthetic / ml.auc_real
+        let gb = &ml.gradient_boosting;
+        let metric = if ml.task == "regression" {
+            "R&sup2;"
         } else {
-            0.0
+            "AUC"
         };
-        let level = if ratio >= 0.95 {
-            Level::Good
-        } else if ratio >= 0.85 {
-            Level::Fair
-        } else {
-            Level::Poor
-        };
-        line(
-            level,
-            format!(
-                "<b>Utility.</b> A model trained on synthetic rows predicts <code>{}</code> on real \
-                 held-out rows with AUC {:.3}, against {:.3} when trained on the real rows ({} of it).",
-                escape(&ml.target),
-                ml.auc_synthetic,
-                ml.auc_real,
-                pct(ratio)
-            ),
-        );
+        if let (Some(synthetic), Some(real)) = (gb.synthetic.headline(), gb.real.headline()) {
+            let ratio = if real > 0.0 {
+                synthetic.max(0.0) / real
+            } else {
+                0.0
+            };
+            let level = if ratio >= 0.95 {
+                Level::Good
+            } else if ratio >= 0.85 {
+                Level::Fair
+            } else {
+                Level::Poor
+            };
+            line(
+                level,
+                format!(
+                    "<b>Utility.</b> Boosted trees trained on synthetic rows predict <code>{}</code> \
+                     on real held-out rows with {metric} {synthetic:.3}, against {real:.3} when \
+                     trained on the real rows ({} of it).",
+                    escape(&ml.target),
+                    pct(ratio)
+                ),
+            );
+        }
     }
     if let Some(p) = &r.privacy {
         let copies = if p.exact_copies == 0.0 {
@@ -552,24 +560,34 @@ fn cards(page: &mut String, r: &EvalReport) {
         ],
     );
     if let Some(ml) = &r.ml_efficacy {
+        let opt = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3}"));
+        let mut rows = Vec::new();
+        let models = [
+            ("trees", Some(&ml.gradient_boosting)),
+            ("linear", ml.linear.as_ref()),
+        ];
+        for (name, scores) in models {
+            let Some(m) = scores else { continue };
+            let metrics: [(&str, Metric); 4] = [
+                ("AUC", |t| t.auc),
+                ("F1", |t| t.f1),
+                ("accuracy", |t| t.accuracy),
+                ("R&sup2;", |t| t.r2),
+            ];
+            for (metric, get) in metrics {
+                if get(&m.real).is_some() {
+                    rows.push((
+                        format!("{name} {metric}, synthetic / real"),
+                        format!("{} / {}", opt(get(&m.synthetic)), opt(get(&m.real))),
+                    ));
+                }
+            }
+        }
+        let rows: Vec<(&str, String)> = rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         card(
             page,
             &format!("Utility: predicting {}", escape(&ml.target)),
-            &[
-                (
-                    "AUC, trained on synthetic",
-                    format!("{:.3}", ml.auc_synthetic),
-                ),
-                ("AUC, trained on real", format!("{:.3}", ml.auc_real)),
-                (
-                    "F1, synthetic / real",
-                    format!("{:.3} / {:.3}", ml.f1_synthetic, ml.f1_real),
-                ),
-                (
-                    "accuracy, synthetic / real",
-                    format!("{:.3} / {:.3}", ml.accuracy_synthetic, ml.accuracy_real),
-                ),
-            ],
+            &rows,
         );
     }
     if let Some(p) = &r.privacy {
@@ -598,6 +616,9 @@ fn cards(page: &mut String, r: &EvalReport) {
     }
     page.push_str("</section>");
 }
+
+/// Reads one score of a trained model.
+type Metric = fn(&crate::report::TaskScores) -> Option<f64>;
 
 fn card(page: &mut String, title: &str, rows: &[(&str, String)]) {
     let _ = write!(page, "<div class=\"card\"><h3>{title}</h3><table>");

@@ -10,6 +10,7 @@ mod efficacy;
 mod error;
 mod fidelity;
 mod html;
+mod linear;
 mod marginals;
 mod privacy;
 mod relational;
@@ -30,7 +31,7 @@ pub use crate::relational::{
 };
 pub use crate::report::{
     ChiSquared, ChiSquaredMeans, ColumnReport, Distribution, EvalReport, Guarantee, Matrices,
-    Matrix, Mismatch, MlEfficacy, OneWay, PairScores, Privacy,
+    Matrix, Mismatch, MlEfficacy, ModelScores, OneWay, PairScores, Privacy, TaskScores,
 };
 
 /// The tables to evaluate.
@@ -284,11 +285,15 @@ fn conventions(options: &EvalOptions) -> Vec<String> {
          a value outside the real range; lower is better"
             .to_owned(),
         format!(
-            "ml_efficacy: forust gradient boosting (log loss, {} trees, learning rate {}, depth \
-             {}) trained on the synthetic table and on the real table, scored on the test table; \
-             numeric features as values, categorical features as ordinal codes of their sorted \
-             categories (union of all tables), null as missing; positive class = the less \
-             frequent real class; accuracy and F1 at probability 0.5",
+            "ml_efficacy: forust gradient boosting ({} trees, learning rate {}, depth {}; log \
+             loss for a binary target, squared loss for a numeric target with more than two \
+             values) and a linear model (L2 logistic regression by Newton's method, or ridge \
+             regression; penalty 1 on standardised numbers and one-hot categories, the 30 most \
+             frequent per column, nulls as indicators), each trained on the synthetic table and \
+             on the real table and scored on the test table; the trees see numeric features as \
+             values, categorical features as ordinal codes of their sorted categories (union of \
+             all tables), null as missing; positive class = the less frequent real class; \
+             accuracy and F1 at probability 0.5; R^2 = 1 - SS_res / SS_tot on the test rows",
             options.trees, options.learning_rate, options.max_depth
         ),
     ]

@@ -167,27 +167,55 @@ pub struct PairScores {
     pub pairs: usize,
 }
 
-/// Binary-classification utility of the synthetic table.
+/// Utility of the synthetic table: models trained on it and, for reference, on the real
+/// table, scored on the real held-out table.
 #[derive(serde::Serialize, Debug, Clone)]
 pub struct MlEfficacy {
     /// The target column.
     pub target: String,
-    /// Always `binary`.
+    /// `binary` (two classes) or `regression` (a numeric target with more than two values).
     pub task: String,
-    /// The less frequent class of the real table, as text.
-    pub positive_class: String,
-    /// ROC AUC on the test table of the model trained on the synthetic table.
-    pub auc_synthetic: f64,
-    /// ROC AUC on the test table of the model trained on the real table: the reference.
-    pub auc_real: f64,
-    /// Accuracy at probability threshold 0.5, model trained on synthetic data.
-    pub accuracy_synthetic: f64,
-    /// F1 of the positive class at threshold 0.5, model trained on synthetic data.
-    pub f1_synthetic: f64,
-    /// Accuracy at threshold 0.5, model trained on real data.
-    pub accuracy_real: f64,
-    /// F1 of the positive class at threshold 0.5, model trained on real data.
-    pub f1_real: f64,
+    /// The less frequent class of the real table, as text (binary tasks).
+    pub positive_class: Option<String>,
+    /// Gradient-boosted trees (forust).
+    pub gradient_boosting: ModelScores,
+    /// A linear model: L2 logistic regression (binary) or ridge regression; `None` when its
+    /// fit failed (the notes say why).
+    pub linear: Option<ModelScores>,
+}
+
+/// One kind of model trained on each table.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct ModelScores {
+    /// Trained on the synthetic table.
+    pub synthetic: TaskScores,
+    /// Trained on the real table: the reference.
+    pub real: TaskScores,
+}
+
+/// Held-out scores of one trained model: AUC, accuracy and F1 (positive class, threshold 0.5)
+/// for a binary task, R^2 for regression.
+#[derive(serde::Serialize, Debug, Clone, Default)]
+pub struct TaskScores {
+    /// ROC AUC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auc: Option<f64>,
+    /// Share of rows predicted right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// F1 of the positive class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    /// Coefficient of determination, 1 - SS_res / SS_tot on the test rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+}
+
+impl TaskScores {
+    /// The task's headline score: AUC, else R^2.
+    pub fn headline(&self) -> Option<f64> {
+        self.auc.or(self.r2)
+    }
 }
 
 /// How close the synthetic rows are to the real training rows (SDMetrics' definitions).

@@ -340,11 +340,21 @@ fn ml_efficacy_learns_a_deterministic_target() -> Result<(), EvalError> {
     let ml = report.ml_efficacy.clone().expect("ml efficacy");
     assert_eq!(ml.target, "label");
     assert_eq!(ml.task, "binary");
-    assert_eq!(ml.positive_class, "yes");
-    assert!(ml.auc_synthetic > 0.95, "{ml:?}");
-    assert!(ml.auc_real > 0.95, "{ml:?}");
-    assert!(ml.accuracy_synthetic > 0.9, "{ml:?}");
-    assert!(ml.f1_real > 0.8, "{ml:?}");
+    assert_eq!(ml.positive_class.as_deref(), Some("yes"));
+    let auc = |t: &TaskScores| t.auc.expect("auc");
+    assert!(auc(&ml.gradient_boosting.synthetic) > 0.95, "{ml:?}");
+    assert!(auc(&ml.gradient_boosting.real) > 0.95, "{ml:?}");
+    let linear = ml.linear.as_ref().expect("linear model");
+    assert!(
+        auc(&linear.synthetic) > 0.9 && auc(&linear.real) > 0.9,
+        "{ml:?}"
+    );
+    assert_eq!(ml.gradient_boosting.real.r2, None);
+    assert!(
+        ml.gradient_boosting.synthetic.accuracy.expect("accuracy") > 0.9,
+        "{ml:?}"
+    );
+    assert!(ml.gradient_boosting.real.f1.expect("f1") > 0.8, "{ml:?}");
 
     // Same input, same report, byte for byte.
     let again = evaluate(&input)?;
@@ -376,10 +386,13 @@ fn numeric_target_and_single_class_synthetic() -> Result<(), EvalError> {
         seed: 1,
     })?;
     let ml = report.ml_efficacy.clone().expect("ml efficacy");
-    assert_eq!(ml.positive_class, "1");
-    assert_eq!(ml.auc_synthetic, 0.5);
-    assert_eq!(ml.f1_synthetic, 0.0);
-    assert!(ml.auc_real > 0.95, "{ml:?}");
+    assert_eq!(ml.positive_class.as_deref(), Some("1"));
+    assert_eq!(ml.task, "binary");
+    assert_eq!(ml.gradient_boosting.synthetic.auc, Some(0.5));
+    assert_eq!(ml.gradient_boosting.synthetic.f1, Some(0.0));
+    assert!(ml.gradient_boosting.real.auc.expect("auc") > 0.95, "{ml:?}");
+    let linear = ml.linear.as_ref().expect("linear model");
+    assert_eq!(linear.synthetic.auc, Some(0.5));
     assert!(report.notes.iter().any(|n| n.contains("single class")));
     Ok(())
 }
@@ -574,5 +587,52 @@ fn html_report_holds_a_chart_per_column_and_escapes_names() -> Result<(), EvalEr
             .as_array()
             .is_some_and(|l| l.contains(&"</script>".into()))
     );
+    Ok(())
+}
+
+#[test]
+fn numeric_target_is_regressed_by_trees_and_a_line() -> Result<(), EvalError> {
+    // y = 2 x + a category offset; the synthetic y ignores x (x shuffled against y).
+    let make = |seed: u64, n: usize, broken: bool| {
+        let x = uniforms(seed, n);
+        let c: Vec<Option<&str>> = (0..n)
+            .map(|i| Some(if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = if broken { x[(i * 7 + 3) % n] } else { v };
+                2.0 * v + if i % 2 == 0 { 0.0 } else { 1.0 }
+            })
+            .collect();
+        batch(vec![
+            ("x", Arc::new(Float64Array::from(x)) as ArrayRef),
+            ("c", strs(&c)),
+            ("y", Arc::new(Float64Array::from(y)) as ArrayRef),
+        ])
+    };
+    let real = [make(1, 400, false)];
+    let synthetic = [make(2, 400, true)];
+    let test = [make(3, 200, false)];
+    let report = evaluate(&EvalInput {
+        real: &real,
+        synthetic: &synthetic,
+        test: Some(&test),
+        target: Some("y"),
+        seed: 1,
+    })?;
+    let ml = report.ml_efficacy.expect("ml efficacy");
+    assert_eq!(ml.task, "regression");
+    assert_eq!(ml.positive_class, None);
+    let r2 = |t: &TaskScores| t.r2.expect("r2");
+    let linear = ml.linear.as_ref().expect("linear model");
+    // Real rows hold an exact linear law: the line explains nearly all of it, trees most.
+    assert!(r2(&linear.real) > 0.99, "{ml:?}");
+    assert!(r2(&ml.gradient_boosting.real) > 0.9, "{ml:?}");
+    // The synthetic rows only keep the category offset (a quarter of the variance).
+    assert!(r2(&linear.synthetic) < 0.5, "{ml:?}");
+    assert!(r2(&ml.gradient_boosting.synthetic) < 0.5, "{ml:?}");
+    assert_eq!(ml.gradient_boosting.real.auc, None);
     Ok(())
 }

@@ -197,8 +197,15 @@ fn eval_reports_similarity_and_ml_efficacy() {
     assert!(two > 0.85 && two <= 1.0, "{two}");
     assert_eq!(v["two_way"]["pairs"], 105);
     assert_eq!(v["two_way_equal_width"]["pairs"], 105);
-    let auc = v["ml_efficacy"]["auc_synthetic"].as_f64().unwrap();
+    let ml = &v["ml_efficacy"];
+    assert_eq!(ml["task"], "binary");
+    let auc = ml["gradient_boosting"]["synthetic"]["auc"]
+        .as_f64()
+        .unwrap();
     assert!(auc > 0.7, "{auc}");
+    let linear = ml["linear"]["synthetic"]["auc"].as_f64().unwrap();
+    let linear_real = ml["linear"]["real"]["auc"].as_f64().unwrap();
+    assert!(linear > 0.7 && linear_real > 0.8, "{linear} {linear_real}");
 }
 
 #[test]
