@@ -418,6 +418,19 @@ pub struct EvalArgs {
     /// Title of the HTML report (default: "chimera eval: " and the synthetic path).
     #[arg(long)]
     pub title: Option<String>,
+    /// Amalgam's LLM judge: a model (.gguf or Hugging Face folder) that scores synthetic and
+    /// held-out real records (--test) from 1 to 5 against three real training records each.
+    #[arg(long, conflicts_with = "spec")]
+    pub judge: Option<PathBuf>,
+    /// HARMONIC's DLT: the model that wrote the synthetic text; its perplexity on real
+    /// training, held-out and synthetic records.
+    #[arg(long, conflicts_with = "spec")]
+    pub generator: Option<PathBuf>,
+    /// Records of each table the judge and the generator score at most (a seeded sample).
+    #[arg(long, default_value_t = 50)]
+    pub judge_rows: usize,
+    #[command(flatten)]
+    pub llm_run: LlmRunArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -840,6 +840,9 @@ async fn eval(a: EvalArgs) -> Result<()> {
     let mut report =
         tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
     report.guarantee = guarantee;
+    if a.judge.is_some() || a.generator.is_some() {
+        crate::eval_llm::realism(&a, &real, &synthetic, test.as_deref(), &mut report).await?;
+    }
     let html = || chimera_eval::render_html(&report, &report_title(&a));
     write_eval(&a, &serde_json::to_value(&report)?, html)
 }

@@ -5,6 +5,7 @@ mod commands;
 mod distributed;
 mod entities;
 mod eval_entities;
+mod eval_llm;
 mod health;
 mod progress;
 

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::relational::RelationalReport;
-use crate::report::{Distribution, EvalReport, Matrix};
+use crate::report::{Distribution, EvalReport, JudgeScores, Matrix};
 
 /// Chart.js 4.6.1 (MIT, `assets/chart.js-LICENSE.md`), from the npm package's
 /// `dist/chart.umd.min.js`.
@@ -148,6 +148,32 @@ fn table_summary(report: &EvalReport) -> String {
 fn table_body(page: &mut Page, report: &EvalReport) {
     verdict(&mut page.html, report);
     cards(&mut page.html, report);
+    if let Some(r) = &report.realism {
+        page.html.push_str(
+            "<h2>Realism: judge scores<span class=\"legend\"><span style=\"background:\
+             var(--real)\"></span>held-out real<span style=\"background:var(--syn)\"></span>\
+             synthetic</span></h2><div class=\"charts\">",
+        );
+        let shares = |s: &JudgeScores| {
+            s.histogram
+                .iter()
+                .map(|&n| n as f64 / s.records.max(1) as f64)
+                .collect()
+        };
+        page.chart(
+            "scores from 1 (artificial) to 5 (indistinguishable)",
+            &format!(
+                "mean {:.2} real, {:.2} synthetic",
+                r.real.mean, r.synthetic.mean
+            ),
+            &Distribution {
+                labels: (1..=5).map(|s| s.to_string()).collect(),
+                real: shares(&r.real),
+                synthetic: shares(&r.synthetic),
+            },
+        );
+        page.html.push_str("</div>");
+    }
     columns_table(&mut page.html, report);
     charts(page, report);
     matrices(&mut page.html, report);
@@ -454,6 +480,23 @@ fn verdict(page: &mut String, r: &EvalReport) {
             );
         }
     }
+    if let Some(j) = &r.realism {
+        let level = if j.gap <= 0.25 {
+            Level::Good
+        } else if j.gap <= 0.75 {
+            Level::Fair
+        } else {
+            Level::Poor
+        };
+        line(
+            level,
+            format!(
+                "<b>Realism.</b> A judge model scores synthetic records {:.2} on average (1 to 5) \
+                 and held-out real records {:.2}: a gap of {:.2}.",
+                j.synthetic.mean, j.real.mean, j.gap
+            ),
+        );
+    }
     if let Some(p) = &r.privacy {
         let copies = if p.exact_copies == 0.0 {
             "No synthetic row copies a training row".to_owned()
@@ -589,6 +632,29 @@ fn cards(page: &mut String, r: &EvalReport) {
             &format!("Utility: predicting {}", escape(&ml.target)),
             &rows,
         );
+    }
+    if r.realism.is_some() || r.dlt.is_some() {
+        let mut rows = Vec::new();
+        if let Some(j) = &r.realism {
+            rows.push(("judge", escape(&file_name(&j.model))));
+            rows.push((
+                "mean score, synthetic / real",
+                format!("{:.2} / {:.2}", j.synthetic.mean, j.real.mean),
+            ));
+            rows.push((
+                "records judged, synthetic / real",
+                format!("{} / {}", j.synthetic.records, j.real.records),
+            ));
+        }
+        if let Some(d) = &r.dlt {
+            rows.push(("generator (DLT)", escape(&file_name(&d.model))));
+            rows.push(("perplexity, real training", format!("{:.2}", d.train)));
+            if let Some(h) = d.holdout {
+                rows.push(("perplexity, held-out real", format!("{h:.2}")));
+            }
+            rows.push(("perplexity, synthetic", format!("{:.2}", d.synthetic)));
+        }
+        card(page, "Realism", &rows);
     }
     if let Some(p) = &r.privacy {
         let mut rows = vec![
@@ -775,6 +841,13 @@ fn matrix(page: &mut String, title: &str, names: &[String], values: &Matrix, sca
         page.push_str("</tr>");
     }
     page.push_str("</table></div>");
+}
+
+/// The last part of a path, for a card.
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 fn pct(v: f64) -> String {

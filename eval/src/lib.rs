@@ -30,8 +30,9 @@ pub use crate::relational::{
     RelationalTable, TableReport, evaluate_relational, key_set, resolving_rows,
 };
 pub use crate::report::{
-    ChiSquared, ChiSquaredMeans, ColumnReport, Distribution, EvalReport, Guarantee, Matrices,
-    Matrix, Mismatch, MlEfficacy, ModelScores, OneWay, PairScores, Privacy, TaskScores,
+    ChiSquared, ChiSquaredMeans, ColumnReport, Distribution, Dlt, EvalReport, Guarantee,
+    JudgeScores, Matrices, Matrix, Mismatch, MlEfficacy, ModelScores, OneWay, PairScores, Privacy,
+    Realism, TaskScores,
 };
 
 /// The tables to evaluate.
@@ -227,6 +228,8 @@ pub fn evaluate_with(input: &EvalInput, options: &EvalOptions) -> Result<EvalRep
         matrices,
         ml_efficacy,
         privacy,
+        realism: None,
+        dlt: None,
         guarantee: None,
         notes,
     })

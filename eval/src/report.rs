@@ -35,12 +35,85 @@ pub struct EvalReport {
     pub ml_efficacy: Option<MlEfficacy>,
     /// Distances to the real rows, new and copied rows.
     pub privacy: Option<Privacy>,
+    /// Amalgam's LLM judge: scores of synthetic and held-out real records (set by the caller,
+    /// which runs the model; `evaluate` leaves it `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realism: Option<Realism>,
+    /// HARMONIC's DLT: the generator model's perplexity on real and synthetic records (set by
+    /// the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlt: Option<Dlt>,
     /// The privacy guarantee the synthetic data was released under, when known (the caller
     /// reads it from the run's manifest; `evaluate` leaves it `None`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guarantee: Option<Guarantee>,
     /// Conventions and anything left out, in words.
     pub notes: Vec<String>,
+}
+
+/// Realism scores of an LLM judge (Amalgam): each record scored 1..=5 against real reference
+/// records.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Realism {
+    /// The judge model.
+    pub model: String,
+    /// Real training records shown with each candidate.
+    pub references: usize,
+    /// Scores of synthetic records.
+    pub synthetic: JudgeScores,
+    /// Scores of held-out real records: what real data scores.
+    pub real: JudgeScores,
+    /// `real.mean - synthetic.mean` (about 0 is good).
+    pub gap: f64,
+}
+
+/// Judge scores of a set of records.
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+pub struct JudgeScores {
+    /// Records scored.
+    pub records: usize,
+    /// Mean score.
+    pub mean: f64,
+    /// Records per score 1..=5.
+    pub histogram: [usize; 5],
+}
+
+impl JudgeScores {
+    /// The histogram and mean of scores in 1..=5 (others are ignored).
+    pub fn of(scores: &[u8]) -> JudgeScores {
+        let mut histogram = [0usize; 5];
+        for &s in scores.iter().filter(|s| (1..=5).contains(*s)) {
+            histogram[usize::from(s) - 1] += 1;
+        }
+        let records: usize = histogram.iter().sum();
+        let total: usize = histogram.iter().enumerate().map(|(i, n)| (i + 1) * n).sum();
+        JudgeScores {
+            records,
+            mean: if records == 0 {
+                0.0
+            } else {
+                total as f64 / records as f64
+            },
+            histogram,
+        }
+    }
+}
+
+/// HARMONIC's DLT: the generator model's median perplexity on records of each table. Lower
+/// perplexity on training than on held-out records suggests memorisation; much lower on
+/// synthetic records shows text in the model's own style.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Dlt {
+    /// The generator model.
+    pub model: String,
+    /// Records of each table scored (at most).
+    pub records: usize,
+    /// Median perplexity on real training records.
+    pub train: f64,
+    /// Median perplexity on held-out real records, with a test table.
+    pub holdout: Option<f64>,
+    /// Median perplexity on synthetic records.
+    pub synthetic: f64,
 }
 
 /// The privacy guarantee of a synthetic run.

@@ -271,3 +271,69 @@ fn eval_report_renders_in_headless_chromium() {
         assert!(colours.contains(&bar), "no bar of colour {bar:?}");
     }
 }
+
+/// The judge and the generator's perplexity run end to end on a tiny random-weight model:
+/// every record gets a score in 1..=5, perplexities are finite, the report shows them.
+#[test]
+fn eval_judge_and_dlt_score_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::llm::tiny_model(dir.path());
+    let json = dir.path().join("m.json");
+    let report = dir.path().join("r.html");
+    let (real, synthetic) = (data("adult_2000.csv"), data("adult_2000_synthetic.csv"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["eval", "--real", &real, "--synthetic", &synthetic];
+        args.extend_from_slice(extra);
+        chimera(&args)
+    };
+    let holdout = data("adult_holdout_2000.csv");
+    let model = model.to_str().unwrap();
+    ok(&run(&[
+        "--test",
+        &holdout,
+        "--judge",
+        model,
+        "--generator",
+        model,
+        "--judge-rows",
+        "6",
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["realism"];
+    assert_eq!(r["references"], 3);
+    for side in ["synthetic", "real"] {
+        let histogram: Vec<u64> = r[side]["histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        assert_eq!(histogram.len(), 5);
+        assert_eq!(histogram.iter().sum::<u64>(), 6, "{side}: {histogram:?}");
+        let mean = r[side]["mean"].as_f64().unwrap();
+        assert!((1.0..=5.0).contains(&mean), "{side}: {mean}");
+    }
+    let gap = r["gap"].as_f64().unwrap();
+    let means = r["real"]["mean"].as_f64().unwrap() - r["synthetic"]["mean"].as_f64().unwrap();
+    assert!((gap - means).abs() < 1e-12);
+    // A random model is maximally unsure: perplexity near its vocabulary size, above 1.
+    for side in ["train", "holdout", "synthetic"] {
+        let p = v["dlt"][side].as_f64().unwrap();
+        assert!(p.is_finite() && p > 1.0, "{side}: {p}");
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("Realism: judge scores") && html.contains("perplexity, synthetic"));
+
+    // The judge needs held-out real records to score beside the synthetic ones.
+    let o = run(&["--judge", model, "--json", json.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        crate::stderr(&o).contains("--test"),
+        "{}",
+        crate::stderr(&o)
+    );
+}

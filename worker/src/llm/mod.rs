@@ -10,6 +10,7 @@ pub mod constrain;
 pub mod engine;
 pub mod fill;
 pub mod gguf;
+pub mod judge;
 pub mod model;
 pub mod random;
 pub mod tokenizer;
