@@ -248,23 +248,33 @@ pub(crate) fn cramers_v(a: &[u32], b: &[u32], levels: (usize, usize)) -> Option<
         return None;
     }
     // chi2 = sum over observed cells of O^2 / E, minus n; E = row total * column total / n.
-    let mut keys: Vec<u64> = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| u64::from(x) * levels.1 as u64 + u64::from(y))
-        .collect();
-    keys.sort_unstable();
-    let mut sum = 0.0;
-    let mut i = 0;
-    while i < keys.len() {
-        let start = i;
-        while i < keys.len() && keys[i] == keys[start] {
-            i += 1;
-        }
-        let observed = (i - start) as f64;
-        let (x, y) = (keys[start] / levels.1 as u64, keys[start] % levels.1 as u64);
+    let term = |key: u64, observed: f64| {
+        let (x, y) = (key / levels.1 as u64, key % levels.1 as u64);
         let expected = rows[x as usize] as f64 * columns[y as usize] as f64 / n as f64;
-        sum += observed * observed / expected;
+        observed * observed / expected
+    };
+    let key = |(&x, &y): (&u32, &u32)| u64::from(x) * levels.1 as u64 + u64::from(y);
+    let cells = levels.0.saturating_mul(levels.1);
+    let mut sum = 0.0;
+    if cells <= DENSE_CELLS_MAX {
+        let mut counts = vec![0u64; cells];
+        for k in a.iter().zip(b).map(key) {
+            counts[k as usize] += 1;
+        }
+        for (k, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            sum += term(k as u64, c as f64);
+        }
+    } else {
+        let mut keys: Vec<u64> = a.iter().zip(b).map(key).collect();
+        keys.sort_unstable();
+        let mut i = 0;
+        while i < keys.len() {
+            let start = i;
+            while i < keys.len() && keys[i] == keys[start] {
+                i += 1;
+            }
+            sum += term(keys[start], (i - start) as f64);
+        }
     }
     let chi2 = (sum - n as f64).max(0.0);
     Some((chi2 / n as f64 / (k - 1) as f64).sqrt().min(1.0))
@@ -427,5 +437,29 @@ mod tests {
         let v = cramers_v(&a, &b, (2, 2)).expect("defined");
         assert!(close(v, (16.0 / 3.0 / 80.0_f64).sqrt()), "{v}");
         assert_eq!(cramers_v(&[0, 0], &[0, 1], (2, 2)), None);
+    }
+
+    #[test]
+    fn cramers_v_sparse_path_matches_dense() {
+        // Codes spread over 5000 x 3000 levels (sorted-key path) and the same codes relabelled
+        // into their few distinct values (dense path): V ignores labels.
+        let a: Vec<u32> = (0..300).map(|i| (i * 7919 % 13) * 300).collect();
+        let b: Vec<u32> = (0..300).map(|i| (i * 104_729 % 11 + i % 3) * 200).collect();
+        let compact = |v: &[u32]| -> (Vec<u32>, usize) {
+            let mut levels: Vec<u32> = v.to_vec();
+            levels.sort_unstable();
+            levels.dedup();
+            let codes = v
+                .iter()
+                .map(|x| levels.binary_search(x).map_or(0, |i| i as u32))
+                .collect();
+            (codes, levels.len())
+        };
+        let (ca, la) = compact(&a);
+        let (cb, lb) = compact(&b);
+        let sparse = cramers_v(&a, &b, (5000, 3000)).expect("defined");
+        let dense = cramers_v(&ca, &cb, (la, lb)).expect("defined");
+        assert!(close(sparse, dense), "{sparse} {dense}");
+        assert!(sparse > 0.0 && sparse < 1.0);
     }
 }
