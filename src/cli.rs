@@ -419,12 +419,13 @@ pub struct EvalArgs {
     #[arg(long)]
     pub title: Option<String>,
     /// Amalgam's LLM judge: a model (.gguf or Hugging Face folder) that scores synthetic and
-    /// held-out real records (--test) from 1 to 5 against three real training records each.
-    #[arg(long, conflicts_with = "spec")]
+    /// held-out real records (--test; with --spec, real entities) from 1 to 5 against three
+    /// real training records (entities) each.
+    #[arg(long)]
     pub judge: Option<PathBuf>,
     /// HARMONIC's DLT: the model that wrote the synthetic text; its perplexity on real
-    /// training, held-out and synthetic records.
-    #[arg(long, conflicts_with = "spec")]
+    /// training, held-out and synthetic records (entities, with --spec).
+    #[arg(long)]
     pub generator: Option<PathBuf>,
     /// Records of each table the judge and the generator score at most (a seeded sample).
     #[arg(long, default_value_t = 50)]

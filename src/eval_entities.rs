@@ -155,8 +155,26 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
         discretization: chimera_eval::Discretization::Quantile,
         ..chimera_eval::EvalOptions::default()
     };
-    let report =
+    let mut report =
         tokio::task::block_in_place(|| chimera_eval::evaluate_relational(&input, &options))?;
+    if a.judge.is_some() || a.generator.is_some() {
+        let excluded: HashMap<String, Vec<String>> = input
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), t.keys.clone()))
+            .collect();
+        let candidates = entity_candidates(a, &spec, &tree, &real, &synthetic, &excluded)?;
+        notes.push(format!(
+            "realism: entities are written as nested JSON with at most {ENTITY_CHILDREN} child \
+             rows per table and parent, key columns left out; the real entities judged are \
+             training entities (a relational run has no held-out entities), each shown with \
+             {} other real entities as references",
+            crate::eval_llm::REFERENCES
+        ));
+        let (realism, dlt) = crate::eval_llm::judge_and_dlt(a, &candidates).await?;
+        report.realism = realism;
+        report.dlt = dlt;
+    }
     let mut json = serde_json::to_value(&report)?;
     json["guarantee"] = serde_json::to_value(guarantee(&manifest))?;
     json["notes"] = serde_json::to_value(&notes)?;
@@ -171,10 +189,226 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
     write_eval(a, &json, html)
 }
 
+/// Child rows per table and parent an entity's text shows at most (prompts stay inside a small
+/// model's context).
+const ENTITY_CHILDREN: usize = 3;
+
+/// One table's rows as text, and how they hang together.
+struct TableText {
+    /// Each row as a JSON object of its non-key columns.
+    records: Vec<String>,
+    /// Each child table (tree index) with its rows grouped by this table's key.
+    children: Vec<(usize, HashMap<String, Vec<usize>>)>,
+    /// Each row's own key (as its children name it).
+    keys: Vec<Option<String>>,
+}
+
+/// Every table of the entity tree as text, from `tables` (real or synthetic).
+fn table_texts(
+    spec: &Spec,
+    tree: &EntityTree,
+    tables: &HashMap<String, Vec<RecordBatch>>,
+    excluded: &HashMap<String, Vec<String>>,
+) -> Result<Vec<TableText>> {
+    let mut out = Vec::with_capacity(tree.tables.len());
+    for node in &tree.tables {
+        let batches = &tables[&node.name];
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let columns: Vec<String> = batches
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|c| !excluded[&node.name].contains(c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let records = crate::eval_llm::records(batches, &columns, &(0..rows).collect::<Vec<_>>())?;
+        let keys = if node.children.is_empty() {
+            Vec::new()
+        } else {
+            chimera_eval::row_keys(batches, &primary_key(spec, &node.name)?, &node.name)?
+        };
+        let mut children = Vec::new();
+        for &c in &node.children {
+            let child = &tree.tables[c];
+            let parents =
+                chimera_eval::row_keys(&tables[&child.name], &child.parent_columns, &child.name)?;
+            let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+            for (row, p) in parents.into_iter().enumerate() {
+                if let Some(p) = p {
+                    groups.entry(p).or_default().push(row);
+                }
+            }
+            children.push((c, groups));
+        }
+        out.push(TableText {
+            records,
+            children,
+            keys,
+        });
+    }
+    Ok(out)
+}
+
+/// Row `row` of table `t` with its descendants, as one JSON object.
+fn entity_text(tree: &EntityTree, texts: &[TableText], t: usize, row: usize) -> String {
+    let own = &texts[t].records[row];
+    let mut text = own[..own.len() - 1].to_owned();
+    for (c, groups) in &texts[t].children {
+        let rows = texts[t].keys[row]
+            .as_ref()
+            .and_then(|k| groups.get(k))
+            .map_or(&[][..], Vec::as_slice);
+        let shown: Vec<String> = rows
+            .iter()
+            .take(ENTITY_CHILDREN)
+            .map(|&r| entity_text(tree, texts, *c, r))
+            .collect();
+        let sep = if text.len() > 1 { ", " } else { "" };
+        text.push_str(&format!(
+            "{sep}{}: [{}]",
+            serde_json::Value::from(tree.tables[*c].name.as_str()),
+            shown.join(", ")
+        ));
+    }
+    text.push('}');
+    text
+}
+
+/// Synthetic and real entities for the judge and the generator.
+fn entity_candidates(
+    a: &EvalArgs,
+    spec: &Spec,
+    tree: &EntityTree,
+    real: &HashMap<String, Vec<RecordBatch>>,
+    synthetic: &HashMap<String, Vec<RecordBatch>>,
+    excluded: &HashMap<String, Vec<String>>,
+) -> Result<crate::eval_llm::Candidates> {
+    use crate::eval_llm::sample_rows;
+    if a.judge_rows == 0 {
+        bail!("--judge-rows must be at least 1");
+    }
+    let real_texts = table_texts(spec, tree, real, excluded)?;
+    let synthetic_texts = table_texts(spec, tree, synthetic, excluded)?;
+    let (real_roots, synthetic_roots) = (
+        real_texts[0].records.len(),
+        synthetic_texts[0].records.len(),
+    );
+    let docs = |texts: &[TableText], rows: Vec<usize>| -> Vec<String> {
+        rows.into_iter()
+            .map(|r| entity_text(tree, texts, 0, r))
+            .collect()
+    };
+    let synthetic_rows = sample_rows(a.seed, 1, synthetic_roots, a.judge_rows);
+    let real_rows = sample_rows(a.seed, 2, real_roots, a.judge_rows);
+    // References: other real entities than the candidate itself.
+    let mut references = Vec::new();
+    if a.judge.is_some() {
+        let candidates = synthetic_rows.len() + real_rows.len();
+        for i in 0..candidates {
+            let own = i.checked_sub(synthetic_rows.len()).map(|j| real_rows[j]);
+            let pool: Vec<usize> = (0..real_roots).filter(|&r| Some(r) != own).collect();
+            let picked = sample_rows(
+                a.seed,
+                100 + i as u64,
+                pool.len(),
+                crate::eval_llm::REFERENCES,
+            );
+            references.push(docs(
+                &real_texts,
+                picked.into_iter().map(|p| pool[p]).collect(),
+            ));
+        }
+    }
+    let root = &tree.tables[0].name;
+    let what = match tree.tables[0].children.as_slice() {
+        [] => format!("`{root}` records"),
+        children => format!(
+            "`{root}` records with their {}",
+            children
+                .iter()
+                .map(|&c| format!("`{}`", tree.tables[c].name))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    };
+    Ok(crate::eval_llm::Candidates {
+        what,
+        synthetic: docs(&synthetic_texts, synthetic_rows),
+        real: if a.judge.is_some() {
+            docs(&real_texts, real_rows.clone())
+        } else {
+            Vec::new()
+        },
+        references,
+        train: docs(&real_texts, real_rows),
+        holdout: None,
+    })
+}
+
 fn primary_key(spec: &Spec, table: &str) -> Result<Vec<String>> {
     spec.tables
         .get(table)
         .and_then(|t| t.primary_key.as_ref())
         .map(|k| k.columns())
         .with_context(|| format!("table `{table}` is referenced but has no primary_key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chimera_core::relational::TableSpec;
+
+    use super::*;
+
+    #[test]
+    fn entity_text_nests_children_as_json_arrays_and_caps_them() {
+        let mut tables = BTreeMap::new();
+        let spec = |fk: Option<&str>| TableSpec {
+            primary_key: Some(chimera_core::relational::Keys::One("id".into())),
+            foreign_keys: fk
+                .map(|p| {
+                    vec![chimera_core::relational::ForeignKey {
+                        columns: chimera_core::relational::Keys::One("pid".into()),
+                        references: p.into(),
+                    }]
+                })
+                .unwrap_or_default(),
+            ..TableSpec::default()
+        };
+        tables.insert("p".to_owned(), spec(None));
+        tables.insert("c".to_owned(), spec(Some("p")));
+        let tree = EntityTree::from_spec(&tables).unwrap();
+        let (p, c) = (tree.index("p").unwrap(), tree.index("c").unwrap());
+        let mut texts: Vec<TableText> = (0..2)
+            .map(|_| TableText {
+                records: Vec::new(),
+                children: Vec::new(),
+                keys: Vec::new(),
+            })
+            .collect();
+        texts[p] = TableText {
+            records: vec![r#"{"age": 3}"#.into(), "{}".into()],
+            children: vec![(
+                c,
+                HashMap::from([
+                    ("1".to_owned(), vec![0, 1, 2, 3]),
+                    ("2".to_owned(), vec![4]),
+                ]),
+            )],
+            keys: vec![Some("1".into()), Some("2".into())],
+        };
+        texts[c].records = (0..5).map(|i| format!(r#"{{"n": {i}}}"#)).collect();
+        let one: serde_json::Value =
+            serde_json::from_str(&entity_text(&tree, &texts, p, 0)).unwrap();
+        assert_eq!(one["age"], 3);
+        assert_eq!(one["c"].as_array().unwrap().len(), ENTITY_CHILDREN);
+        let two: serde_json::Value =
+            serde_json::from_str(&entity_text(&tree, &texts, p, 1)).unwrap();
+        assert_eq!(two, serde_json::json!({"c": [{"n": 4}]}));
+    }
 }

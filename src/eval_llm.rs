@@ -13,9 +13,92 @@ use crate::cli::EvalArgs;
 use crate::commands::load_llm;
 
 /// Real training records shown beside each candidate (Amalgam's k).
-const REFERENCES: usize = 3;
+pub const REFERENCES: usize = 3;
 
-/// Runs the judge and the generator `a` names and puts their scores into `report`.
+/// What the judge and the generator read: records as text.
+pub struct Candidates {
+    /// What the records are, for the judge's instruction (e.g. "patients with their
+    /// admissions").
+    pub what: String,
+    /// Synthetic records to judge.
+    pub synthetic: Vec<String>,
+    /// Real records to judge beside them.
+    pub real: Vec<String>,
+    /// Real reference records of each candidate, synthetic ones first.
+    pub references: Vec<Vec<String>>,
+    /// Real training records for the generator's perplexity.
+    pub train: Vec<String>,
+    /// Held-out real records for the generator's perplexity.
+    pub holdout: Option<Vec<String>>,
+}
+
+/// Runs the judge and the generator `a` names (either may be absent) on `c`.
+pub async fn judge_and_dlt(a: &EvalArgs, c: &Candidates) -> Result<(Option<Realism>, Option<Dlt>)> {
+    let mut realism = None;
+    if let Some(path) = &a.judge {
+        let runtime = load_llm(path, &a.llm_run).await?;
+        let batch = a.llm_run.llm_batch;
+        let started = std::time::Instant::now();
+        let candidates: Vec<String> = c.synthetic.iter().chain(&c.real).cloned().collect();
+        let (scores, references) = tokio::task::block_in_place(|| {
+            Judge::new(&runtime, batch).scores(&c.what, &candidates, &c.references)
+        })
+        .with_context(|| format!("--judge {}", path.display()))?;
+        let (s, r) = scores.split_at(c.synthetic.len());
+        let (synthetic, real) = (JudgeScores::of(s), JudgeScores::of(r));
+        tracing::info!(
+            records = scores.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            synthetic = synthetic.mean,
+            real = real.mean,
+            "judge scored"
+        );
+        if references < REFERENCES {
+            tracing::warn!(
+                references,
+                "some judge prompts kept fewer than {REFERENCES} reference records to fit the \
+                 model's context"
+            );
+        }
+        realism = Some(Realism {
+            model: path.display().to_string(),
+            references,
+            gap: real.mean - synthetic.mean,
+            synthetic,
+            real,
+        });
+    }
+    let mut dlt = None;
+    if let Some(path) = &a.generator {
+        let runtime = load_llm(path, &a.llm_run).await?;
+        let batch = a.llm_run.llm_batch;
+        let median_perplexity = |texts: &[String]| -> Result<f64> {
+            let mut p = tokio::task::block_in_place(|| perplexity(&runtime, texts, batch))
+                .with_context(|| format!("--generator {}", path.display()))?;
+            p.sort_by(f64::total_cmp);
+            Ok(p.get(p.len() / 2).copied().unwrap_or(f64::NAN))
+        };
+        dlt = Some(Dlt {
+            model: path.display().to_string(),
+            records: c.train.len(),
+            train: median_perplexity(&c.train)?,
+            holdout: c.holdout.as_deref().map(median_perplexity).transpose()?,
+            synthetic: median_perplexity(&c.synthetic)?,
+        });
+    }
+    Ok((realism, dlt))
+}
+
+/// `count` distinct indices below `n` (all of them when fewer), seeded, ascending.
+pub fn sample_rows(seed: u64, salt: u64, n: usize, count: usize) -> Vec<usize> {
+    let mut rng = chimera_core::rng::stream(seed, &[0x1D6E, salt]);
+    let mut chosen = sample(&mut rng, n, count.min(n)).into_vec();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Runs the judge and the generator `a` names on rows of a single table and puts their
+/// scores into `report`.
 pub async fn realism(
     a: &EvalArgs,
     real: &[RecordBatch],
@@ -38,74 +121,37 @@ pub async fn realism(
         .unwrap_or_default();
     let pick = |batches: &[RecordBatch], salt: u64, n: usize| -> Result<Vec<String>> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut rng = chimera_core::rng::stream(a.seed, &[0x1D6E, salt]);
-        let mut chosen = sample(&mut rng, rows, n.min(rows)).into_vec();
-        chosen.sort_unstable();
-        records(batches, &columns, &chosen)
+        records(batches, &columns, &sample_rows(a.seed, salt, rows, n))
     };
-    let what = "records of one table";
-
-    if let Some(path) = &a.judge {
-        let Some(test) = test else {
-            bail!(
-                "--judge scores held-out real records beside the synthetic ones: pass them with --test"
-            );
-        };
-        let synthetic_records = pick(synthetic, 1, a.judge_rows)?;
-        let real_records = pick(test, 2, a.judge_rows)?;
-        // Each candidate gets its own references, drawn from the training rows.
-        let references: Vec<Vec<String>> = (0..synthetic_records.len() + real_records.len())
-            .map(|i| pick(real, 100 + i as u64, REFERENCES))
-            .collect::<Result<_>>()?;
-        let runtime = load_llm(path, &a.llm_run).await?;
-        let batch = a.llm_run.llm_batch;
-        let started = std::time::Instant::now();
-        let candidates: Vec<String> = synthetic_records
-            .iter()
-            .chain(&real_records)
-            .cloned()
-            .collect();
-        let scores = tokio::task::block_in_place(|| {
-            Judge::new(&runtime, batch).scores(what, &candidates, &references)
-        })
-        .with_context(|| format!("--judge {}", path.display()))?;
-        let (s, r) = scores.split_at(synthetic_records.len());
-        let (synthetic, real) = (JudgeScores::of(s), JudgeScores::of(r));
-        tracing::info!(
-            records = scores.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            synthetic = synthetic.mean,
-            real = real.mean,
-            "judge scored"
+    if a.judge.is_some() && test.is_none() {
+        bail!(
+            "--judge scores held-out real records beside the synthetic ones: pass them with --test"
         );
-        report.realism = Some(Realism {
-            model: path.display().to_string(),
-            references: REFERENCES,
-            gap: real.mean - synthetic.mean,
-            synthetic,
-            real,
-        });
     }
-
-    if let Some(path) = &a.generator {
-        let runtime = load_llm(path, &a.llm_run).await?;
-        let batch = a.llm_run.llm_batch;
-        let median_perplexity = |texts: Vec<String>| -> Result<f64> {
-            let mut p = tokio::task::block_in_place(|| perplexity(&runtime, &texts, batch))
-                .with_context(|| format!("--generator {}", path.display()))?;
-            p.sort_by(f64::total_cmp);
-            Ok(p.get(p.len() / 2).copied().unwrap_or(f64::NAN))
-        };
-        report.dlt = Some(Dlt {
-            model: path.display().to_string(),
-            records: a.judge_rows,
-            train: median_perplexity(pick(real, 3, a.judge_rows)?)?,
-            holdout: test
-                .map(|t| pick(t, 4, a.judge_rows).and_then(median_perplexity))
-                .transpose()?,
-            synthetic: median_perplexity(pick(synthetic, 5, a.judge_rows)?)?,
-        });
-    }
+    let synthetic_records = pick(synthetic, 1, a.judge_rows)?;
+    let real_records = match (test, &a.judge) {
+        (Some(t), Some(_)) => pick(t, 2, a.judge_rows)?,
+        _ => Vec::new(),
+    };
+    // Each candidate gets its own references, drawn from the training rows.
+    let references = if a.judge.is_some() {
+        (0..synthetic_records.len() + real_records.len())
+            .map(|i| pick(real, 100 + i as u64, REFERENCES))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let candidates = Candidates {
+        what: "records of one table".to_owned(),
+        synthetic: synthetic_records,
+        real: real_records,
+        references,
+        train: pick(real, 3, a.judge_rows)?,
+        holdout: test.map(|t| pick(t, 4, a.judge_rows)).transpose()?,
+    };
+    let (realism, dlt) = judge_and_dlt(a, &candidates).await?;
+    report.realism = realism;
+    report.dlt = dlt;
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::relational::RelationalReport;
-use crate::report::{Distribution, EvalReport, JudgeScores, Matrix};
+use crate::report::{Distribution, Dlt, EvalReport, JudgeScores, Matrix, Realism};
 
 /// Chart.js 4.6.1 (MIT, `assets/chart.js-LICENSE.md`), from the npm package's
 /// `dist/chart.umd.min.js`.
@@ -149,34 +149,39 @@ fn table_body(page: &mut Page, report: &EvalReport) {
     verdict(&mut page.html, report);
     cards(&mut page.html, report);
     if let Some(r) = &report.realism {
-        page.html.push_str(
-            "<h2>Realism: judge scores<span class=\"legend\"><span style=\"background:\
-             var(--real)\"></span>held-out real<span style=\"background:var(--syn)\"></span>\
-             synthetic</span></h2><div class=\"charts\">",
-        );
-        let shares = |s: &JudgeScores| {
-            s.histogram
-                .iter()
-                .map(|&n| n as f64 / s.records.max(1) as f64)
-                .collect()
-        };
-        page.chart(
-            "scores from 1 (artificial) to 5 (indistinguishable)",
-            &format!(
-                "mean {:.2} real, {:.2} synthetic",
-                r.real.mean, r.synthetic.mean
-            ),
-            &Distribution {
-                labels: (1..=5).map(|s| s.to_string()).collect(),
-                real: shares(&r.real),
-                synthetic: shares(&r.synthetic),
-            },
-        );
-        page.html.push_str("</div>");
+        realism_chart(page, r);
     }
     columns_table(&mut page.html, report);
     charts(page, report);
     matrices(&mut page.html, report);
+}
+
+/// The judge's score histograms, real against synthetic.
+fn realism_chart(page: &mut Page, r: &Realism) {
+    page.html.push_str(
+        "<h2>Realism: judge scores<span class=\"legend\"><span style=\"background:\
+         var(--real)\"></span>real<span style=\"background:var(--syn)\"></span>\
+         synthetic</span></h2><div class=\"charts\">",
+    );
+    let shares = |s: &JudgeScores| {
+        s.histogram
+            .iter()
+            .map(|&n| n as f64 / s.records.max(1) as f64)
+            .collect()
+    };
+    page.chart(
+        "scores from 1 (artificial) to 5 (indistinguishable)",
+        &format!(
+            "mean {:.2} real, {:.2} synthetic",
+            r.real.mean, r.synthetic.mean
+        ),
+        &Distribution {
+            labels: (1..=5).map(|s| s.to_string()).collect(),
+            real: shares(&r.real),
+            synthetic: shares(&r.synthetic),
+        },
+    );
+    page.html.push_str("</div>");
 }
 
 /// Renders a relational evaluation: the entity checks, then each table.
@@ -197,6 +202,14 @@ pub fn render_relational_html(report: &RelationalReport, title: &str) -> String 
         ),
     );
     relational_verdict(&mut page.html, report);
+    if report.realism.is_some() || report.dlt.is_some() {
+        page.html.push_str("<section class=\"cards\">");
+        realism_card(&mut page.html, report.realism.as_ref(), report.dlt.as_ref());
+        page.html.push_str("</section>");
+    }
+    if let Some(r) = &report.realism {
+        realism_chart(&mut page, r);
+    }
     page.html.push_str(
         "<h2>Keys and children per parent</h2><table class=\"cols\"><tr><th>child</th>\
          <th>parent</th><th>key</th><th>dangling (synthetic)</th><th>dangling (real)</th>\
@@ -263,6 +276,24 @@ pub fn render_relational_html(report: &RelationalReport, title: &str) -> String 
     page.finish(&notes)
 }
 
+fn realism_verdict(j: &Realism) -> (Level, String) {
+    let level = if j.gap <= 0.25 {
+        Level::Good
+    } else if j.gap <= 0.75 {
+        Level::Fair
+    } else {
+        Level::Poor
+    };
+    (
+        level,
+        format!(
+            "<b>Realism.</b> A judge model scores synthetic records {:.2} on average (1 to 5) \
+             and real records {:.2}: a gap of {:.2}.",
+            j.synthetic.mean, j.real.mean, j.gap
+        ),
+    )
+}
+
 fn relational_verdict(html: &mut String, r: &RelationalReport) {
     html.push_str("<section class=\"verdict\">");
     let mut line = |level: Level, text: String| {
@@ -318,6 +349,10 @@ fn relational_verdict(html: &mut String, r: &RelationalReport) {
                 escape(&l.parent)
             ),
         );
+    }
+    if let Some(j) = &r.realism {
+        let (level, text) = realism_verdict(j);
+        line(level, text);
     }
     let table_scores: Vec<String> = r
         .tables
@@ -481,21 +516,8 @@ fn verdict(page: &mut String, r: &EvalReport) {
         }
     }
     if let Some(j) = &r.realism {
-        let level = if j.gap <= 0.25 {
-            Level::Good
-        } else if j.gap <= 0.75 {
-            Level::Fair
-        } else {
-            Level::Poor
-        };
-        line(
-            level,
-            format!(
-                "<b>Realism.</b> A judge model scores synthetic records {:.2} on average (1 to 5) \
-                 and held-out real records {:.2}: a gap of {:.2}.",
-                j.synthetic.mean, j.real.mean, j.gap
-            ),
-        );
+        let (level, text) = realism_verdict(j);
+        line(level, text);
     }
     if let Some(p) = &r.privacy {
         let copies = if p.exact_copies == 0.0 {
@@ -633,29 +655,7 @@ fn cards(page: &mut String, r: &EvalReport) {
             &rows,
         );
     }
-    if r.realism.is_some() || r.dlt.is_some() {
-        let mut rows = Vec::new();
-        if let Some(j) = &r.realism {
-            rows.push(("judge", escape(&file_name(&j.model))));
-            rows.push((
-                "mean score, synthetic / real",
-                format!("{:.2} / {:.2}", j.synthetic.mean, j.real.mean),
-            ));
-            rows.push((
-                "records judged, synthetic / real",
-                format!("{} / {}", j.synthetic.records, j.real.records),
-            ));
-        }
-        if let Some(d) = &r.dlt {
-            rows.push(("generator (DLT)", escape(&file_name(&d.model))));
-            rows.push(("perplexity, real training", format!("{:.2}", d.train)));
-            if let Some(h) = d.holdout {
-                rows.push(("perplexity, held-out real", format!("{h:.2}")));
-            }
-            rows.push(("perplexity, synthetic", format!("{:.2}", d.synthetic)));
-        }
-        card(page, "Realism", &rows);
-    }
+    realism_card(page, r.realism.as_ref(), r.dlt.as_ref());
     if let Some(p) = &r.privacy {
         let mut rows = vec![
             ("DCR median (Gower)", format!("{:.3}", p.dcr_median)),
@@ -681,6 +681,33 @@ fn cards(page: &mut String, r: &EvalReport) {
         card(page, "Privacy", &rows);
     }
     page.push_str("</section>");
+}
+
+/// The judge's and the generator's figures, when either ran.
+fn realism_card(page: &mut String, realism: Option<&Realism>, dlt: Option<&Dlt>) {
+    let mut rows = Vec::new();
+    if let Some(j) = realism {
+        rows.push(("judge", escape(&file_name(&j.model))));
+        rows.push((
+            "mean score, synthetic / real",
+            format!("{:.2} / {:.2}", j.synthetic.mean, j.real.mean),
+        ));
+        rows.push((
+            "records judged, synthetic / real",
+            format!("{} / {}", j.synthetic.records, j.real.records),
+        ));
+    }
+    if let Some(d) = dlt {
+        rows.push(("generator (DLT)", escape(&file_name(&d.model))));
+        rows.push(("perplexity, real training", format!("{:.2}", d.train)));
+        if let Some(h) = d.holdout {
+            rows.push(("perplexity, held-out real", format!("{h:.2}")));
+        }
+        rows.push(("perplexity, synthetic", format!("{:.2}", d.synthetic)));
+    }
+    if !rows.is_empty() {
+        card(page, "Realism", &rows);
+    }
 }
 
 /// Reads one score of a trained model.

@@ -90,6 +90,12 @@ pub struct RelationalReport {
     pub dangling_keys: u64,
     /// Synthetic order violations, over every rule.
     pub order_violations: u64,
+    /// The LLM judge on whole entities (set by the caller, which runs the model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realism: Option<crate::report::Realism>,
+    /// The generator's perplexity on whole entities (set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlt: Option<crate::report::Dlt>,
 }
 
 /// One table's evaluation.
@@ -253,6 +259,8 @@ pub fn evaluate_relational(
         tables,
         links,
         orders,
+        realism: None,
+        dlt: None,
     })
 }
 
@@ -500,6 +508,15 @@ pub fn resolving_rows(
         })?);
     }
     Ok((kept, dropped))
+}
+
+/// Each row's key (`columns`, parts joined by U+001F) as text; `None` where a part is null.
+pub fn row_keys(
+    batches: &[RecordBatch],
+    columns: &[String],
+    table: &str,
+) -> Result<Vec<Option<String>>, EvalError> {
+    keys(batches, columns, table, TableRole::Real)
 }
 
 /// The set of a table's non-null keys.

@@ -57,7 +57,8 @@ pub struct EvalReport {
 pub struct Realism {
     /// The judge model.
     pub model: String,
-    /// Real training records shown with each candidate.
+    /// Real training records shown with each candidate (3, or fewer where a prompt would not
+    /// fit the judge's context: the fewest any prompt kept).
     pub references: usize,
     /// Scores of synthetic records.
     pub synthetic: JudgeScores,

@@ -990,3 +990,56 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
         assert!(console.is_empty(), "console messages: {console:?}");
     }
 }
+
+#[test]
+fn eval_spec_judges_whole_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&run_mimic(&out, "200", &["--no-dp", "--seed", "6"]));
+    let model = crate::llm::tiny_model(dir.path());
+    let json = dir.path().join("m.json");
+    let report = dir.path().join("r.html");
+    let spec = example().join("spec.yaml");
+    ok(&chimera(&[
+        "eval",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--synthetic",
+        out.to_str().unwrap(),
+        "--judge",
+        model.to_str().unwrap(),
+        "--generator",
+        model.to_str().unwrap(),
+        "--judge-rows",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["realism"];
+    for side in ["synthetic", "real"] {
+        assert_eq!(r[side]["records"], 3, "{r}");
+        let mean = r[side]["mean"].as_f64().unwrap();
+        assert!((1.0..=5.0).contains(&mean), "{side}: {mean}");
+    }
+    // Whole entities are long: a small context keeps fewer references, and says so.
+    let references = r["references"].as_u64().unwrap();
+    assert!((1..=3).contains(&references), "{r}");
+    for side in ["train", "synthetic"] {
+        let p = v["dlt"][side].as_f64().unwrap();
+        assert!(p.is_finite() && p > 1.0, "{side}: {p}");
+    }
+    assert!(v["dlt"]["holdout"].is_null());
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("realism: entities are written")),
+        "{}",
+        v["notes"]
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("Realism: judge scores"));
+}

@@ -62,13 +62,16 @@ impl<'r> Judge<'r> {
             .map_err(|e| FillError::Prompt(e.to_string()))
     }
 
-    /// One score in 1..=5 per candidate; `references[i]` are candidate `i`'s references.
+    /// One score in 1..=5 per candidate, and the fewest references any prompt kept;
+    /// `references[i]` are candidate `i`'s references, of which each prompt keeps as many as
+    /// fit the model's context.
     pub fn scores(
         &self,
         what: &str,
         candidates: &[String],
         references: &[Vec<String>],
-    ) -> Result<Vec<u8>, FillError> {
+    ) -> Result<(Vec<u8>, usize), FillError> {
+        let mut fewest = references.iter().map(Vec::len).max().unwrap_or(0);
         let context = self.runtime.model.config().context_length;
         let mut engine = Engine::new(&self.runtime.model, self.max_batch);
         engine.sampling = Sampling {
@@ -85,16 +88,27 @@ impl<'r> Judge<'r> {
         for window in indices.chunks(WINDOW) {
             let mut prompts = Vec::with_capacity(window.len());
             for &i in window {
-                let tokens =
-                    self.runtime
-                        .encode(&self.prompt(what, &references[i], &candidates[i])?)?;
-                if tokens.len() + engine.max_tokens > context {
-                    return Err(FillError::Prompt(format!(
-                        "the judge's prompt for record {i} needs {} tokens, more than the model's \
-                         context of {context}; use fewer or shorter reference records",
-                        tokens.len() + engine.max_tokens
-                    )));
-                }
+                // Fewer references when the prompt would not fit the context.
+                let mut k = references[i].len();
+                let tokens = loop {
+                    let tokens = self.runtime.encode(&self.prompt(
+                        what,
+                        &references[i][..k],
+                        &candidates[i],
+                    )?)?;
+                    if tokens.len() + engine.max_tokens <= context {
+                        break tokens;
+                    }
+                    if k == 0 {
+                        return Err(FillError::Prompt(format!(
+                            "the judge's prompt for record {i} needs {} tokens without any \
+                             reference, more than the model's context of {context}",
+                            tokens.len() + engine.max_tokens
+                        )));
+                    }
+                    k -= 1;
+                };
+                fewest = fewest.min(k);
                 prompts.push(tokens);
             }
             let common = common_prefix(&prompts);
@@ -136,7 +150,7 @@ impl<'r> Judge<'r> {
                 )));
             }
         }
-        Ok(out)
+        Ok((out, fewest))
     }
 }
 
