@@ -14,6 +14,9 @@ use crate::error::{EvalError, TableRole};
 use crate::linear::{self, Design, Feature};
 use crate::report::{MlEfficacy, ModelScores, TaskScores};
 
+/// Classes of a categorical target at most (one model per class).
+const MAX_CLASSES: usize = 50;
+
 /// Training rows of the linear model at most (a seeded sample beyond).
 const LINEAR_ROWS: usize = 100_000;
 
@@ -264,20 +267,21 @@ fn classification(
     };
     let classes = target_classes(target_column)?;
 
-    // The two classes of the real table, in key order of their labels.
+    // The classes of the real table, in key order of their labels.
     let mut counts: Vec<(u64, usize)> = Vec::new();
     for key in classes.real.iter().flatten() {
         if let Some((_, n)) = counts.iter_mut().find(|(k, _)| k == key) {
             *n += 1;
-        } else if counts.len() < 3 {
+        } else if counts.len() <= MAX_CLASSES {
             counts.push((*key, 1));
         }
     }
-    if counts.len() != 2 {
+    if counts.len() < 2 || counts.len() > MAX_CLASSES {
         return Err(target_error(format!(
-            "needs exactly 2 classes in the real table (or a numeric target to regress), found {}",
-            if counts.len() > 2 {
-                "more than 2".to_owned()
+            "needs 2 to {MAX_CLASSES} classes in the real table (or a numeric target to \
+             regress), found {}",
+            if counts.len() > MAX_CLASSES {
+                format!("more than {MAX_CLASSES}")
             } else {
                 counts.len().to_string()
             }
@@ -288,6 +292,10 @@ fn classification(
         ColumnValues::Categorical { .. } => k as f64,
     };
     counts.sort_by(|a, b| order_key(a.0).total_cmp(&order_key(b.0)));
+    if counts.len() > 2 {
+        let keys: Vec<u64> = counts.iter().map(|(k, _)| *k).collect();
+        return multiclass(&classes, &keys, target, features, options, seed, notes);
+    }
     // The rarer class is positive; on a tie, the later one (e.g. 1 over 0, "yes" over "no").
     let (positive, negative) = if counts[0].1 < counts[1].1 {
         (counts[0].0, counts[1].0)
@@ -388,6 +396,170 @@ fn classification(
         gradient_boosting,
         linear,
     })
+}
+
+/// A target with more than two classes: one-vs-rest models per class (trees and logistic
+/// regression), the predicted class the one with the highest score; accuracy, macro F1 and
+/// macro one-vs-rest AUC (over the classes the test table has with both outcomes).
+fn multiclass(
+    classes: &TargetClasses,
+    keys: &[u64],
+    target: &str,
+    features: &[&Column],
+    options: &EvalOptions,
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<MlEfficacy, EvalError> {
+    let width = features.len();
+    // Rows whose class is one of the real classes, with the class's index.
+    let indexed = |per_row: &[Option<u64>], table: TableRole| {
+        let keep: Vec<usize> = (0..per_row.len())
+            .filter(|&i| per_row[i].is_some_and(|c| keys.contains(&c)))
+            .collect();
+        let class: Vec<usize> = keep
+            .iter()
+            .map(|&i| {
+                keys.iter()
+                    .position(|k| Some(*k) == per_row[i])
+                    .unwrap_or(0)
+            })
+            .collect();
+        let dropped = per_row.len() - keep.len();
+        (tree_features(&keep, features, table), class, keep, dropped)
+    };
+    let tables = [
+        (TableRole::Real, indexed(&classes.real, TableRole::Real)),
+        (
+            TableRole::Synthetic,
+            indexed(&classes.synthetic, TableRole::Synthetic),
+        ),
+        (TableRole::Test, indexed(&classes.test, TableRole::Test)),
+    ];
+    for (table, (_, _, _, dropped)) in &tables {
+        if *dropped > 0 {
+            notes.push(format!(
+                "ml_efficacy: {dropped} rows of the {table} table were left out because their \
+                 target is null or not a class of the real table"
+            ));
+        }
+    }
+    let [(_, real), (_, synthetic), (_, test)] = &tables;
+    if test.1.is_empty() {
+        return Err(EvalError::Target {
+            target: target.to_owned(),
+            reason: "the test table has no row of a real class".to_owned(),
+        });
+    }
+    let one_vs_rest = |t: &(Vec<f64>, Vec<usize>, Vec<usize>, usize), k: usize| Split {
+        features: t.0.clone(),
+        labels: t.1.iter().map(|&c| c == k).collect(),
+        rows: t.2.clone(),
+        dropped: 0,
+    };
+    let truth = &test.1;
+    let tests: Vec<Split> = (0..keys.len()).map(|k| one_vs_rest(test, k)).collect();
+
+    // Class scores of the test rows (row-major), from models trained on `train`.
+    let trees = |train: &(Vec<f64>, Vec<usize>, Vec<usize>, usize), table| {
+        let mut scores = vec![vec![0.0; keys.len()]; truth.len()];
+        for (k, test_k) in tests.iter().enumerate() {
+            let model = Classifier::train(&one_vs_rest(train, k), width, options, seed, table)?;
+            for (row, s) in scores.iter_mut().zip(model.scores(test_k, width)) {
+                row[k] = s;
+            }
+        }
+        Ok::<_, EvalError>(scores)
+    };
+    let (on_synthetic, on_real) = rayon::join(
+        || trees(synthetic, TableRole::Synthetic),
+        || trees(real, TableRole::Real),
+    );
+    let gradient_boosting = ModelScores {
+        synthetic: multiclass_scores(truth, &on_synthetic?, keys.len()),
+        real: multiclass_scores(truth, &on_real?, keys.len()),
+    };
+
+    let test_features = linear_features(features, TableRole::Test);
+    let linear_fit = |train: &(Vec<f64>, Vec<usize>, Vec<usize>, usize), table| {
+        let rows = linear_rows(&train.2, seed);
+        let class_of: std::collections::HashMap<usize, usize> = train
+            .2
+            .iter()
+            .copied()
+            .zip(train.1.iter().copied())
+            .collect();
+        let train_features = linear_features(features, table);
+        let design = Design::fit(&train_features, &rows);
+        let x = design.rows(&train_features, &rows);
+        let x_test = design.rows(&test_features, &test.2);
+        let mut scores = vec![vec![0.0; keys.len()]; truth.len()];
+        for k in 0..keys.len() {
+            let labels: Vec<bool> = rows.iter().map(|r| class_of[r] == k).collect();
+            let column = if labels
+                .iter()
+                .all(|&l| l == labels.first().copied().unwrap_or(false))
+            {
+                let constant = if labels.first() == Some(&true) {
+                    1.0
+                } else {
+                    -1.0
+                };
+                vec![constant; truth.len()]
+            } else {
+                let w = linear::logistic(&x, design.width(), &labels)?;
+                linear::predict(&x_test, design.width(), &w)
+            };
+            for (row, s) in scores.iter_mut().zip(column) {
+                row[k] = s;
+            }
+        }
+        Some(multiclass_scores(truth, &scores, keys.len()))
+    };
+    let linear = linear_model(
+        linear_fit(synthetic, TableRole::Synthetic),
+        linear_fit(real, TableRole::Real),
+        [synthetic.2.len(), real.2.len()],
+        "logistic regression",
+        notes,
+    );
+    Ok(MlEfficacy {
+        target: target.to_owned(),
+        task: format!("multiclass ({} classes)", keys.len()),
+        positive_class: None,
+        gradient_boosting,
+        linear,
+    })
+}
+
+/// Accuracy, macro F1 and macro one-vs-rest AUC of class scores against the true classes.
+fn multiclass_scores(truth: &[usize], scores: &[Vec<f64>], classes: usize) -> TaskScores {
+    let predicted: Vec<usize> = scores
+        .iter()
+        .map(|row| {
+            (0..classes)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                .unwrap_or(0)
+        })
+        .collect();
+    let right = truth.iter().zip(&predicted).filter(|(t, p)| t == p).count();
+    let mut f1s = Vec::with_capacity(classes);
+    let mut aucs = Vec::with_capacity(classes);
+    for k in 0..classes {
+        let labels: Vec<bool> = truth.iter().map(|&t| t == k).collect();
+        let hits: Vec<bool> = predicted.iter().map(|&p| p == k).collect();
+        f1s.push(f1(&labels, &hits));
+        let column: Vec<f64> = scores.iter().map(|row| row[k]).collect();
+        if let Some(auc) = roc_auc(&labels, &column) {
+            aucs.push(auc);
+        }
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    TaskScores {
+        auc: mean(&aucs),
+        accuracy: Some(right as f64 / truth.len().max(1) as f64),
+        f1: mean(&f1s),
+        r2: None,
+    }
 }
 
 fn regression(
@@ -660,5 +832,24 @@ mod tests {
         assert!((r_squared(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]) - 0.5).abs() < 1e-12);
         assert_eq!(r_squared(&[1.0, 2.0], &[1.0, 2.0]), 1.0);
         assert_eq!(r_squared(&[2.0, 2.0], &[1.0, 2.0]), 0.0);
+    }
+
+    #[test]
+    fn multiclass_scores_by_hand() {
+        // Three classes; rows 0..3 predicted right, row 3 (class 2) predicted as class 1.
+        let truth = [0, 1, 2, 2];
+        let scores = vec![
+            vec![0.9, 0.1, 0.0],
+            vec![0.1, 0.8, 0.1],
+            vec![0.0, 0.2, 0.7],
+            vec![0.1, 0.6, 0.3],
+        ];
+        let s = multiclass_scores(&truth, &scores, 3);
+        assert_eq!(s.accuracy, Some(0.75));
+        // F1: class 0 1, class 1 2/3 (tp 1, fp 1), class 2 2/3 (tp 1, fn 1).
+        assert!((s.f1.expect("f1") - (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        // One-vs-rest AUC: class 0 1, class 1 (pos row 1 scores 0.8 > 0.1, 0.2; < 0.6? no:
+        // 0.8 > 0.6) 1, class 2 (pos 0.7, 0.3 against 0.0, 0.1) 1.
+        assert_eq!(s.auc, Some(1.0));
     }
 }

@@ -296,7 +296,10 @@ fn conventions(options: &EvalOptions) -> Vec<String> {
              on the real table and scored on the test table; the trees see numeric features as \
              values, categorical features as ordinal codes of their sorted categories (union of \
              all tables), null as missing; positive class = the less frequent real class; \
-             accuracy and F1 at probability 0.5; R^2 = 1 - SS_res / SS_tot on the test rows",
+             accuracy and F1 at probability 0.5; a target with 3 to 50 classes gets one model \
+             per class against the rest, the highest score predicts, F1 and AUC are macro means \
+             (AUC over the classes the test rows hold with both outcomes); R^2 = 1 - SS_res / \
+             SS_tot on the test rows",
             options.trees, options.learning_rate, options.max_depth
         ),
     ]
