@@ -393,7 +393,8 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The real (training) table.
+    /// The real (training) table: a file, a folder of Parquet parts, or a one-table chimera
+    /// output folder.
     #[arg(long, required_unless_present = "spec")]
     pub real: Option<String>,
     /// Relational entities: the spec of the run (its tables' inputs are the real tables) and
@@ -406,7 +407,8 @@ pub struct EvalArgs {
     /// A real held-out table for machine-learning efficacy.
     #[arg(long)]
     pub test: Option<String>,
-    /// Target column for machine-learning efficacy (binary).
+    /// Target column for machine-learning efficacy: 2 to 50 classes (classified), or a number
+    /// with more than two values (regressed).
     #[arg(long)]
     pub target: Option<String>,
     /// Write the metrics to this JSON file (otherwise to standard output, unless --report).

@@ -792,7 +792,7 @@ pub fn guarantee(m: &Manifest) -> chimera_eval::Guarantee {
 
 /// A chimera output folder reads as its single table's folder, with the privacy guarantee
 /// its manifest states; any other path reads as itself.
-fn resolve_synthetic(path: &str) -> Result<(String, Option<chimera_eval::Guarantee>)> {
+fn resolve_run_folder(path: &str) -> Result<(String, Option<chimera_eval::Guarantee>)> {
     let Some(m) = finished_manifest(path)? else {
         return Ok((path.to_string(), None));
     };
@@ -817,8 +817,11 @@ async fn eval(a: EvalArgs) -> Result<()> {
         bail!("--real is needed (or --spec for relational entities)");
     };
     let opts = ReadOptions::default();
-    let (_, real) = read_all(real_path, &opts).await.context("reading --real")?;
-    let (synthetic_path, guarantee) = resolve_synthetic(&a.synthetic)?;
+    let (real_path, _) = resolve_run_folder(real_path).context("--real")?;
+    let (_, real) = read_all(&real_path, &opts)
+        .await
+        .context("reading --real")?;
+    let (synthetic_path, guarantee) = resolve_run_folder(&a.synthetic)?;
     let (_, synthetic) = read_all(&synthetic_path, &opts)
         .await
         .context("reading --synthetic")?;

@@ -337,3 +337,30 @@ fn eval_judge_and_dlt_score_every_record() {
         crate::stderr(&o)
     );
 }
+
+/// Output folders of chimera runs read as their table, on either side, and the synthetic
+/// run's manifest gives the report its privacy guarantee.
+#[test]
+fn eval_reads_run_folders_and_their_guarantee() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&crate::run_adult(&a, "500", &["--no-dp", "--seed", "1"]));
+    ok(&crate::run_adult(
+        &b,
+        "700",
+        &["--epsilon", "2", "--seed", "2"],
+    ));
+    let o = chimera(&[
+        "eval",
+        "--real",
+        a.to_str().unwrap(),
+        "--synthetic",
+        b.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows_real"], 500);
+    assert_eq!(v["rows_synthetic"], 700);
+    assert_eq!(v["guarantee"]["mode"], "dp");
+    assert_eq!(v["guarantee"]["epsilon"], 2.0);
+}
