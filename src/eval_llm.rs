@@ -40,17 +40,19 @@ pub async fn judge_and_dlt(a: &EvalArgs, c: &Candidates) -> Result<(Option<Reali
         let batch = a.llm_run.llm_batch;
         let started = std::time::Instant::now();
         let candidates: Vec<String> = c.synthetic.iter().chain(&c.real).cloned().collect();
-        let (scores, references) = tokio::task::block_in_place(|| {
+        let verdicts = tokio::task::block_in_place(|| {
             Judge::new(&runtime, batch).scores(&c.what, &candidates, &c.references)
         })
         .with_context(|| format!("--judge {}", path.display()))?;
-        let (s, r) = scores.split_at(c.synthetic.len());
-        let (synthetic, real) = (JudgeScores::of(s), JudgeScores::of(r));
+        let n = c.synthetic.len();
+        let synthetic = JudgeScores::of(&verdicts.scores[..n], &verdicts.expected[..n]);
+        let real = JudgeScores::of(&verdicts.scores[n..], &verdicts.expected[n..]);
+        let references = verdicts.fewest_references;
         tracing::info!(
-            records = scores.len(),
+            records = candidates.len(),
             seconds = started.elapsed().as_secs_f64(),
-            synthetic = synthetic.mean,
-            real = real.mean,
+            synthetic = synthetic.expected_mean,
+            real = real.expected_mean,
             "judge scored"
         );
         if references < REFERENCES {
@@ -64,6 +66,7 @@ pub async fn judge_and_dlt(a: &EvalArgs, c: &Candidates) -> Result<(Option<Reali
             model: path.display().to_string(),
             references,
             gap: real.mean - synthetic.mean,
+            expected_gap: real.expected_mean - synthetic.expected_mean,
             synthetic,
             real,
         });

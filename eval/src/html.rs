@@ -277,9 +277,10 @@ pub fn render_relational_html(report: &RelationalReport, title: &str) -> String 
 }
 
 fn realism_verdict(j: &Realism) -> (Level, String) {
-    let level = if j.gap <= 0.25 {
+    let gap = j.expected_gap;
+    let level = if gap <= 0.25 {
         Level::Good
-    } else if j.gap <= 0.75 {
+    } else if gap <= 0.75 {
         Level::Fair
     } else {
         Level::Poor
@@ -287,9 +288,9 @@ fn realism_verdict(j: &Realism) -> (Level, String) {
     (
         level,
         format!(
-            "<b>Realism.</b> A judge model scores synthetic records {:.2} on average (1 to 5) \
-             and real records {:.2}: a gap of {:.2}.",
-            j.synthetic.mean, j.real.mean, j.gap
+            "<b>Realism.</b> A judge model expects a score of {:.2} (1 to 5) for synthetic \
+             records and {:.2} for real ones: a gap of {gap:.2}.",
+            j.synthetic.expected_mean, j.real.expected_mean
         ),
     )
 }
@@ -691,6 +692,13 @@ fn realism_card(page: &mut String, realism: Option<&Realism>, dlt: Option<&Dlt>)
         rows.push((
             "mean score, synthetic / real",
             format!("{:.2} / {:.2}", j.synthetic.mean, j.real.mean),
+        ));
+        rows.push((
+            "expected score, synthetic / real",
+            format!(
+                "{:.2} / {:.2}",
+                j.synthetic.expected_mean, j.real.expected_mean
+            ),
         ));
         rows.push((
             "records judged, synthetic / real",

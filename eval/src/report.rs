@@ -66,6 +66,8 @@ pub struct Realism {
     pub real: JudgeScores,
     /// `real.mean - synthetic.mean` (about 0 is good).
     pub gap: f64,
+    /// `real.expected_mean - synthetic.expected_mean`: the same on expected scores.
+    pub expected_gap: f64,
 }
 
 /// Judge scores of a set of records.
@@ -73,28 +75,40 @@ pub struct Realism {
 pub struct JudgeScores {
     /// Records scored.
     pub records: usize,
-    /// Mean score.
+    /// Mean of the most likely scores.
     pub mean: f64,
-    /// Records per score 1..=5.
+    /// Mean of the expected scores (each record's score averaged over the judge's
+    /// distribution on 1..=5): finer than `mean` when the judge is unsure.
+    pub expected_mean: f64,
+    /// Records per most likely score 1..=5.
     pub histogram: [usize; 5],
 }
 
 impl JudgeScores {
-    /// The histogram and mean of scores in 1..=5 (others are ignored).
-    pub fn of(scores: &[u8]) -> JudgeScores {
+    /// The histogram and means of most likely scores in 1..=5 and their expected scores
+    /// (pairs with a score outside 1..=5 are ignored).
+    pub fn of(scores: &[u8], expected: &[f64]) -> JudgeScores {
         let mut histogram = [0usize; 5];
-        for &s in scores.iter().filter(|s| (1..=5).contains(*s)) {
-            histogram[usize::from(s) - 1] += 1;
+        let mut expected_sum = 0.0;
+        for (&s, &e) in scores.iter().zip(expected) {
+            if (1..=5).contains(&s) {
+                histogram[usize::from(s) - 1] += 1;
+                expected_sum += e;
+            }
         }
         let records: usize = histogram.iter().sum();
         let total: usize = histogram.iter().enumerate().map(|(i, n)| (i + 1) * n).sum();
-        JudgeScores {
-            records,
-            mean: if records == 0 {
+        let per = |sum: f64| {
+            if records == 0 {
                 0.0
             } else {
-                total as f64 / records as f64
-            },
+                sum / records as f64
+            }
+        };
+        JudgeScores {
+            records,
+            mean: per(total as f64),
+            expected_mean: per(expected_sum),
             histogram,
         }
     }

@@ -1021,7 +1021,7 @@ fn eval_spec_judges_whole_entities() {
     let r = &v["realism"];
     for side in ["synthetic", "real"] {
         assert_eq!(r[side]["records"], 3, "{r}");
-        let mean = r[side]["mean"].as_f64().unwrap();
+        let mean = r[side]["expected_mean"].as_f64().unwrap();
         assert!((1.0..=5.0).contains(&mean), "{side}: {mean}");
     }
     // Whole entities are long: a small context keeps fewer references, and says so.

@@ -316,6 +316,8 @@ fn eval_judge_and_dlt_score_every_record() {
         assert_eq!(histogram.iter().sum::<u64>(), 6, "{side}: {histogram:?}");
         let mean = r[side]["mean"].as_f64().unwrap();
         assert!((1.0..=5.0).contains(&mean), "{side}: {mean}");
+        let expected = r[side]["expected_mean"].as_f64().unwrap();
+        assert!((1.0..=5.0).contains(&expected), "{side}: {expected}");
     }
     let gap = r["gap"].as_f64().unwrap();
     let means = r["real"]["mean"].as_f64().unwrap() - r["synthetic"]["mean"].as_f64().unwrap();

@@ -1,22 +1,16 @@
 //! A language model as a reviewer of synthetic records, for `chimera eval`:
 //!
 //! - **Judge** (Amalgam): the model reads `k` real reference records and one candidate and
-//!   answers a score from 1 (clearly artificial) to 5 (indistinguishable); the answer is
-//!   constrained to `{"score": 1..=5}` and decoded greedily, so every candidate gets a score.
+//!   answers a score from 1 (clearly artificial) to 5 (indistinguishable); the answer's next
+//!   token after `{"score":` is restricted to the five scores, so every candidate gets one,
+//!   with the expected score beside it.
 //! - **Perplexity** (HARMONIC's DLT): the model's perplexity on each record's text, computed by
 //!   teacher forcing, many records per forward pass.
 
-use serde_json::Value;
-
 use super::chat::ChatMessage;
 use super::children::common_prefix;
-use super::constrain::{FieldSchema, FieldType, FieldValue};
-use super::engine::{Engine, Request, Sampling};
 use super::fill::{FillError, LlmRuntime};
 use super::model::{KvCache, Step};
-
-/// Prompts prefilled and decoded together at most.
-const WINDOW: usize = 64;
 
 /// Scores records 1..=5 against real references with one model.
 pub struct Judge<'r> {
@@ -62,55 +56,77 @@ impl<'r> Judge<'r> {
             .map_err(|e| FillError::Prompt(e.to_string()))
     }
 
-    /// One score in 1..=5 per candidate, and the fewest references any prompt kept;
-    /// `references[i]` are candidate `i`'s references, of which each prompt keeps as many as
-    /// fit the model's context.
+    /// The token ids that spell each score 1..=5 as the answer's next token (`"4"`, `" 4"`).
+    fn score_tokens(&self) -> Result<[Vec<u32>; 5], FillError> {
+        let tokenizer = &self.runtime.tokenizer.tokenizer;
+        let mut out: [Vec<u32>; 5] = Default::default();
+        for (d, ids) in out.iter_mut().enumerate() {
+            for text in [format!("{}", d + 1), format!(" {}", d + 1)] {
+                let enc = tokenizer
+                    .encode(text.as_str(), false)
+                    .map_err(|e| FillError::Prompt(e.to_string()))?;
+                if let [id] = enc.get_ids() {
+                    if !ids.contains(id) {
+                        ids.push(*id);
+                    }
+                }
+            }
+            if ids.is_empty() {
+                return Err(FillError::Prompt(format!(
+                    "the judge's tokenizer spells the score {} with more than one token",
+                    d + 1
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Scores every candidate; `references[i]` are candidate `i`'s references, of which a
+    /// prompt keeps as many as fit the model's context.
+    ///
+    /// The prompt ends with the start of the answer, `{"score":`, and one forward pass gives
+    /// the next token's distribution; restricted to the tokens of 1..=5 and renormalised, its
+    /// most likely score is the judge's answer (what constrained greedy decoding would write)
+    /// and its mean the expected score, which still ranks records when a small judge gives
+    /// every record the same answer.
     pub fn scores(
         &self,
         what: &str,
         candidates: &[String],
         references: &[Vec<String>],
-    ) -> Result<(Vec<u8>, usize), FillError> {
-        let mut fewest = references.iter().map(Vec::len).max().unwrap_or(0);
+    ) -> Result<Verdicts, FillError> {
         let context = self.runtime.model.config().context_length;
-        let mut engine = Engine::new(&self.runtime.model, self.max_batch);
-        engine.sampling = Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
+        let digits = self.score_tokens()?;
+        let mut verdicts = Verdicts {
+            scores: vec![0; candidates.len()],
+            expected: vec![0.0; candidates.len()],
+            fewest_references: references.iter().map(Vec::len).max().unwrap_or(0),
         };
-        engine.max_tokens = 32;
-        let score = FieldSchema {
-            enum_values: Some((1..=5).map(|s| s.to_string()).collect()),
-            ..FieldSchema::new("score", FieldType::Integer)
-        };
-        let mut out = vec![0u8; candidates.len()];
         let indices: Vec<usize> = (0..candidates.len()).collect();
-        for window in indices.chunks(WINDOW) {
+        for window in indices.chunks(self.max_batch) {
             let mut prompts = Vec::with_capacity(window.len());
             for &i in window {
                 // Fewer references when the prompt would not fit the context.
                 let mut k = references[i].len();
                 let tokens = loop {
-                    let tokens = self.runtime.encode(&self.prompt(
-                        what,
-                        &references[i][..k],
-                        &candidates[i],
-                    )?)?;
-                    if tokens.len() + engine.max_tokens <= context {
+                    let text = self.prompt(what, &references[i][..k], &candidates[i])?;
+                    let tokens = self.runtime.encode(&(text + ANSWER_START))?;
+                    if tokens.len() < context {
                         break tokens;
                     }
                     if k == 0 {
                         return Err(FillError::Prompt(format!(
                             "the judge's prompt for record {i} needs {} tokens without any \
                              reference, more than the model's context of {context}",
-                            tokens.len() + engine.max_tokens
+                            tokens.len()
                         )));
                     }
                     k -= 1;
                 };
-                fewest = fewest.min(k);
+                verdicts.fewest_references = verdicts.fewest_references.min(k);
                 prompts.push(tokens);
             }
+            // The shared start once, then every prompt's own tokens in one ragged batch.
             let common = common_prefix(&prompts);
             let mut cache = self.runtime.model.new_cache();
             if common > 0 {
@@ -122,36 +138,67 @@ impl<'r> Judge<'r> {
                 self.runtime.model.forward(&mut steps).map_err(Box::new)?;
             }
             let prefix = cache.freeze();
-            let mut requests = Vec::with_capacity(window.len());
-            for tokens in &prompts {
-                requests.push(Request {
-                    suffix: tokens[common..].to_vec(),
-                    constraint: self
-                        .runtime
-                        .constraints
-                        .row(&[("score".to_owned(), FieldValue::Generate(score.clone()))])?,
-                    seed: 0,
-                });
-            }
-            let mut failed = None;
-            engine
-                .run(&prefix, requests, |c| {
-                    let value = c.constraint.finish()?;
-                    match value.get("score").and_then(Value::as_u64) {
-                        Some(s @ 1..=5) => out[window[c.request]] = s as u8,
-                        other => failed = Some(format!("{other:?}")),
-                    }
-                    Ok(())
+            let mut caches: Vec<KvCache> = prompts.iter().map(|_| prefix.cache()).collect();
+            let mut steps: Vec<Step<'_>> = caches
+                .iter_mut()
+                .zip(&prompts)
+                .map(|(cache, tokens)| Step {
+                    cache,
+                    tokens: &tokens[common..],
+                    want_logits: true,
                 })
-                .map_err(Box::new)?;
-            if let Some(v) = failed {
-                return Err(FillError::Prompt(format!(
-                    "the judge answered a score outside 1..=5: {v}"
-                )));
+                .collect();
+            let logits = self.runtime.model.forward(&mut steps).map_err(Box::new)?;
+            for (&i, row) in window.iter().zip(&logits) {
+                let (score, expected) = score_of(row, &digits);
+                verdicts.scores[i] = score;
+                verdicts.expected[i] = expected;
             }
         }
-        Ok((out, fewest))
+        Ok(verdicts)
     }
+}
+
+/// What the judge said of each candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdicts {
+    /// The most likely score, 1..=5.
+    pub scores: Vec<u8>,
+    /// The expected score under the judge's distribution over 1..=5.
+    pub expected: Vec<f64>,
+    /// The fewest references any prompt kept.
+    pub fewest_references: usize,
+}
+
+/// The text the assistant's answer starts with: the score comes next.
+const ANSWER_START: &str = "{\"score\":";
+
+/// The most likely score and the expected score from next-token logits, restricted to the
+/// tokens of each score (`digits[s - 1]`, summed) and renormalised.
+fn score_of(logits: &[f32], digits: &[Vec<u32>; 5]) -> (u8, f64) {
+    let max = digits
+        .iter()
+        .flatten()
+        .map(|&t| logits[t as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mass: Vec<f64> = digits
+        .iter()
+        .map(|ids| {
+            ids.iter()
+                .map(|&t| f64::from(logits[t as usize] - max).exp())
+                .sum()
+        })
+        .collect();
+    let total: f64 = mass.iter().sum();
+    let best = (0..5)
+        .max_by(|&a, &b| mass[a].total_cmp(&mass[b]).then(b.cmp(&a)))
+        .unwrap_or(0);
+    let expected = mass
+        .iter()
+        .enumerate()
+        .map(|(s, m)| (s + 1) as f64 * m / total)
+        .sum();
+    (best as u8 + 1, expected)
 }
 
 /// The model's perplexity on each text: `exp` of the mean negative log-likelihood of its
@@ -206,4 +253,26 @@ pub fn perplexity(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_of_restricts_and_renormalises() {
+        // Vocabulary of 8; scores 1..=5 are tokens 1..=5, and token 7 also spells "5".
+        let digits: [Vec<u32>; 5] = [vec![1], vec![2], vec![3], vec![4], vec![5, 7]];
+        let mut logits = vec![0.0f32; 8];
+        logits[0] = 50.0; // not a score: ignored
+        logits[3] = 2.0_f32.ln(); // score 3 twice as likely as each other token
+        let (best, expected) = score_of(&logits, &digits);
+        assert_eq!(best, 3);
+        // Masses 1, 1, 2, 1, 1 + 1: (1 + 2 + 6 + 4 + 10) / 7.
+        assert!((expected - 23.0 / 7.0).abs() < 1e-9, "{expected}");
+        // Ties go to the lower score.
+        let (best, expected) = score_of(&[0.0; 8], &[vec![1], vec![2], vec![3], vec![4], vec![5]]);
+        assert_eq!(best, 1);
+        assert!((expected - 3.0).abs() < 1e-9);
+    }
 }
