@@ -65,10 +65,10 @@ impl<'r> Judge<'r> {
                 let enc = tokenizer
                     .encode(text.as_str(), false)
                     .map_err(|e| FillError::Prompt(e.to_string()))?;
-                if let [id] = enc.get_ids() {
-                    if !ids.contains(id) {
-                        ids.push(*id);
-                    }
+                if let [id] = enc.get_ids()
+                    && !ids.contains(id)
+                {
+                    ids.push(*id);
                 }
             }
             if ids.is_empty() {
