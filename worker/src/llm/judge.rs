@@ -15,7 +15,7 @@ use super::model::{KvCache, Step};
 /// Scores records 1..=5 against real references with one model.
 pub struct Judge<'r> {
     runtime: &'r LlmRuntime,
-    /// Sequences decoded together at most.
+    /// Prompts read in one forward pass at most.
     pub max_batch: usize,
 }
 
