@@ -161,6 +161,17 @@ fn pick<'v, T>(
     }
 }
 
+/// Gradient-boosted trees with the evaluation's settings.
+fn booster(objective: ObjectiveType, options: &EvalOptions, seed: u64) -> GradientBooster {
+    GradientBooster::default()
+        .set_objective_type(objective)
+        .set_iterations(options.trees)
+        .set_learning_rate(options.learning_rate)
+        .set_max_depth(options.max_depth)
+        .set_seed(seed)
+        .set_parallel(true)
+}
+
 /// A trained classifier, or the constant answer when training saw one class only.
 enum Classifier {
     Trees(Box<GradientBooster>),
@@ -184,13 +195,7 @@ impl Classifier {
             .iter()
             .map(|&l| f64::from(u8::from(l)))
             .collect();
-        let mut model = GradientBooster::default()
-            .set_objective_type(ObjectiveType::LogLoss)
-            .set_iterations(options.trees)
-            .set_learning_rate(options.learning_rate)
-            .set_max_depth(options.max_depth)
-            .set_seed(seed)
-            .set_parallel(true);
+        let mut model = booster(ObjectiveType::LogLoss, options, seed);
         model
             .fit_unweighted(&train.matrix(columns), &y, None)
             .map_err(|e| EvalError::Model {
@@ -610,13 +615,7 @@ fn regression(
             vec![0.0; truth.len()]
         } else {
             let matrix = tree_features(train, features, table);
-            let mut model = GradientBooster::default()
-                .set_objective_type(ObjectiveType::SquaredLoss)
-                .set_iterations(options.trees)
-                .set_learning_rate(options.learning_rate)
-                .set_max_depth(options.max_depth)
-                .set_seed(seed)
-                .set_parallel(true);
+            let mut model = booster(ObjectiveType::SquaredLoss, options, seed);
             model
                 .fit_unweighted(&Matrix::new(&matrix, train.len(), width), &targets, None)
                 .map_err(|e| EvalError::Model {

@@ -276,6 +276,20 @@ pub fn render_relational_html(report: &RelationalReport, title: &str) -> String 
     page.finish(&notes)
 }
 
+/// One line of a verdict: its level as a tag, then its text (HTML).
+fn verdict_line(html: &mut String, level: Level, text: &str) {
+    let _ = write!(
+        html,
+        "<p><span class=\"tag {c}\">{c}</span>{text}</p>",
+        c = level.class()
+    );
+}
+
+/// `Good` when `count` is 0, else `Poor`.
+fn zero_is_good(count: u64) -> Level {
+    if count == 0 { Level::Good } else { Level::Poor }
+}
+
 fn realism_verdict(j: &Realism) -> (Level, String) {
     let gap = j.expected_gap;
     let level = if gap <= 0.25 {
@@ -297,19 +311,9 @@ fn realism_verdict(j: &Realism) -> (Level, String) {
 
 fn relational_verdict(html: &mut String, r: &RelationalReport) {
     html.push_str("<section class=\"verdict\">");
-    let mut line = |level: Level, text: String| {
-        let _ = write!(
-            html,
-            "<p><span class=\"tag {c}\">{c}</span>{text}</p>",
-            c = level.class()
-        );
-    };
+    let mut line = |level: Level, text: String| verdict_line(html, level, &text);
     line(
-        if r.dangling_keys == 0 {
-            Level::Good
-        } else {
-            Level::Poor
-        },
+        zero_is_good(r.dangling_keys),
         format!(
             "<b>Keys.</b> {} synthetic foreign keys do not resolve, over {} links.",
             r.dangling_keys,
@@ -317,11 +321,7 @@ fn relational_verdict(html: &mut String, r: &RelationalReport) {
         ),
     );
     line(
-        if r.order_violations == 0 {
-            Level::Good
-        } else {
-            Level::Poor
-        },
+        zero_is_good(r.order_violations),
         format!(
             "<b>Datetime order.</b> {} violations of {} rules in the synthetic rows.",
             r.order_violations,
@@ -439,13 +439,7 @@ impl Level {
 
 fn verdict(page: &mut String, r: &EvalReport) {
     page.push_str("<section class=\"verdict\">");
-    let mut line = |level: Level, text: String| {
-        let _ = write!(
-            page,
-            "<p><span class=\"tag {c}\">{c}</span>{text}</p>",
-            c = level.class()
-        );
-    };
+    let mut line = |level: Level, text: String| verdict_line(page, level, &text);
     if let (Some(one), Some(two)) = (r.one_way.mean, r.two_way.mean) {
         let weakest = r
             .columns
