@@ -214,17 +214,10 @@ fn table_texts(
     for node in &tree.tables {
         let batches = &tables[&node.name];
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let columns: Vec<String> = batches
-            .first()
-            .map(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .filter(|c| !excluded[&node.name].contains(c))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let columns: Vec<String> = chimera_eval::column_names(batches)
+            .into_iter()
+            .filter(|c| !excluded[&node.name].contains(c))
+            .collect();
         let records = crate::eval_llm::records(batches, &columns, &(0..rows).collect::<Vec<_>>())?;
         let keys = if node.children.is_empty() {
             Vec::new()

@@ -112,16 +112,7 @@ pub async fn realism(
     if a.judge_rows == 0 {
         bail!("--judge-rows must be at least 1");
     }
-    let columns: Vec<String> = real
-        .first()
-        .map(|b| {
-            b.schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let columns = chimera_eval::column_names(real);
     let pick = |batches: &[RecordBatch], salt: u64, n: usize| -> Result<Vec<String>> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         records(batches, &columns, &sample_rows(a.seed, salt, rows, n))

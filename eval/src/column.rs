@@ -77,7 +77,7 @@ pub(crate) fn row_count(batches: &[RecordBatch]) -> usize {
 }
 
 /// Column names of a table, in the order of its first batch's schema.
-pub(crate) fn column_names(batches: &[RecordBatch]) -> Vec<String> {
+pub fn column_names(batches: &[RecordBatch]) -> Vec<String> {
     batches
         .first()
         .map(|b| {

@@ -292,13 +292,7 @@ fn zero_is_good(count: u64) -> Level {
 
 fn realism_verdict(j: &Realism) -> (Level, String) {
     let gap = j.expected_gap;
-    let level = if gap <= 0.25 {
-        Level::Good
-    } else if gap <= 0.75 {
-        Level::Fair
-    } else {
-        Level::Poor
-    };
+    let level = Level::at_most(gap, 0.25, 0.75);
     (
         level,
         format!(
@@ -334,13 +328,7 @@ fn relational_verdict(html: &mut String, r: &RelationalReport) {
         .filter_map(|l| l.children_per_parent.as_ref().map(|c| (c.tvd, l)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((tvd, l)) = worst {
-        let level = if tvd <= 0.05 {
-            Level::Good
-        } else if tvd <= 0.1 {
-            Level::Fair
-        } else {
-            Level::Poor
-        };
+        let level = Level::at_most(tvd, 0.05, 0.1);
         line(
             level,
             format!(
@@ -427,9 +415,25 @@ impl Level {
     }
 
     fn of_similarity(score: f64) -> Level {
-        if score >= 0.9 {
+        Level::at_least(score, 0.9, 0.8)
+    }
+
+    /// `Good` from `good` up, `Fair` from `fair` up, else `Poor`.
+    fn at_least(value: f64, good: f64, fair: f64) -> Level {
+        if value >= good {
             Level::Good
-        } else if score >= 0.8 {
+        } else if value >= fair {
+            Level::Fair
+        } else {
+            Level::Poor
+        }
+    }
+
+    /// `Good` up to `good`, `Fair` up to `fair`, else `Poor`.
+    fn at_most(value: f64, good: f64, fair: f64) -> Level {
+        if value <= good {
+            Level::Good
+        } else if value <= fair {
             Level::Fair
         } else {
             Level::Poor
@@ -491,13 +495,7 @@ fn verdict(page: &mut String, r: &EvalReport) {
             } else {
                 0.0
             };
-            let level = if ratio >= 0.95 {
-                Level::Good
-            } else if ratio >= 0.85 {
-                Level::Fair
-            } else {
-                Level::Poor
-            };
+            let level = Level::at_least(ratio, 0.95, 0.85);
             line(
                 level,
                 format!(

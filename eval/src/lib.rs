@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 
+pub use crate::column::column_names;
 use crate::column::{Column, ColumnValues, Tables};
 pub use crate::error::{EvalError, TableRole};
 pub use crate::html::{render_html, render_relational_html};
