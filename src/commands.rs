@@ -712,7 +712,10 @@ fn print_model(model: &Model) {
             c.schema.name,
             c.role.to_string(),
             c.reason,
-            domain.unwrap_or_else(|| "regenerated".into())
+            domain.unwrap_or_else(|| match &c.format {
+                Some(f) => format!("regenerated as {f}"),
+                None => "regenerated".into(),
+            })
         );
     }
     println!("\nnetwork (sampling order):");
@@ -753,6 +756,7 @@ pub fn summary(model: &Model) -> Result<serde_json::Value> {
             "role": c.role.to_string(),
             "reason": c.reason,
             "codes": c.encoding.as_ref().map(|e| e.labels()),
+            "format": c.format.as_ref().map(|f| f.to_string()),
         })).collect::<Vec<_>>(),
         "edges": model.network.nodes.iter().map(|n| serde_json::json!({
             "child": name(n.child),

@@ -2,7 +2,7 @@
 //! entities in this process, shard by shard, into one Parquet folder per table. Every part goes
 //! through an attempt-scoped upload and a commit, the manifest lists them, `_SUCCESS` comes last.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use chimera_core::privacy::PrivacyMode;
 use chimera_core::relational::EntityModel;
 use chimera_core::spec::Spec;
 use chimera_storage::{
-    Location, Manifest, ManifestPrivacy, ManifestTable, Output, PrivacyMode as Mode,
+    Location, Manifest, ManifestPrivacy, ManifestTable, Output, OutputState, PrivacyMode as Mode,
 };
 use chimera_worker::entities::EntitySampler;
 
@@ -27,8 +27,9 @@ use chimera_core::model::Exemplars;
 use chimera_core::relational::{EntityLlm, RealEntities};
 use chimera_worker::llm::children::ChildWriter;
 
-/// Attempt number of every part of an in-process relational run (it is never retried in place:
-/// a failed run is cleared and started again).
+/// Attempt number of every part of an in-process relational run. A shard's committed path
+/// depends on the shard only and its bytes on the seed, so a resumed run that samples a shard
+/// again writes the same part.
 const ATTEMPT: u32 = 1;
 /// Entities per shard unless `--shard-rows` says otherwise.
 const DEFAULT_SHARD_ENTITIES: u64 = 100_000;
@@ -89,12 +90,82 @@ fn shard_size(o: &OutputArgs, entities: u64) -> Result<u64> {
     Ok(shard_rows)
 }
 
-/// Fits and samples `entities` entities into the output.
+/// The stored model and progress manifest of an unfinished relational run of the same job in
+/// `output`: the same entities, shard size and seed, and a manifest written from that model.
+/// Resuming reuses the model, so the privacy budget is not spent a second time. A finished
+/// output is left to `prepare` (refused unless `--overwrite`).
+async fn unfinished_run(
+    output: &Output,
+    o: &OutputArgs,
+    entities: u64,
+) -> Result<Option<(EntityModel, Manifest)>> {
+    if o.overwrite {
+        return Ok(None);
+    }
+    let OutputState::Unfinished {
+        manifest: Some(manifest),
+        model: Some(bytes),
+    } = output.state().await?
+    else {
+        return Ok(None);
+    };
+    let Ok(model) = EntityModel::from_json(&bytes) else {
+        return Ok(None);
+    };
+    let same = model.digest().is_ok_and(|d| d == manifest.model_digest)
+        && manifest.table == model.tables[0].name
+        && manifest.rows_requested == entities
+        && manifest.rows_per_part == shard_size(o, entities)?
+        && manifest.seed == o.seed;
+    Ok(same.then_some((model, manifest)))
+}
+
+/// The shards every sampled table of `model` has committed in `manifest`.
+fn committed_shards(model: &EntityModel, manifest: &Manifest) -> BTreeSet<u32> {
+    let mut shards: Option<BTreeSet<u32>> = None;
+    for t in &model.tables {
+        let here: BTreeSet<u32> = manifest
+            .tables
+            .get(&t.name)
+            .map(|m| m.parts.iter().map(|p| p.shard).collect())
+            .unwrap_or_default();
+        shards = Some(match shards {
+            None => here,
+            Some(s) => s.intersection(&here).copied().collect(),
+        });
+    }
+    shards.unwrap_or_default()
+}
+
+/// Fits and samples `entities` entities into the output; resumes an unfinished run of the same
+/// job from its stored model (with the same `--llm`; not with `knn-real` exemplars, which need
+/// the real tables).
 pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Result<()> {
     let llm = a.llm.llm.as_ref().filter(|p| p.as_os_str() != "none");
     shard_size(&a.output, entities)?;
     let storage = crate::commands::storage_options(&a.input.storage_options)?;
     let output = Output::new(Location::parse(&a.output.output, &storage)?);
+    if let Some((model, manifest)) = unfinished_run(&output, &a.output, entities).await? {
+        let file = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
+        let same_llm = match (&model.llm, llm) {
+            (None, None) => true,
+            (Some(stored), Some(path)) => {
+                file(path).as_deref() == Some(stored.model.as_str())
+                    && stored.exemplars != Exemplars::KnnReal
+                    && stored.exemplars == exemplars_of(a.llm.exemplars)
+            }
+            _ => false,
+        };
+        if same_llm {
+            let writer = match llm {
+                Some(path) => Some(writer(&model, path, &a.llm_run, true).await?),
+                None => None,
+            };
+            let previous = Some(manifest);
+            let prepared = Some((output, previous));
+            return sample(model, &a.output, storage, entities, prepared, writer).await;
+        }
+    }
     // A finished output is refused before any budget is spent; an unfinished one is cleared.
     output.prepare(a.output.overwrite).await?;
     let (mut model, real) = fit(
@@ -108,18 +179,14 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     .await?;
     let writer = match llm {
         Some(path) => {
-            let exemplars = match a.llm.exemplars {
-                ExemplarsArg::None => Exemplars::None,
-                ExemplarsArg::Synthetic => Exemplars::Synthetic,
-                ExemplarsArg::KnnReal => {
-                    model.privacy.notes.push(
-                        "child rows: the LLM was shown real rows (--exemplars knn-real); the \
-                         DP guarantee does not cover the output"
-                            .into(),
-                    );
-                    Exemplars::KnnReal
-                }
-            };
+            let exemplars = exemplars_of(a.llm.exemplars);
+            if exemplars == Exemplars::KnnReal {
+                model.privacy.notes.push(
+                    "child rows: the LLM was shown real rows (--exemplars knn-real); the DP \
+                     guarantee does not cover the output"
+                        .into(),
+                );
+            }
             model.llm = Some(EntityLlm {
                 model: path.file_name().map_or_else(
                     || path.display().to_string(),
@@ -135,7 +202,23 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
         }
         None => None,
     };
-    sample(model, &a.output, storage, entities, Some(output), writer).await
+    sample(
+        model,
+        &a.output,
+        storage,
+        entities,
+        Some((output, None)),
+        writer,
+    )
+    .await
+}
+
+fn exemplars_of(arg: ExemplarsArg) -> Exemplars {
+    match arg {
+        ExemplarsArg::None => Exemplars::None,
+        ExemplarsArg::Synthetic => Exemplars::Synthetic,
+        ExemplarsArg::KnnReal => Exemplars::KnnReal,
+    }
 }
 
 /// The LLM that writes child rows, loaded for `model` (which names it).
@@ -193,47 +276,75 @@ pub async fn fit(
     Ok((model, real))
 }
 
-/// Samples `entities` entities of `model` into the output; `prepared` is the output when the
-/// caller already made it ready (refused a finished run, cleared an unfinished one).
+/// Samples `entities` entities of `model` into the output. `prepared` is the output when the
+/// caller already made it ready, with the progress manifest of the unfinished run it resumes
+/// (if any); without it, an unfinished run of this same model and job is resumed, a finished
+/// one refused (unless `--overwrite`), and anything else cleared.
 pub async fn sample(
     model: EntityModel,
     o: &OutputArgs,
     storage: Vec<(String, String)>,
     entities: u64,
-    prepared: Option<Output>,
+    prepared: Option<(Output, Option<Manifest>)>,
     writer: Option<ChildWriter>,
 ) -> Result<()> {
     if model.llm.is_some() && writer.is_none() {
         bail!("the entity model's child rows are written by an LLM: pass --llm with its path");
     }
     let shard_rows = shard_size(o, entities)?;
-    let output = match prepared {
-        Some(out) => out,
+    let (output, previous) = match prepared {
+        Some(p) => p,
         None => {
             let out = Output::new(Location::parse(&o.output, &storage)?);
-            out.prepare(o.overwrite).await?;
-            out
+            let digest = model.digest()?;
+            match unfinished_run(&out, o, entities).await? {
+                Some((stored, m)) if stored.digest()? == digest => (out, Some(m)),
+                _ => {
+                    out.prepare(o.overwrite).await?;
+                    (out, None)
+                }
+            }
         }
     };
     let opts = ReadOptions {
         storage_options: storage,
         ..ReadOptions::default()
     };
-    let json = model.to_json()?;
-    output.write_model(&json).await?;
-    let mut manifest = Manifest::new(
-        model.digest()?,
-        o.seed,
-        manifest_privacy(&model),
-        shard_rows,
-    );
-    manifest.rows_requested = entities;
-    manifest.table = model.tables[0].name.clone();
-    for t in &model.tables {
-        manifest.tables.insert(
-            t.name.clone(),
-            ManifestTable::new(t.columns.iter().map(|c| c.name.clone()).collect()),
+    let resumed = previous.is_some();
+    let mut manifest = match previous {
+        Some(m) => m,
+        None => {
+            output.write_model(&model.to_json()?).await?;
+            let mut m = Manifest::new(
+                model.digest()?,
+                o.seed,
+                manifest_privacy(&model),
+                shard_rows,
+            );
+            m.rows_requested = entities;
+            m.table = model.tables[0].name.clone();
+            for t in &model.tables {
+                m.tables.insert(
+                    t.name.clone(),
+                    ManifestTable::new(t.columns.iter().map(|c| c.name.clone()).collect()),
+                );
+            }
+            m
+        }
+    };
+    let done = committed_shards(&model, &manifest);
+    if resumed {
+        tracing::info!(
+            committed = done.len(),
+            "the output holds an unfinished run of this job: resuming it from its stored model (no second fit, no budget spent again)"
         );
+        // Parts committed after the last manifest write (a shard cut short) are sampled again;
+        // public tables are written again at the end.
+        for (name, t) in manifest.tables.iter_mut() {
+            let sampled = model.tables.iter().any(|m| &m.name == name);
+            t.parts.retain(|p| sampled && done.contains(&p.shard));
+            t.rows = t.parts.iter().map(|p| p.rows).sum();
+        }
     }
     let mut public = Vec::new();
     for p in &model.public {
@@ -242,8 +353,7 @@ pub async fn sample(
         let (source, batches) = read_all(&p.input, &opts)
             .await
             .with_context(|| format!("public table `{}`", p.name))?;
-        manifest.tables.insert(
-            p.name.clone(),
+        manifest.tables.entry(p.name.clone()).or_insert_with(|| {
             ManifestTable::new(
                 source
                     .schema()
@@ -251,8 +361,8 @@ pub async fn sample(
                     .iter()
                     .map(|f| f.name().clone())
                     .collect(),
-            ),
-        );
+            )
+        });
         public.push((p.name.clone(), source.schema(), batches));
     }
     output.write_manifest(&manifest).await?;
@@ -266,6 +376,10 @@ pub async fn sample(
     let bar = Bars::counter("entities", entities);
     let started = Instant::now();
     for shard in shards {
+        if done.contains(&shard.shard) {
+            bar.inc(shard.rows);
+            continue;
+        }
         let s = sampler.clone();
         let tables = tokio::task::spawn_blocking(move || s.sample(&shard))
             .await

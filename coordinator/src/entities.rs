@@ -132,6 +132,19 @@ struct Layout {
     position: Vec<u32>,
 }
 
+/// Logs a note about the data with its exact counts and keeps it for the manifest; under DP the
+/// manifest gets `without_counts` instead (exact counts of the private data are not released).
+fn note(notes: &mut Vec<String>, dp: bool, exact: String, without_counts: String) {
+    tracing::warn!("{exact}");
+    if dp {
+        notes.push(format!(
+            "{without_counts} (under DP the manifest does not give how many; the log does)"
+        ));
+    } else {
+        notes.push(exact);
+    }
+}
+
 /// Reads the tables of `spec.tables` (inputs resolved by the caller), checks the keys and fits.
 pub async fn fit_entities(
     spec: &Spec,
@@ -143,6 +156,7 @@ pub async fn fit_entities(
 ) -> Result<(EntityModel, RealEntities), FitError> {
     let tree = EntityTree::from_spec(&spec.tables)?;
     let mut notes: Vec<String> = Vec::new();
+    let dp = matches!(settings.privacy, PrivacyMode::Dp { .. });
 
     // Read.
     let mut loaded: HashMap<String, Loaded> = HashMap::new();
@@ -265,10 +279,15 @@ pub async fn fit_entities(
                 ));
             }
             if with_parent > 0 {
-                notes.push(format!(
-                    "table `{}`: {with_parent} rows left out with their parent row",
-                    node.name
-                ));
+                note(
+                    &mut notes,
+                    dp,
+                    format!(
+                        "table `{}`: {with_parent} rows left out with their parent row",
+                        node.name
+                    ),
+                    format!("table `{}`: rows left out with their parent row", node.name),
+                );
             }
             // Keys of further ancestors must agree with the parent chain.
             for (cols, a) in &node.ancestor_keys {
@@ -322,13 +341,18 @@ pub async fn fit_entities(
                         ),
                     ));
                 }
-                Orphans::Drop => {
-                    tracing::warn!(table = %node.name, "dropping rows whose keys do not resolve: {what}");
-                    notes.push(format!(
+                Orphans::Drop => note(
+                    &mut notes,
+                    dp,
+                    format!(
                         "table `{}`: rows left out because their keys do not resolve: {what}",
                         node.name
-                    ));
-                }
+                    ),
+                    format!(
+                        "table `{}`: rows left out because their keys do not resolve",
+                        node.name
+                    ),
+                ),
             }
         }
         // Order and clip.
@@ -386,12 +410,18 @@ pub async fn fit_entities(
                 }
             }
             if clipped_parents > 0 {
-                let note = format!(
-                    "table `{}`: {clipped_parents} `{}` rows had more than {max} children (up to {most}); the {clipped_rows} rows beyond the first {max} were left out (raise `max_children` to keep more)",
-                    node.name, tree.tables[p].name
+                note(
+                    &mut notes,
+                    dp,
+                    format!(
+                        "table `{}`: {clipped_parents} `{}` rows had more than {max} children (up to {most}); the {clipped_rows} rows beyond the first {max} were left out (raise `max_children` to keep more)",
+                        node.name, tree.tables[p].name
+                    ),
+                    format!(
+                        "table `{}`: rows beyond the first {max} children of a `{}` row were left out (raise `max_children` to keep more)",
+                        node.name, tree.tables[p].name
+                    ),
                 );
-                tracing::warn!("{note}");
-                notes.push(note);
             }
             layout
         };
@@ -433,14 +463,19 @@ pub async fn fit_entities(
         } else {
             sequence_table(&tree, spec, &rows, &layouts, t)?
         };
-        // A column with no values here (e.g. the previous sibling's columns when no parent has
-        // two children) carries nothing to learn: leave it out; sampling leaves it empty.
-        if columns.first().is_none_or(|(_, a)| a.is_empty()) {
-            // No parent has a second child of this table: nothing for a sequence model to learn.
+        // Without DP, a table with no rows (no parent has a second child of this table) or a
+        // column with no values (e.g. the previous sibling's columns then) carries nothing to
+        // learn: leave it out; sampling leaves it empty. Under DP that choice would tell
+        // whether some entity has such a row, so every model and column is fitted from the
+        // releases (nothing released: sampled empty).
+        if !dp && columns.first().is_none_or(|(_, a)| a.is_empty()) {
             fitted.push(None);
             continue;
         }
         columns.retain(|(n, a)| {
+            if dp {
+                return true;
+            }
             let keep = a.null_count() < a.len();
             if !keep {
                 specs.remove(n);
@@ -458,6 +493,7 @@ pub async fn fit_entities(
         s.contribution = tree.contribution(t, clip);
         s.given = given;
         s.llm = None;
+        s.shape_from_release = true;
         let schema = Arc::new(Schema::new(
             columns
                 .iter()

@@ -8,6 +8,7 @@ use chimera_core::bayesnet::{self, CodedTable, Edge};
 use chimera_core::domain::{Code, Encoder};
 use chimera_core::fit::{FitSettings, Fitter};
 use chimera_core::model::Model;
+use chimera_core::privacy::PrivacyMode;
 use chimera_core::profile::ColumnStats;
 use chimera_core::rng;
 use chimera_core::schema::ColumnSchema;
@@ -53,6 +54,7 @@ pub async fn fit_table(
         .clone()
         .unwrap_or_else(|| source.name().to_string());
     let schemas = column_schemas(&table, &source.schema())?;
+    let (fitter_privacy, shape_from_release) = (settings.privacy, settings.shape_from_release);
     let mut fitter = Fitter::new(&table, schemas.clone(), spec, settings)?;
 
     // Pass 1: profile.
@@ -71,7 +73,8 @@ pub async fn fit_table(
     })
     .await?;
     progress.finish();
-    if rows == 0 {
+    let dp = matches!(fitter_privacy, PrivacyMode::Dp { .. });
+    if rows == 0 && !(dp && shape_from_release) {
         return Err(FitError::Core(chimera_core::CoreError::Table {
             table,
             message: "it has no rows".into(),

@@ -114,6 +114,33 @@ pub enum Value<'a> {
 }
 
 impl Encoding {
+    /// Whether no value (category, spike or bin) was released: at most a null code.
+    pub fn releases_nothing(&self) -> bool {
+        match self {
+            Encoding::Categorical(c) => c.values.is_empty() && c.merged.is_empty(),
+            Encoding::Numeric(n) => n.spikes.is_empty() && n.bins.is_empty(),
+        }
+    }
+
+    /// The same column with one code, null: what a column that released no value samples.
+    pub fn null_only(&self) -> Encoding {
+        match self {
+            Encoding::Categorical(_) => Encoding::Categorical(CategoricalEncoding {
+                values: Vec::new(),
+                other: false,
+                null: true,
+                merged: Vec::new(),
+                other_fallback: Vec::new(),
+            }),
+            Encoding::Numeric(n) => Encoding::Numeric(NumericEncoding {
+                spikes: Vec::new(),
+                bins: Vec::new(),
+                null: true,
+                ..n.clone()
+            }),
+        }
+    }
+
     /// Number of codes.
     pub fn cardinality(&self) -> usize {
         match self {
@@ -172,7 +199,9 @@ impl Encoder {
         match enc {
             Encoding::Categorical(c) => {
                 let k = c.values.len() as Code;
-                let other = c.other.then_some(k);
+                // A column that released no value has one code, null: every value takes it.
+                let null_only = c.null && !c.other && c.values.is_empty() && c.merged.is_empty();
+                let other = (c.other || null_only).then_some(k);
                 let index = c
                     .values
                     .iter()
@@ -258,6 +287,8 @@ impl Encoder {
                         (Some(a), None) => a,
                         (None, _) => 0,
                     };
+                    // (With neither spikes nor bins, code 0 is the null code: a column that
+                    // released no value encodes every value as null.)
                     return Some(best as Code);
                 }
                 Some(first_bin + cuts.partition_point(|c| *c <= x) as Code)

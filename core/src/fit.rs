@@ -11,6 +11,7 @@ use crate::bayesnet::{self, CodedTable, CountNoise, Edge, Score, SearchSettings,
 use crate::domain::{self, CategoricalEncoding, Code, Encoding, NumericShape};
 use crate::error::{CoreError, Result};
 use crate::grid;
+use crate::idformat::IdFormat;
 use crate::model::{ColumnModel, FitSettingsRecord, MODEL_FORMAT, Model, ModelPrivacy};
 use crate::privacy::{self, Ledger, PrivacyMode};
 use crate::profile::{self, ColumnStats};
@@ -40,6 +41,12 @@ pub struct FitSettings {
     /// Most rows one individual contributes to the table (a child table clipped at k children
     /// per parent: k). Under DP every mechanism's sensitivity is scaled by it.
     pub contribution: f64,
+    /// Under DP, the model's shape must not depend on the data: a table with no rows or a
+    /// column with no values is fitted from the noise, and a column whose release holds no
+    /// value is sampled empty (stated in the notes) instead of stopping the fit. A relational
+    /// fit sets it for the tables it derives (e.g. a sequence model that no parent with two
+    /// children feeds); a table the user gives is checked as usual.
+    pub shape_from_release: bool,
 }
 
 /// Without DP, a text column's values seen fewer times than this are left to the LLM (the
@@ -61,6 +68,7 @@ impl Default for FitSettings {
             llm: None,
             given: Vec::new(),
             contribution: 1.0,
+            shape_from_release: false,
         }
     }
 }
@@ -220,6 +228,12 @@ impl Fitter {
         }
     }
 
+    /// Whether the model's shape follows from the releases alone (DP, a derived table): empty
+    /// tables and columns are fitted, and a column that released nothing is sampled empty.
+    fn shape_from_release(&self) -> bool {
+        self.ledger.is_some() && self.settings.shape_from_release
+    }
+
     /// Whether a string column's role is decided from its released categories (DP, undeclared).
     fn role_from_release(&self, c: &ColumnSchema) -> bool {
         let spec = self.spec.column(&c.name);
@@ -237,16 +251,19 @@ impl Fitter {
             ));
         }
         let rows = stats.first().map_or(0, |s| s.rows);
-        if rows == 0 {
+        let dp = self.ledger.is_some();
+        let from_release = self.shape_from_release();
+        if rows == 0 && !from_release {
             return Err(CoreError::Table {
                 table: self.table.clone(),
                 message: "it has no rows".into(),
             });
         }
-        for (c, s) in self.schemas.iter().zip(stats) {
-            profile::check_column(&self.table, c, s)?;
+        if !from_release {
+            for (c, s) in self.schemas.iter().zip(stats) {
+                profile::check_column(&self.table, c, s)?;
+            }
         }
-        let dp = self.ledger.is_some();
         // One more unit releases the row count, when a string column's role depends on it.
         let needs_rows = dp && self.schemas.iter().any(|c| self.role_from_release(c));
         let units: usize = self
@@ -296,22 +313,20 @@ impl Fitter {
         let bins_default = default_bins(&self.settings, &self.spec);
 
         let mut columns = Vec::with_capacity(stats.len());
+        // Columns that released no value (shape from the release only).
+        let mut empty: Vec<String> = Vec::new();
         for (c, s) in self.schemas.clone().iter().zip(stats) {
             let spec = self.spec.column(&c.name).cloned();
             let (choice, encoding) = if dp && self.role_from_release(c) {
                 // Under DP the role follows from the released categories, never from an exact
                 // distinct count: categorical if the released values cover most rows.
-                let (enc, kept, nulls) = self.categorical(
-                    c,
-                    s,
-                    spec.as_ref(),
-                    sigma,
-                    self.threshold(sigma, delta_sel, selection_columns),
-                    false,
-                )?;
+                let tau = self.threshold(sigma, delta_sel, selection_columns);
+                let (enc, kept, nulls) =
+                    self.categorical(c, s, spec.as_ref(), sigma, tau, false)?;
                 let non_null = (rows_released - nulls).max(1.0);
                 let share = (kept / non_null).clamp(0.0, 1.0);
-                if share >= 0.5 {
+                // Nothing released and too few non-empty rows to be text: an empty column.
+                if share >= 0.5 || (from_release && kept == 0.0 && non_null < tau) {
                     let choice = profile::RoleChoice {
                         role: Role::Categorical,
                         reason: format!(
@@ -418,6 +433,17 @@ impl Fitter {
                     ),
                 });
             }
+            let mut encoding = encoding;
+            if from_release
+                && choice.role != Role::Text
+                && let Some(e) = &mut encoding
+                && e.releases_nothing()
+            {
+                *e = e.null_only();
+                let merged = format!("column `{}`: values too rare", c.name);
+                self.notes.retain(|n| !n.starts_with(&merged));
+                empty.push(format!("`{}`", c.name));
+            }
             // A text column with no released value is the LLM's alone (its `other` code).
             if let Some(Encoding::Categorical(e)) = &encoding
                 && e.values.is_empty()
@@ -435,12 +461,25 @@ impl Fitter {
                     ),
                 });
             }
+            let format = if choice.role == Role::Identifier && c.kind == ValueKind::String {
+                self.identifier_format(c, s, spec.as_ref())?
+            } else {
+                None
+            };
             columns.push(ColumnModel {
                 schema: c.clone(),
                 role: choice.role,
                 reason: choice.reason,
                 encoding,
+                format,
             });
+        }
+        if !empty.is_empty() {
+            self.notes.push(format!(
+                "table `{}`: no value of {} was released under DP (too few rows at this epsilon); sampled empty",
+                self.table,
+                empty.join(", ")
+            ));
         }
         self.attributes = columns
             .iter()
@@ -450,6 +489,34 @@ impl Fitter {
             .collect();
         self.columns = columns;
         Ok(&self.columns)
+    }
+
+    /// The format of a string identifier's fresh values: the spec's `pattern`, else (without
+    /// DP) the one its values share. Under DP learning it would publish characters of real
+    /// values, so an undeclared identifier keeps 16 hex digits, and a note says how to set one.
+    fn identifier_format(
+        &mut self,
+        c: &ColumnSchema,
+        s: &ColumnStats,
+        spec: Option<&crate::spec::ColumnSpec>,
+    ) -> Result<Option<IdFormat>> {
+        if let Some(p) = spec.and_then(|x| x.pattern.as_ref()) {
+            return IdFormat::parse(p).map(Some).map_err(|e| CoreError::Column {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                message: format!("pattern `{p}`: {e}"),
+            });
+        }
+        if self.ledger.is_some() {
+            self.notes.push(format!(
+                "column `{}`: fresh identifiers are 16 hex digits (under DP their format is not                  learnt from the data; declare `pattern` in the spec, e.g. `P[0-9]{{5}}`)",
+                c.name
+            ));
+            return Ok(None);
+        }
+        Ok(s.strings
+            .as_ref()
+            .and_then(|st| IdFormat::learn(st.counts.keys().map(String::as_str))))
     }
 
     fn categorical(
@@ -646,7 +713,7 @@ impl Fitter {
                 spikes_use_bins: dp,
             },
         );
-        if enc.spikes.is_empty() && enc.bins.is_empty() {
+        if enc.spikes.is_empty() && enc.bins.is_empty() && !self.shape_from_release() {
             return Err(CoreError::Column {
                 table: self.table.clone(),
                 column: c.name.clone(),

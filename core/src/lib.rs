@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod fit;
 pub mod grid;
+pub mod idformat;
 pub mod model;
 pub mod plan;
 pub mod privacy;

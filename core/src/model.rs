@@ -23,6 +23,10 @@ pub struct ColumnModel {
     pub reason: String,
     /// The code domain, for columns in the network.
     pub encoding: Option<Encoding>,
+    /// An identifier's format (learnt, or the spec's `pattern`); fresh values are written in
+    /// it. None: 16 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::idformat::IdFormat>,
 }
 
 /// What the model promises about privacy.

@@ -24,7 +24,8 @@ pub struct ColumnSpec {
     #[serde(rename = "type")]
     pub read_type: Option<String>,
     /// A text column's values must match this regular expression (LLM-written values are
-    /// constrained to it).
+    /// constrained to it). An identifier's fresh values are written in it; there it may use
+    /// literal characters, classes and `{n}` repeats only (e.g. `P[0-9][0-9A-Z]{4}`).
     pub pattern: Option<String>,
     /// Most characters of an LLM-written value (default [`DEFAULT_TEXT_MAX_LENGTH`]).
     pub max_length: Option<usize>,

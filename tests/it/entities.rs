@@ -170,6 +170,28 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
     let unique = |v: &[Option<String>]| v.iter().flatten().collect::<HashSet<_>>().len();
     assert_eq!(unique(&sp["subject_id"]), 2000);
     assert_eq!(unique(&sa["hadm_id"]), sa["hadm_id"].len());
+    // Provider ids keep the real ones' format (`P03YMR`: `P`, two digits, three of 0-9A-Z).
+    let provider = |v: &str| {
+        let c: Vec<char> = v.chars().collect();
+        c.len() == 6
+            && c[0] == 'P'
+            && c[1..3].iter().all(char::is_ascii_digit)
+            && c[3..]
+                .iter()
+                .all(|x| x.is_ascii_digit() || x.is_ascii_uppercase())
+    };
+    assert!(
+        ra["admit_provider_id"]
+            .iter()
+            .flatten()
+            .all(|v| provider(v))
+    );
+    let ids = &sa["admit_provider_id"];
+    assert!(
+        ids.iter().all(|v| v.as_deref().is_some_and(provider)),
+        "{:?}",
+        &ids[..3]
+    );
     assert_eq!(unique(&st["transfer_id"]), st["transfer_id"].len());
     let real_ids: HashSet<&String> = rp["subject_id"].iter().flatten().collect();
     assert!(
@@ -453,6 +475,204 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let kids = synthetic(&a, "kids");
     let parents = synthetic(&a, "parents");
     assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+}
+
+/// Parents and kids where no parent has a second kid and `note` is always empty (`lone`), or a
+/// neighbour (`busy`): one parent with six kids (two beyond `max_children`), one of them with a
+/// note, and one kid whose parent does not exist (`orphans: drop`).
+fn lone_or_busy(dir: &Path, busy: bool) -> PathBuf {
+    let mut parents = String::from("id,region\n");
+    let mut kids = String::from("kid,parent,kind,note,born\n");
+    let mut k = 0;
+    for i in 0..2000 {
+        parents.push_str(&format!("{i},{}\n", ["north", "south", "east"][i % 3]));
+        let n = if busy && i == 0 {
+            6
+        } else {
+            usize::from(i % 2 == 0)
+        };
+        for j in 0..n {
+            k += 1;
+            let note = if busy && j == 1 { "x" } else { "" };
+            let kind = ["a", "b"][(i + j) % 2];
+            kids.push_str(&format!("{k},{i},{kind},{note},2020-01-{:02}\n", 1 + j));
+        }
+    }
+    if busy {
+        kids.push_str("99999,5000,a,,2020-01-01\n");
+    }
+    let name = if busy { "busy" } else { "lone" };
+    std::fs::write(dir.join(format!("{name}_parents.csv")), parents).unwrap();
+    std::fs::write(dir.join(format!("{name}_kids.csv")), kids).unwrap();
+    let spec = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "tables:
+  parents: {{input: {name}_parents.csv, primary_key: id}}
+  kids:
+    input: {name}_kids.csv
+    primary_key: kid
+    foreign_keys: [{{columns: parent, references: parents}}]
+    order_by: born
+    max_children: 4
+    orphans: drop
+    columns:
+      note: {{type: Utf8}}
+"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+/// Each model of an entity model with its columns and roles: what a DP model's shape shows.
+fn model_shape(model: &serde_json::Value) -> Vec<(String, Vec<(String, String)>)> {
+    let columns = |m: &serde_json::Value| {
+        m["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let name = c["schema"]["name"].as_str().unwrap().to_string();
+                (name, c["role"].as_str().unwrap().to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut shape = vec![("flat".to_string(), columns(&model["flat"]))];
+    for t in model["tables"].as_array().unwrap() {
+        if !t["sequence"].is_null() {
+            shape.push((t["name"].to_string(), columns(&t["sequence"])));
+        }
+    }
+    shape
+}
+
+#[test]
+fn a_dp_entity_model_has_the_same_shape_on_neighbouring_data_and_publishes_no_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |busy: bool, dp: bool| {
+        let spec = lone_or_busy(dir.path(), busy);
+        let out = dir.path().join(format!("out_{busy}_{dp}"));
+        let mut args = vec!["run", "--spec", spec.to_str().unwrap(), "--entities", "300"];
+        if dp {
+            args.extend(["--epsilon", "2", "--noise-seed", "3"]);
+        } else {
+            args.push("--no-dp");
+        }
+        args.extend(["--output", out.to_str().unwrap()]);
+        let o = chimera(&args);
+        ok(&o);
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
+        };
+        (read("_model.json"), read("_manifest.json"), stderr(&o))
+    };
+    // Without DP the lone data's kids have no sequence model and no `note`: nothing to learn.
+    let (lone, _, _) = fit(false, false);
+    let (busy, manifest, _) = fit(true, false);
+    assert_ne!(model_shape(&lone), model_shape(&busy));
+    let notes = manifest["privacy"]["notes"].to_string();
+    assert!(notes.contains("the 2 rows beyond the first 4"), "{notes}");
+    // Under DP, whether some parent has a second kid, or some kid a note, must not show.
+    let (lone, _, _) = fit(false, true);
+    let (busy, manifest, log) = fit(true, true);
+    let shape = model_shape(&busy);
+    assert_eq!(model_shape(&lone), shape);
+    let sequence = &shape.iter().find(|(m, _)| m.contains("kids")).unwrap().1;
+    assert!(sequence.iter().any(|(c, _)| c == "note"), "{sequence:?}");
+    assert!(
+        shape[0].1.iter().any(|(c, _)| c == "kids.note"),
+        "{shape:?}"
+    );
+    // The manifest states what was left out, without the exact counts; the log has them.
+    let notes = manifest["privacy"]["notes"].to_string();
+    assert!(
+        notes.contains("rows beyond the first 4 children of a `parents` row were left out")
+            && notes.contains("keys do not resolve")
+            && notes.contains("does not give how many"),
+        "{notes}"
+    );
+    assert!(
+        !notes.contains("2 rows") && !notes.contains("1 rows"),
+        "{notes}"
+    );
+    assert!(log.contains("the 2 rows beyond the first 4"), "{log}");
+}
+
+#[test]
+fn an_interrupted_relational_run_resumes_from_its_stored_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = households(dir.path());
+    let out = dir.path().join("out");
+    // DP noise from the operating system: a second fit would give another model and other rows.
+    let run = || {
+        let args = [
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            "2000",
+            "--shard-rows",
+            "500",
+            "--epsilon",
+            "8",
+            "--seed",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
+            .args(args)
+            .env("CHIMERA_LOG", "info")
+            .output()
+            .unwrap()
+    };
+    ok(&run());
+    let files = |t: &str| -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|s| std::fs::read(out.join(t).join(format!("part-{s:05}.parquet"))).unwrap())
+            .collect()
+    };
+    let (parents, kids) = (files("parents"), files("kids"));
+    let model = std::fs::read(out.join("_model.json")).unwrap();
+    // Cut the run short: shard 3 had committed its parents but not its kids when it stopped, so
+    // the last manifest written lists shards 0 to 2 only, and there is no `_SUCCESS`.
+    std::fs::remove_file(out.join("_SUCCESS")).unwrap();
+    std::fs::remove_file(out.join("kids/part-00003.parquet")).unwrap();
+    let path = out.join("_manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["complete"] = false.into();
+    for t in ["parents", "kids"] {
+        let table = &mut m["tables"][t];
+        let last = table["parts"].as_array_mut().unwrap().pop().unwrap();
+        let rows = table["rows"].as_u64().unwrap() - last["rows"].as_u64().unwrap();
+        table["rows"] = rows.into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    // The same command again: no second fit (the stored model is reused), shard 3 again.
+    let o = run();
+    ok(&o);
+    assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("fitted the entity models"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.join("_SUCCESS").exists());
+    assert_eq!(std::fs::read(out.join("_model.json")).unwrap(), model);
+    assert!(files("parents") == parents && files("kids") == kids);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["tables"]["kids"]["parts"].as_array().unwrap().len(), 4);
+    assert_eq!(m["tables"]["parents"]["rows"], 2000);
+    // A finished run is not resumed but refused, as for one table.
+    let o = run();
+    assert!(
+        !o.status.success() && stderr(&o).contains("--overwrite"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

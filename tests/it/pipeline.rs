@@ -297,6 +297,104 @@ fn identifiers_are_regenerated_not_copied() {
 }
 
 #[test]
+fn identifiers_keep_the_format_of_real_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("visits.csv");
+    let mut text = String::from("visit_id,ward\n");
+    let mut real = std::collections::HashSet::new();
+    for i in 0..2000u64 {
+        let id = format!("ID-{:06X}", (i * 2_654_435_761) % 0x100_0000);
+        text.push_str(&format!("{id},{}\n", ["a", "b"][i as usize % 2]));
+        real.insert(id);
+    }
+    std::fs::write(&csv, text).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["run", "--input", csv.to_str().unwrap(), "--rows", "3000"];
+        args.extend_from_slice(extra);
+        args.extend(["--output", out.to_str().unwrap()]);
+        let o = chimera(&args);
+        let ids: Vec<String> = if o.status.success() {
+            read_parts(&out.join("visits"))
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column(0).as_string::<i32>();
+                    (0..a.len())
+                        .map(|i| a.value(i).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (o, ids, out)
+    };
+    let distinct = |ids: &[String]| ids.iter().collect::<std::collections::HashSet<_>>().len();
+    // Without DP the format is learnt: `ID-` and six capital hex digits, fresh and distinct.
+    let (o, ids, out) = run("plain", &["--no-dp"]);
+    ok(&o);
+    assert_eq!((ids.len(), distinct(&ids)), (3000, 3000));
+    let hex = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+    };
+    for id in &ids {
+        assert!(
+            id.len() == 9 && id.starts_with("ID-") && hex(&id[3..]),
+            "{id}"
+        );
+    }
+    let same = ids.iter().filter(|i| real.contains(*i)).count();
+    assert!(same <= 60, "{same} fresh ids are real ones");
+    let model = std::fs::read_to_string(out.join("_model.json")).unwrap();
+    assert!(model.contains(r#""format": "ID-[0-9A-F]{6}""#), "{model}");
+    let o = chimera(&["inspect", out.join("_model.json").to_str().unwrap()]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("regenerated as ID-[0-9A-F]{6}"), "{text}");
+    // Under DP the format is not learnt from the data: 16 hex digits, and a note says so.
+    let (o, ids, out) = run("dp", &["--epsilon", "1", "--noise-seed", "1"]);
+    ok(&o);
+    assert!(
+        ids.iter().all(|i| i.len() == 16 && !i.starts_with("ID")),
+        "{:?}",
+        &ids[..3]
+    );
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    assert!(manifest.contains("declare `pattern`"), "{manifest}");
+    // A declared pattern holds under DP too; one outside the supported subset is refused.
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "columns:\n  visit_id: {role: identifier, pattern: 'V[0-9]{8}'}\n",
+    )
+    .unwrap();
+    let (o, ids, _) = run(
+        "declared",
+        &["--epsilon", "1", "--spec", spec.to_str().unwrap()],
+    );
+    ok(&o);
+    assert_eq!(distinct(&ids), 3000);
+    assert!(
+        ids.iter()
+            .all(|i| i.len() == 9 && i.starts_with('V') && i[1..].parse::<u32>().is_ok())
+    );
+    std::fs::write(
+        &spec,
+        "columns:\n  visit_id: {role: identifier, pattern: 'V[0-9]+'}\n",
+    )
+    .unwrap();
+    let (o, _, out) = run("bad", &["--no-dp", "--spec", spec.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("`visit_id`") && e.contains("pattern `V[0-9]+`") && e.contains("`+`"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+}
+
+#[test]
 fn free_text_is_refused_under_dp_too() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("notes.csv");

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chimera_core::bayesnet::Sampler;
 use chimera_core::domain::{Code, Decoder, Encoder, Encoding, Value};
-use chimera_core::model::Model;
+use chimera_core::model::{ColumnModel, Model};
 use chimera_core::plan::ShardPlan;
 use chimera_core::relational::{
     self, EntityModel, KEY_SEPARATOR, POSITION_CAP, PREVIOUS_PREFIX, RowColumn,
@@ -779,10 +779,25 @@ impl EntitySampler {
                 } else if let Some(v) = abs.get(name) {
                     numbers_array(col.kind, v)
                 } else {
-                    match (self.role_of(t, name), col_of(name)) {
+                    let model = self.column_model(t, name);
+                    match (model.map(|m| m.role), col_of(name)) {
                         (Some(Role::Identifier), _) => {
                             let salt = rng::mix64(t as u64 ^ ((ci as u64) << 8));
-                            key_array(col.kind, &key, Some(salt))
+                            match model.and_then(|m| m.format.as_ref()) {
+                                Some(f) if col.kind == ValueKind::String => {
+                                    // Root keys are dense (distinct values); child keys are
+                                    // numbered per shard, far beyond the format's room.
+                                    let v = key.iter().map(|&k| {
+                                        Some(if t == 0 {
+                                            f.render(k as u64, salt)
+                                        } else {
+                                            f.render_hashed(k as u64, salt)
+                                        })
+                                    });
+                                    Arc::new(StringArray::from_iter(v)) as ArrayRef
+                                }
+                                _ => key_array(col.kind, &key, Some(salt)),
+                            }
                         }
                         (_, Some(j)) => values_array(col.kind, &rows.cols[j]),
                         (_, None) => values_array(col.kind, &vec![Value::Null; m]),
@@ -811,32 +826,26 @@ impl EntitySampler {
         Ok(out)
     }
 
-    /// The role a table's column had in the model that draws it (None when no model has it).
-    fn role_of(&self, t: usize, name: &str) -> Option<Role> {
+    /// The model column that draws a table's column (None when no model has it).
+    fn column_model(&self, t: usize, name: &str) -> Option<&ColumnModel> {
         let table = &self.model.tables[t];
-        let model = if t == 0 {
-            &self.model.flat
+        let own = if t == 0 {
+            Some(&self.model.flat)
         } else {
-            table.sequence.as_ref()?
+            table.sequence.as_ref()
         };
-        model
-            .columns
-            .iter()
-            .find(|c| c.schema.name == name)
-            .map(|c| c.role)
+        own.and_then(|m| m.columns.iter().find(|c| c.schema.name == name))
             .or_else(|| {
                 // The first child of a root child lives in the flat model.
-                (self.model.tree.tables[t].parent == Some(0))
-                    .then(|| {
-                        let wide = format!("{}.{name}", table.name);
-                        self.model
-                            .flat
-                            .columns
-                            .iter()
-                            .find(|c| c.schema.name == wide)
-                            .map(|c| c.role)
-                    })
-                    .flatten()
+                if self.model.tree.tables[t].parent != Some(0) {
+                    return None;
+                }
+                let wide = format!("{}.{name}", table.name);
+                self.model
+                    .flat
+                    .columns
+                    .iter()
+                    .find(|c| c.schema.name == wide)
             })
     }
 }

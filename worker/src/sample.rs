@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chimera_core::bayesnet::{SAMPLE_CHUNK, Sampler};
 use chimera_core::domain::Encoding;
 use chimera_core::domain::{Code, Decoder, Value};
+use chimera_core::idformat::IdFormat;
 use chimera_core::model::{FillScope, Model};
 use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind};
@@ -165,7 +166,7 @@ impl ShardSampler {
         };
         let raw: ArrayRef = match (col.role, self.attribute_of[c], &self.decoders[c]) {
             (Role::Identifier, _, _) | (_, None, _) | (_, _, None) => {
-                identifiers(kind, shard, start, n, c as u64)
+                identifiers(kind, col.format.as_ref(), shard, start, n, c as u64)
             }
             (_, Some(a), Some(dec)) => {
                 let codes = &codes[a][start..start + n];
@@ -193,10 +194,12 @@ pub(crate) fn attribute_of(model: &Model) -> Vec<Option<usize>> {
     out
 }
 
-/// Fresh unique keys: integers numbered from 1 in output order, strings as 16 hex digits of a
-/// bijective mix of the row number (unique, not guessable from position).
+/// Fresh unique keys: integers numbered from 1 in output order; strings in the column's format
+/// (learnt or declared; unique while the format has room) or as 16 hex digits, of a keyed
+/// permutation of the row number (not guessable from position).
 fn identifiers(
     kind: ValueKind,
+    format: Option<&IdFormat>,
     shard: &ShardPlan,
     start: usize,
     n: usize,
@@ -215,7 +218,10 @@ fn identifiers(
             let mut b = StringBuilder::with_capacity(n, n * 16);
             let key = rng::mix64(column ^ 0xC41D);
             for i in 0..n as u64 {
-                b.append_value(format!("{:016x}", rng::mix64((first + i) ^ key)));
+                match format {
+                    Some(f) => b.append_value(f.render(first + i, key)),
+                    None => b.append_value(format!("{:016x}", rng::mix64((first + i) ^ key))),
+                }
             }
             Arc::new(b.finish())
         }
