@@ -493,7 +493,20 @@ pub async fn fit_entities(
         s.contribution = tree.contribution(t, clip);
         s.given = given;
         s.llm = None;
-        s.shape_from_release = true;
+        // Under DP, a child's columns in the flat row and every column of a sequence model may
+        // be empty in the data without the model saying so.
+        s.derived = columns
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| {
+                t > 0
+                    || tree
+                        .tables
+                        .iter()
+                        .skip(1)
+                        .any(|c| n.starts_with(&format!("{}.", c.name)))
+            })
+            .collect();
         let schema = Arc::new(Schema::new(
             columns
                 .iter()

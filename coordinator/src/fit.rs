@@ -54,7 +54,11 @@ pub async fn fit_table(
         .clone()
         .unwrap_or_else(|| source.name().to_string());
     let schemas = column_schemas(&table, &source.schema())?;
-    let (fitter_privacy, shape_from_release) = (settings.privacy, settings.shape_from_release);
+    // Under DP a table of derived columns only (a relational sequence model) may be empty.
+    let empty_ok = matches!(settings.privacy, PrivacyMode::Dp { .. })
+        && schemas
+            .iter()
+            .all(|c| settings.derived.iter().any(|d| *d == c.name));
     let mut fitter = Fitter::new(&table, schemas.clone(), spec, settings)?;
 
     // Pass 1: profile.
@@ -73,8 +77,7 @@ pub async fn fit_table(
     })
     .await?;
     progress.finish();
-    let dp = matches!(fitter_privacy, PrivacyMode::Dp { .. });
-    if rows == 0 && !(dp && shape_from_release) {
+    if rows == 0 && !empty_ok {
         return Err(FitError::Core(chimera_core::CoreError::Table {
             table,
             message: "it has no rows".into(),

@@ -41,12 +41,13 @@ pub struct FitSettings {
     /// Most rows one individual contributes to the table (a child table clipped at k children
     /// per parent: k). Under DP every mechanism's sensitivity is scaled by it.
     pub contribution: f64,
-    /// Under DP, the model's shape must not depend on the data: a table with no rows or a
-    /// column with no values is fitted from the noise, and a column whose release holds no
-    /// value is sampled empty (stated in the notes) instead of stopping the fit. A relational
-    /// fit sets it for the tables it derives (e.g. a sequence model that no parent with two
-    /// children feeds); a table the user gives is checked as usual.
-    pub shape_from_release: bool,
+    /// Columns a relational fit derives (a child's columns in the flat row; every column of a
+    /// sequence model): under DP whether they hold any value must not show in the model's
+    /// shape, so they are fitted from the noise even when empty, and one whose release holds
+    /// no value is sampled empty (the notes say which) instead of stopping the fit. A table
+    /// whose columns are all derived may have no rows. Columns the user gives are checked as
+    /// usual.
+    pub derived: Vec<String>,
 }
 
 /// Without DP, a text column's values seen fewer times than this are left to the LLM (the
@@ -68,7 +69,7 @@ impl Default for FitSettings {
             llm: None,
             given: Vec::new(),
             contribution: 1.0,
-            shape_from_release: false,
+            derived: Vec::new(),
         }
     }
 }
@@ -228,10 +229,10 @@ impl Fitter {
         }
     }
 
-    /// Whether the model's shape follows from the releases alone (DP, a derived table): empty
-    /// tables and columns are fitted, and a column that released nothing is sampled empty.
-    fn shape_from_release(&self) -> bool {
-        self.ledger.is_some() && self.settings.shape_from_release
+    /// Whether a column's place in the model follows from the releases alone (DP, derived):
+    /// fitted when empty, sampled empty when nothing of it was released.
+    fn from_release(&self, column: &str) -> bool {
+        self.ledger.is_some() && self.settings.derived.iter().any(|d| d == column)
     }
 
     /// Whether a string column's role is decided from its released categories (DP, undeclared).
@@ -252,15 +253,15 @@ impl Fitter {
         }
         let rows = stats.first().map_or(0, |s| s.rows);
         let dp = self.ledger.is_some();
-        let from_release = self.shape_from_release();
-        if rows == 0 && !from_release {
+        let all_derived = self.schemas.iter().all(|c| self.from_release(&c.name));
+        if rows == 0 && !all_derived {
             return Err(CoreError::Table {
                 table: self.table.clone(),
                 message: "it has no rows".into(),
             });
         }
-        if !from_release {
-            for (c, s) in self.schemas.iter().zip(stats) {
+        for (c, s) in self.schemas.iter().zip(stats) {
+            if !self.from_release(&c.name) {
                 profile::check_column(&self.table, c, s)?;
             }
         }
@@ -317,6 +318,7 @@ impl Fitter {
         let mut empty: Vec<String> = Vec::new();
         for (c, s) in self.schemas.clone().iter().zip(stats) {
             let spec = self.spec.column(&c.name).cloned();
+            let from_release = self.from_release(&c.name);
             let (choice, encoding) = if dp && self.role_from_release(c) {
                 // Under DP the role follows from the released categories, never from an exact
                 // distinct count: categorical if the released values cover most rows.
@@ -713,7 +715,7 @@ impl Fitter {
                 spikes_use_bins: dp,
             },
         );
-        if enc.spikes.is_empty() && enc.bins.is_empty() && !self.shape_from_release() {
+        if enc.spikes.is_empty() && enc.bins.is_empty() && !self.from_release(&c.name) {
             return Err(CoreError::Column {
                 table: self.table.clone(),
                 column: c.name.clone(),
