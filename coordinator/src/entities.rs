@@ -457,12 +457,28 @@ pub async fn fit_entities(
     };
     let mut fitted: Vec<Option<Model>> = Vec::new();
     let mut privacy_notes: Vec<String> = Vec::new();
+    // (table, column) of the columns an earlier model regenerates as identifiers: fresh values,
+    // so a later model learns nothing from them (and must not keep their real values).
+    let mut identifiers: HashSet<(String, String)> = HashSet::new();
     for (t, node) in tree.tables.iter().enumerate() {
         let (name, mut columns, mut given, mut specs) = if t == 0 {
             flat_table(&tree, spec, &rows)?
         } else {
             sequence_table(&tree, spec, &rows, &layouts, t)?
         };
+        if t > 0 {
+            let parent = &tree.tables[node.parent.unwrap_or(0)].name;
+            let fresh = |n: &str| {
+                let of = |prefix, table: &String| {
+                    n.strip_prefix(prefix)
+                        .is_some_and(|c| identifiers.contains(&(table.clone(), c.to_string())))
+                };
+                of(relational::PARENT_PREFIX, parent) || of(relational::PREVIOUS_PREFIX, &node.name)
+            };
+            columns.retain(|(n, _)| !fresh(n));
+            given.retain(|n| !fresh(n));
+            specs.retain(|n, _| !fresh(n));
+        }
         // Without DP, a table with no rows (no parent has a second child of this table) or a
         // column with no values (e.g. the previous sibling's columns then) carries nothing to
         // learn: leave it out; sampling leaves it empty. Under DP that choice would tell
@@ -536,6 +552,26 @@ pub async fn fit_entities(
             l.charge(&format!("model of `{}` ({name})", node.name), spent.spent())?;
         }
         privacy_notes.extend(model.privacy.notes.iter().cloned());
+        for c in model.columns.iter().filter(|c| c.role == Role::Identifier) {
+            let n = &c.schema.name;
+            // The flat row names a child's column `child.column`; a sequence model its own
+            // columns plainly (given ones carry a prefix).
+            let owner = tree.tables[1..].iter().find_map(|ch| {
+                n.strip_prefix(&format!("{}.", ch.name))
+                    .map(|col| (ch.name.clone(), col))
+            });
+            match owner {
+                Some((table, col)) if t == 0 => {
+                    identifiers.insert((table, col.to_string()));
+                }
+                _ if !n.starts_with(relational::PARENT_PREFIX)
+                    && !n.starts_with(relational::PREVIOUS_PREFIX) =>
+                {
+                    identifiers.insert((node.name.clone(), n.clone()));
+                }
+                _ => {}
+            }
+        }
         fitted.push(Some(model));
     }
     let mut fitted = fitted.into_iter();

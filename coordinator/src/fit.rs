@@ -56,9 +56,7 @@ pub async fn fit_table(
     let schemas = column_schemas(&table, &source.schema())?;
     // Under DP a table of derived columns only (a relational sequence model) may be empty.
     let empty_ok = matches!(settings.privacy, PrivacyMode::Dp { .. })
-        && schemas
-            .iter()
-            .all(|c| settings.derived.iter().any(|d| *d == c.name));
+        && schemas.iter().all(|c| settings.derived.contains(&c.name));
     let mut fitter = Fitter::new(&table, schemas.clone(), spec, settings)?;
 
     // Pass 1: profile.

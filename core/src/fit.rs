@@ -231,7 +231,7 @@ impl Fitter {
 
     /// Whether a column's place in the model follows from the releases alone (DP, derived):
     /// fitted when empty, sampled empty when nothing of it was released.
-    fn from_release(&self, column: &str) -> bool {
+    fn shaped_by_release(&self, column: &str) -> bool {
         self.ledger.is_some() && self.settings.derived.iter().any(|d| d == column)
     }
 
@@ -253,7 +253,7 @@ impl Fitter {
         }
         let rows = stats.first().map_or(0, |s| s.rows);
         let dp = self.ledger.is_some();
-        let all_derived = self.schemas.iter().all(|c| self.from_release(&c.name));
+        let all_derived = self.schemas.iter().all(|c| self.shaped_by_release(&c.name));
         if rows == 0 && !all_derived {
             return Err(CoreError::Table {
                 table: self.table.clone(),
@@ -261,7 +261,7 @@ impl Fitter {
             });
         }
         for (c, s) in self.schemas.iter().zip(stats) {
-            if !self.from_release(&c.name) {
+            if !self.shaped_by_release(&c.name) {
                 profile::check_column(&self.table, c, s)?;
             }
         }
@@ -318,7 +318,7 @@ impl Fitter {
         let mut empty: Vec<String> = Vec::new();
         for (c, s) in self.schemas.clone().iter().zip(stats) {
             let spec = self.spec.column(&c.name).cloned();
-            let from_release = self.from_release(&c.name);
+            let from_release = self.shaped_by_release(&c.name);
             let (choice, encoding) = if dp && self.role_from_release(c) {
                 // Under DP the role follows from the released categories, never from an exact
                 // distinct count: categorical if the released values cover most rows.
@@ -563,6 +563,8 @@ impl Fitter {
         };
         let null = if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
         let mut kept_mass = 0.0;
+        // Without DP, values beyond the category limit (with their counts).
+        let mut tail: Vec<(String, f64)> = Vec::new();
         let public = spec.and_then(|x| x.domain.clone()).or_else(|| {
             (c.kind == ValueKind::Boolean).then(|| vec!["false".to_string(), "true".to_string()])
         });
@@ -604,18 +606,29 @@ impl Fitter {
             }
             let other = sorted.len() > limit || text;
             kept_mass = sorted.iter().take(limit).map(|x| x.1).sum();
-            if sorted.len() > limit {
+            if sorted.len() > limit && !text {
+                // The tail shares one code and is decoded with its own frequencies, so the
+                // column's one-way distribution stays exact (a text column's tail is the LLM's).
                 let rest: f64 = sorted[limit..].iter().map(|x| x.1).sum();
                 self.notes.push(format!(
-                    "column `{}`: {} rare values ({} rows) beyond the {limit} most frequent are merged into `other`",
+                    "column `{}`: {} rare values ({} rows) beyond the {limit} most frequent are modelled as one `other` code and decoded with their frequencies",
                     c.name,
                     sorted.len() - limit,
                     rest
                 ));
+                tail = sorted.split_off(limit);
             }
             (sorted.into_iter().take(limit).map(|x| x.0).collect(), other)
         };
         values.sort();
+        let (merged, other_fallback): (Vec<String>, Vec<f64>) = if tail.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            // `other` stands for the tail only: no weight on the kept values.
+            let weights = std::iter::repeat_n(0.0, values.len()).chain(tail.iter().map(|x| x.1));
+            let weights = weights.collect();
+            (tail.into_iter().map(|x| x.0).collect(), weights)
+        };
         if values.len() + other as usize + null as usize > u16::MAX as usize {
             return Err(CoreError::Column {
                 table: self.table.clone(),
@@ -627,8 +640,8 @@ impl Fitter {
             values,
             other,
             null,
-            merged: Vec::new(),
-            other_fallback: Vec::new(),
+            merged,
+            other_fallback,
         });
         Ok((encoding, kept_mass, nulls))
     }
@@ -715,7 +728,7 @@ impl Fitter {
                 spikes_use_bins: dp,
             },
         );
-        if enc.spikes.is_empty() && enc.bins.is_empty() && !self.from_release(&c.name) {
+        if enc.spikes.is_empty() && enc.bins.is_empty() && !self.shaped_by_release(&c.name) {
             return Err(CoreError::Column {
                 table: self.table.clone(),
                 column: c.name.clone(),

@@ -186,6 +186,15 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
             .flatten()
             .all(|v| provider(v))
     );
+    // No model keeps a real provider id (a child's model does not learn its parent's fresh
+    // identifiers).
+    let model = std::fs::read_to_string(out.join("_model.json")).unwrap();
+    for id in ra["admit_provider_id"].iter().flatten() {
+        assert!(
+            !model.contains(&format!("\"{id}\"")),
+            "{id} is in the model"
+        );
+    }
     let ids = &sa["admit_provider_id"];
     assert!(
         ids.iter().all(|v| v.as_deref().is_some_and(provider)),

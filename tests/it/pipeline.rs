@@ -395,6 +395,56 @@ fn identifiers_keep_the_format_of_real_ones() {
 }
 
 #[test]
+fn categories_beyond_the_limit_keep_their_share_without_dp() {
+    // 1,000 codes seen 3 times each and 1,500 seen once: the network keeps the 1,000 most
+    // frequent (the category limit), and the rare third of the rows shares one code that is
+    // decoded with the rare codes' own frequencies, not as frequent ones.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("codes.csv");
+    let mut text = String::from("code,ward\n");
+    let mut real = std::collections::HashSet::new();
+    for i in 0..1000 {
+        for w in ["a", "b", "c"] {
+            text.push_str(&format!("F{i:04},{w}\n"));
+        }
+        real.insert(format!("F{i:04}"));
+    }
+    for i in 0..1500 {
+        text.push_str(&format!("R{i:04},{}\n", ["a", "b"][i % 2]));
+        real.insert(format!("R{i:04}"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, "columns:\n  code: {role: categorical}\n").unwrap();
+    let out = dir.path().join("out");
+    let o = chimera(&[
+        "run",
+        "--input",
+        csv.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--rows",
+        "9000",
+        "--no-dp",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let mut rare = 0;
+    for b in read_parts(&out.join("codes")) {
+        let codes = b.column(0).as_string::<i32>();
+        for i in 0..codes.len() {
+            assert!(real.contains(codes.value(i)), "{}", codes.value(i));
+            rare += usize::from(codes.value(i).starts_with('R'));
+        }
+    }
+    let share = rare as f64 / 9000.0;
+    assert!((share - 1.0 / 3.0).abs() < 0.02, "rare share {share:.3}");
+    let model = std::fs::read_to_string(out.join("_model.json")).unwrap();
+    assert!(model.contains("decoded with their frequencies"), "{model}");
+}
+
+#[test]
 fn free_text_is_refused_under_dp_too() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("notes.csv");
