@@ -435,7 +435,7 @@ pub async fn fit_entities(
     // Modelled rows of every table.
     let mut rows: Vec<TableRows> = Vec::new();
     for t in 0..tree.tables.len() {
-        rows.push(table_rows(&tree, spec, &loaded, &layouts, t)?);
+        rows.push(table_rows(&tree, spec, &loaded, &layouts, t, dp)?);
     }
 
     // Budget: an equal share of zCDP per model.
@@ -475,9 +475,18 @@ pub async fn fit_entities(
                 };
                 of(relational::PARENT_PREFIX, parent) || of(relational::PREVIOUS_PREFIX, &node.name)
             };
-            columns.retain(|(n, _)| !fresh(n));
-            given.retain(|n| !fresh(n));
-            specs.retain(|n, _| !fresh(n));
+            // A key part siblings always share is copied from the first sibling: the network
+            // then learns it from the parent's row (its count too), not from the previous one.
+            let shared: Vec<String> = rows[t]
+                .0
+                .iter()
+                .filter(|(_, rc)| matches!(rc, RowColumn::KeyPart { constant: true, .. }))
+                .map(|(n, _)| format!("{}{n}", relational::PREVIOUS_PREFIX))
+                .collect();
+            let drop = |n: &str| fresh(n) || shared.iter().any(|s| s == n);
+            columns.retain(|(n, _)| !drop(n));
+            given.retain(|n| !drop(n));
+            specs.retain(|n, _| !drop(n));
         }
         // Without DP, a table with no rows (no parent has a second child of this table) or a
         // column with no values (e.g. the previous sibling's columns then) carries nothing to
@@ -763,6 +772,7 @@ fn table_rows(
     loaded: &HashMap<String, Loaded>,
     layouts: &[Layout],
     t: usize,
+    dp: bool,
 ) -> Result<TableRows, FitError> {
     let node = &tree.tables[t];
     let ts = &spec.tables[&node.name];
@@ -795,6 +805,51 @@ fn table_rows(
             },
         ));
         arrays.push(Arc::new(b.finish()));
+        // A part of the key with few public values (an ICD version) is modelled on its own too,
+        // so that siblings can agree on it; sampling makes the key agree with it.
+        let public_key = spec.tables[public]
+            .primary_key
+            .as_ref()
+            .map(|k| k.columns())
+            .unwrap_or_default();
+        for (part, (col, public_col)) in cols.iter().zip(&public_key).enumerate() {
+            if cols.len() < 2 {
+                break;
+            }
+            let mut values: Vec<String> = loaded[public]
+                .keys(std::slice::from_ref(public_col))?
+                .into_iter()
+                .flatten()
+                .collect();
+            values.sort();
+            values.dedup();
+            if values.len() < 2 || values.len() > relational::KEY_PART_VALUES {
+                continue;
+            }
+            let own = table.keys(std::slice::from_ref(col))?;
+            let mut b = StringBuilder::new();
+            for &r in &layout.rows {
+                b.append_option(own[r as usize].as_deref());
+            }
+            // Without DP: whether siblings always share the part (a later sibling is the kept
+            // row before it). Under DP that exact fact is not used.
+            let later: Vec<usize> = (0..layout.rows.len())
+                .filter(|&i| layout.position[i] > 0)
+                .collect();
+            let value = |i: usize| &own[layout.rows[i] as usize];
+            let constant =
+                !dp && !later.is_empty() && later.iter().all(|&i| value(i) == value(i - 1));
+            names.push((
+                col.clone(),
+                RowColumn::KeyPart {
+                    reference: cols.join("+"),
+                    part,
+                    values,
+                    constant,
+                },
+            ));
+            arrays.push(Arc::new(b.finish()));
+        }
     }
     for (ci, c) in table.schemas.iter().enumerate() {
         if skip.contains(&c.name) {
@@ -1012,6 +1067,12 @@ fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
         },
         RowColumn::Reference { .. } => ColumnSpec {
             role: Some(Role::Categorical),
+            ..ColumnSpec::default()
+        },
+        // The public table's values: no budget is spent on discovering them.
+        RowColumn::KeyPart { values, .. } => ColumnSpec {
+            role: Some(Role::Categorical),
+            domain: Some(values.clone()),
             ..ColumnSpec::default()
         },
         RowColumn::Count { .. } => ColumnSpec {

@@ -436,7 +436,24 @@ pub enum RowColumn {
     Reference { columns: Vec<String>, table: String },
     /// The clipped number of rows of a child table under this row.
     Count { child: String },
+    /// Part `part` of the composite reference `reference` when the public table has few values
+    /// for it (`values`, e.g. an ICD version): modelled on its own as well, so that it can
+    /// follow the parent and the previous sibling (a diagnosis's codes are all ICD-9 or all
+    /// ICD-10), and the sampled reference is made to agree with it. `constant`: every child of
+    /// a parent has the same part in the data (found without DP only), so later siblings take
+    /// the first one's.
+    KeyPart {
+        reference: String,
+        part: usize,
+        values: Vec<String>,
+        #[serde(default)]
+        constant: bool,
+    },
 }
+
+/// A part of a composite reference with at most this many values in the public table is also
+/// modelled on its own ([`RowColumn::KeyPart`]).
+pub const KEY_PART_VALUES: usize = 16;
 
 /// One table of a relational model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

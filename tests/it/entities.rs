@@ -186,6 +186,14 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
             .flatten()
             .all(|v| provider(v))
     );
+    // An admission's diagnoses are all ICD-9 or all ICD-10, as in the real data.
+    let mut versions: HashMap<&String, HashSet<&String>> = HashMap::new();
+    for (h, v) in sd["hadm_id"].iter().zip(&sd["icd_version"]) {
+        if let (Some(h), Some(v)) = (h, v) {
+            versions.entry(h).or_default().insert(v);
+        }
+    }
+    assert!(versions.len() > 1000 && versions.values().all(|v| v.len() == 1));
     // No model keeps a real provider id (a child's model does not learn its parent's fresh
     // identifiers).
     let model = std::fs::read_to_string(out.join("_model.json")).unwrap();

@@ -296,12 +296,14 @@ impl EntitySampler {
                             }
                         }
                     }
-                    continue;
+                } else {
+                    let seq = self.sequences[t].as_ref().ok_or_else(|| {
+                        SampleError::Model(format!("table `{}` has no sequence model", table.name))
+                    })?;
+                    self.draw_position(t, k, at, &mut rows, parent, seq, shard.seed)?;
                 }
-                let seq = self.sequences[t].as_ref().ok_or_else(|| {
-                    SampleError::Model(format!("table `{}` has no sequence model", table.name))
-                })?;
-                self.draw_position(t, k, at, &mut rows, parent, seq, shard.seed)?;
+                let earlier = &by_position[..k as usize];
+                cohere_key_parts(table, k, at, earlier, &mut rows, shard.seed, t);
             }
             all.push(rows);
         }
@@ -504,6 +506,8 @@ impl EntitySampler {
                         });
                     match (rc, column) {
                         (RowColumn::Count { .. }, _) => Slot::Keep,
+                        // The LLM writes the whole reference; the part is the model's aid.
+                        (RowColumn::KeyPart { .. }, _) => Slot::Skip,
                         (_, Some(_)) if t == 0 => Slot::Keep,
                         (RowColumn::First { .. } | RowColumn::Gap { .. }, Some(enc)) => {
                             Slot::Order(enc)
@@ -847,6 +851,84 @@ impl EntitySampler {
                     .iter()
                     .find(|c| c.schema.name == wide)
             })
+    }
+}
+
+/// Makes the composite references of the rows `at` (position `k` of table `t`) agree with their
+/// modelled key parts ([`RowColumn::KeyPart`]): a row whose reference has another part takes
+/// the reference of a row drawn at the same position (else at an earlier one) that has the
+/// drawn part, so references keep the model's distribution within each part value.
+fn cohere_key_parts<'m>(
+    table: &relational::EntityTable,
+    k: u32,
+    at: &[usize],
+    earlier: &[Vec<usize>],
+    rows: &mut Rows<'m>,
+    seed: u64,
+    t: usize,
+) {
+    for (j, (_, rc)) in table.row.iter().enumerate() {
+        let RowColumn::KeyPart {
+            reference,
+            part,
+            constant,
+            ..
+        } = rc
+        else {
+            continue;
+        };
+        if *constant && k > 0 {
+            // Siblings share the part: a later sibling takes the previous one's (the row
+            // before it).
+            for &i in at {
+                rows.cols[j][i] = rows.cols[j][i - 1];
+            }
+        }
+        let Some(r) = table.row.iter().position(|(n, _)| n == reference) else {
+            continue;
+        };
+        let part_of = |v: Value<'m>| match v {
+            Value::Str(s) => s.split(KEY_SEPARATOR).nth(*part),
+            _ => None,
+        };
+        let off: Vec<(usize, &'m str)> = at
+            .iter()
+            .filter_map(|&i| match rows.cols[j][i] {
+                Value::Str(want) => (part_of(rows.cols[r][i]) != Some(want)).then_some((i, want)),
+                _ => None,
+            })
+            .collect();
+        if off.is_empty() {
+            continue;
+        }
+        // Donor references by part value (copied before any row changes): this position's
+        // rows, then the nearest earlier position's while some wanted part has none.
+        // (A part has at most KEY_PART_VALUES values: a short list beats a hash map.)
+        let mut donors: Vec<(&'m str, Vec<Value<'m>>)> = Vec::new();
+        let find = |donors: &[(&'m str, Vec<Value<'m>>)], p: &str| {
+            donors.iter().position(|(q, _)| *q == p)
+        };
+        for pool in std::iter::once(at).chain(earlier.iter().rev().map(Vec::as_slice)) {
+            if off.iter().all(|(_, want)| find(&donors, want).is_some()) {
+                break;
+            }
+            for &i in pool {
+                let v = rows.cols[r][i];
+                if let Some(p) = part_of(v) {
+                    match find(&donors, p) {
+                        Some(d) => donors[d].1.push(v),
+                        None => donors.push((p, vec![v])),
+                    }
+                }
+            }
+        }
+        let mut rng = rng::stream(seed, &[0xC0E5, t as u64, k as u64, j as u64]);
+        for (i, want) in off {
+            if let Some(d) = find(&donors, want) {
+                let pool = &donors[d].1;
+                rows.cols[r][i] = pool[rand::Rng::random_range(&mut rng, 0..pool.len())];
+            }
+        }
     }
 }
 
