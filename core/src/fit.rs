@@ -511,7 +511,8 @@ impl Fitter {
         }
         if self.ledger.is_some() {
             self.notes.push(format!(
-                "column `{}`: fresh identifiers are 16 hex digits (under DP their format is not                  learnt from the data; declare `pattern` in the spec, e.g. `P[0-9]{{5}}`)",
+                "column `{}`: fresh identifiers are 16 hex digits (under DP their format is not \
+                 learnt from the data; declare `pattern` in the spec, e.g. `P[0-9]{{5}}`)",
                 c.name
             ));
             return Ok(None);
