@@ -19,9 +19,12 @@ use chimera_worker::llm::fill::LlmRuntime;
 use chimera_worker::remote::WorkerOptions;
 
 use crate::cli::*;
-use crate::distributed::{JobTarget, Serving, fresh_token, read_token, run_job, worker};
+use crate::distributed::{
+    JobTarget, Serving, fresh_token, read_token, run_job, run_job_model, worker,
+};
 use crate::health::{self, Ready};
 use crate::progress::Bars;
+use chimera_coordinator::job::JobModel;
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
@@ -467,9 +470,11 @@ fn seconds(what: &str, s: f64) -> Result<Duration> {
 }
 
 async fn coordinator(a: CoordinatorArgs) -> Result<()> {
-    if !load_spec(&a.model)?.tables.is_empty() {
+    let spec = load_spec(&a.model)?;
+    let relational = !spec.tables.is_empty();
+    if relational && a.llm.llm.as_ref().is_some_and(|p| p.as_os_str() != "none") {
         bail!(
-            "a relational spec (`tables:`) runs embedded only for now: use `chimera run --spec ... --entities N`"
+            "a relational run whose child rows an LLM writes is embedded only for now: use `chimera run --spec ... --entities N --llm MODEL`"
         );
     }
     let token = read_token(&a.token_file)?;
@@ -480,7 +485,11 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         )),
         _ => None,
     };
-    let mut target = job_target(&a.output, storage_options(&a.input.storage_options)?)?;
+    let storage = storage_options(&a.input.storage_options)?;
+    let mut target = job_target(&a.output, storage.clone())?;
+    if relational && a.output.shard_rows.is_none() {
+        target.shard_rows = crate::entities::DEFAULT_SHARD_ENTITIES;
+    }
     target.lease = seconds("--lease-timeout", a.lease_timeout)?;
     let linger = Duration::from_secs_f64(a.linger.max(0.0));
     // Probes answer from the start: alive while the output is checked and the model fitted
@@ -489,12 +498,36 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     if let Some(addr) = a.health_listen {
         health::serve(addr, ready.clone()).await?;
     }
-    let model = match target.resumable_model().await? {
-        Some(model) => {
+    // With a relational spec `--rows` counts entities; every shard writes a part per table.
+    let model = match target.resumable_job_model().await? {
+        Some(model) if matches!(model, JobModel::Entities(_)) == relational => {
             tracing::info!("the output holds an unfinished run of this job: resuming it");
             model
         }
-        None => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed).await?,
+        _ if relational => {
+            let path = a
+                .model
+                .spec
+                .as_deref()
+                .context("a relational run needs --spec")?;
+            let (model, _) =
+                crate::entities::fit(&a.input, &a.privacy, &a.model, spec, path, a.output.seed)
+                    .await?;
+            model.into()
+        }
+        _ => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed)
+            .await?
+            .into(),
+    };
+    let public = match &model {
+        JobModel::Entities(m) => {
+            let opts = ReadOptions {
+                storage_options: storage,
+                ..ReadOptions::default()
+            };
+            crate::entities::public_tables(m, &opts).await?
+        }
+        JobModel::Table(_) => Vec::new(),
     };
     let serving = Serving {
         listen: a.listen,
@@ -507,7 +540,7 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
         llm_batch: 0,
         real_rows: None,
     };
-    run_job(model, &target, serving).await
+    run_job_model(model, public, &target, serving).await
 }
 
 async fn worker_cmd(a: WorkerArgs) -> Result<()> {

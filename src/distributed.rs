@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chimera_coordinator::job::{Job, JobSpec, Start, stored_model};
+use chimera_coordinator::job::{Job, JobModel, JobSpec, PublicPart, Start, stored_model};
 use chimera_coordinator::service::{ServeOptions, bind};
 use chimera_core::model::Model;
 use chimera_storage::{Location, Output};
@@ -51,6 +51,14 @@ impl JobTarget {
     /// The model of an unfinished run of this same job, to resume without fitting again (a new
     /// fit would spend the privacy budget a second time). Refuses a finished output.
     pub async fn resumable_model(&self) -> Result<Option<Model>> {
+        Ok(match self.resumable_job_model().await? {
+            Some(JobModel::Table(m)) => Some(*m),
+            _ => None,
+        })
+    }
+
+    /// [`JobTarget::resumable_model`] for a model of either kind (one table, or entities).
+    pub async fn resumable_job_model(&self) -> Result<Option<JobModel>> {
         let output = self.open()?;
         Ok(stored_model(&output, &self.spec(), None).await?)
     }
@@ -104,9 +112,20 @@ pub fn read_token(path: &Path) -> Result<String> {
 
 /// Runs a job to completion: plans shards, serves leases, commits parts, writes `_SUCCESS`.
 pub async fn run_job(model: Model, target: &JobTarget, serving: Serving) -> Result<()> {
+    run_job_model(model.into(), Vec::new(), target, serving).await
+}
+
+/// [`run_job`] for a model of either kind; a relational job also copies `public` tables.
+pub async fn run_job_model(
+    model: JobModel,
+    public: Vec<PublicPart>,
+    target: &JobTarget,
+    serving: Serving,
+) -> Result<()> {
     let output = target.open()?;
     let rows = target.rows;
-    let (job, start) = Job::start(model, target.spec(), output, target.output.clone()).await?;
+    let url = target.output.clone();
+    let (job, start) = Job::start_with_public(model, target.spec(), output, url, public).await?;
     match start {
         Start::Fresh => {}
         Start::Resumed { committed } => tracing::info!(

@@ -9,14 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chimera_coordinator::entities::fit_entities;
+use chimera_coordinator::job::{JobModel, PublicPart};
 use chimera_coordinator::read::{ReadOptions, read_all};
 use chimera_core::plan::plan;
-use chimera_core::privacy::PrivacyMode;
 use chimera_core::relational::EntityModel;
 use chimera_core::spec::Spec;
-use chimera_storage::{
-    Location, Manifest, ManifestPrivacy, ManifestTable, Output, OutputState, PrivacyMode as Mode,
-};
+use chimera_storage::{Location, Manifest, ManifestTable, Output, OutputState};
 use chimera_worker::entities::EntitySampler;
 
 use crate::cli::{
@@ -32,7 +30,7 @@ use chimera_worker::llm::children::ChildWriter;
 /// again writes the same part.
 const ATTEMPT: u32 = 1;
 /// Entities per shard unless `--shard-rows` says otherwise.
-const DEFAULT_SHARD_ENTITIES: u64 = 100_000;
+pub const DEFAULT_SHARD_ENTITIES: u64 = 100_000;
 
 /// Resolves each table's `input` against the spec's folder (URLs and absolute paths stay).
 pub fn table_inputs(spec: &Spec, spec_path: &Path) -> Result<BTreeMap<String, String>> {
@@ -53,27 +51,6 @@ pub fn table_inputs(spec: &Spec, spec_path: &Path) -> Result<BTreeMap<String, St
         out.insert(name.clone(), resolved);
     }
     Ok(out)
-}
-
-fn manifest_privacy(model: &EntityModel) -> ManifestPrivacy {
-    let mut notes = model.privacy.notes.clone();
-    notes.extend(model.notes.iter().cloned());
-    match model.privacy.mode {
-        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
-            mode: Mode::Dp,
-            epsilon: Some(epsilon),
-            delta: Some(delta),
-            notes,
-        },
-        PrivacyMode::None => ManifestPrivacy {
-            mode: Mode::None,
-            epsilon: None,
-            delta: None,
-            notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
-                .chain(notes)
-                .collect(),
-        },
-    }
 }
 
 /// Entities per shard, checked against the number of entities.
@@ -276,6 +253,25 @@ pub async fn fit(
     Ok((model, real))
 }
 
+/// Reads the public reference tables of `model` again from their recorded inputs, with their
+/// declared column types, to copy them to the output.
+pub async fn public_tables(model: &EntityModel, opts: &ReadOptions) -> Result<Vec<PublicPart>> {
+    let mut out = Vec::new();
+    for p in &model.public {
+        let mut opts = opts.clone();
+        opts.column_types = chimera_coordinator::read::declared_types(&p.columns)?;
+        let (source, batches) = read_all(&p.input, &opts)
+            .await
+            .with_context(|| format!("public table `{}`", p.name))?;
+        out.push(PublicPart {
+            name: p.name.clone(),
+            schema: source.schema(),
+            batches,
+        });
+    }
+    Ok(out)
+}
+
 /// Samples `entities` entities of `model` into the output. `prepared` is the output when the
 /// caller already made it ready, with the progress manifest of the unfinished run it resumes
 /// (if any); without it, an unfinished run of this same model and job is resumed, a finished
@@ -318,7 +314,7 @@ pub async fn sample(
             let mut m = Manifest::new(
                 model.digest()?,
                 o.seed,
-                manifest_privacy(&model),
+                JobModel::from(model.clone()).manifest_privacy(),
                 shard_rows,
             );
             m.rows_requested = entities;
@@ -346,24 +342,11 @@ pub async fn sample(
             t.rows = t.parts.iter().map(|p| p.rows).sum();
         }
     }
-    let mut public = Vec::new();
-    for p in &model.public {
-        let mut opts = opts.clone();
-        opts.column_types = chimera_coordinator::read::declared_types(&p.columns)?;
-        let (source, batches) = read_all(&p.input, &opts)
-            .await
-            .with_context(|| format!("public table `{}`", p.name))?;
+    let public = public_tables(&model, &opts).await?;
+    for p in &public {
         manifest.tables.entry(p.name.clone()).or_insert_with(|| {
-            ManifestTable::new(
-                source
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect(),
-            )
+            ManifestTable::new(p.schema.fields().iter().map(|f| f.name().clone()).collect())
         });
-        public.push((p.name.clone(), source.schema(), batches));
     }
     output.write_manifest(&manifest).await?;
 
@@ -398,12 +381,12 @@ pub async fn sample(
     }
     bar.finish_and_clear();
     // Public reference tables, as they are.
-    for (name, schema, batches) in public {
+    for p in public {
         let part = output
-            .write_attempt(&name, 0, ATTEMPT, &schema, &batches)
+            .write_attempt(&p.name, 0, ATTEMPT, &p.schema, &p.batches)
             .await?;
         let committed = output.commit_part(&part).await?;
-        if let Some(t) = manifest.tables.get_mut(&name) {
+        if let Some(t) = manifest.tables.get_mut(&p.name) {
             t.push_part(committed);
         }
     }

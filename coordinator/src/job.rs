@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use chimera_core::model::Model;
 use chimera_core::plan::plan;
 use chimera_core::privacy::PrivacyMode;
+use chimera_core::relational::{ENTITY_MODEL_FORMAT, EntityModel};
 use chimera_storage::{
     Manifest, ManifestPrivacy, ManifestTable, Output, OutputState, PartInfo, PrivacyMode as Mode,
     StorageError,
@@ -65,13 +68,15 @@ struct State {
 
 /// A running job, shared by the gRPC handlers and the manifest writer.
 pub struct Job {
-    pub model: Arc<Model>,
+    pub model: Arc<JobModel>,
     pub model_json: Vec<u8>,
     pub digest: String,
     pub spec: JobSpec,
     /// Output location as workers should open it (their own credentials).
     pub output_url: String,
     output: Output,
+    /// Public reference tables copied to the output once every shard is committed.
+    public: Vec<PublicPart>,
     state: Mutex<State>,
     changed: Notify,
     status: watch::Sender<Status>,
@@ -88,30 +93,121 @@ pub enum Start {
     },
 }
 
-fn manifest_privacy(model: &Model) -> ManifestPrivacy {
-    match model.privacy.mode {
-        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
-            mode: Mode::Dp,
-            epsilon: Some(epsilon),
-            delta: Some(delta),
-            notes: model.privacy.notes.clone(),
-        },
-        PrivacyMode::None => ManifestPrivacy {
-            mode: Mode::None,
-            epsilon: None,
-            delta: None,
-            notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
-                .chain(
-                    model
-                        .privacy
-                        .notes
-                        .iter()
-                        .filter(|n| n.contains("knn-real"))
-                        .cloned(),
-                )
-                .collect(),
-        },
+/// What a job samples: one table's model, or an entity model (one part per table per shard).
+#[derive(Debug, Clone)]
+pub enum JobModel {
+    Table(Box<Model>),
+    Entities(Box<EntityModel>),
+}
+
+impl From<Model> for JobModel {
+    fn from(m: Model) -> Self {
+        JobModel::Table(Box::new(m))
     }
+}
+
+impl From<EntityModel> for JobModel {
+    fn from(m: EntityModel) -> Self {
+        JobModel::Entities(Box::new(m))
+    }
+}
+
+impl JobModel {
+    /// Reads a model artifact of either kind, told apart by its `format`.
+    pub fn from_json(bytes: &[u8]) -> Result<JobModel, JobError> {
+        let entities = serde_json::from_slice::<serde_json::Value>(bytes)
+            .is_ok_and(|v| v["format"] == ENTITY_MODEL_FORMAT);
+        let invalid = |e: chimera_core::CoreError| JobError::Invalid(e.to_string());
+        Ok(if entities {
+            EntityModel::from_json(bytes).map_err(invalid)?.into()
+        } else {
+            Model::from_json(bytes).map_err(invalid)?.into()
+        })
+    }
+
+    pub fn to_json(&self) -> chimera_core::Result<Vec<u8>> {
+        match self {
+            JobModel::Table(m) => m.to_json(),
+            JobModel::Entities(m) => m.to_json(),
+        }
+    }
+
+    pub fn digest(&self) -> chimera_core::Result<String> {
+        match self {
+            JobModel::Table(m) => m.digest(),
+            JobModel::Entities(m) => m.digest(),
+        }
+    }
+
+    /// The table the manifest is about: the model's, or the entity's root.
+    pub fn table(&self) -> &str {
+        match self {
+            JobModel::Table(m) => &m.table,
+            JobModel::Entities(m) => &m.tables[0].name,
+        }
+    }
+
+    /// The tables every shard writes, with their columns.
+    pub fn sampled_tables(&self) -> Vec<(String, Vec<String>)> {
+        match self {
+            JobModel::Table(m) => vec![(
+                m.table.clone(),
+                m.columns.iter().map(|c| c.schema.name.clone()).collect(),
+            )],
+            JobModel::Entities(m) => m
+                .tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.columns.iter().map(|c| c.name.clone()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The guarantee the output carries, for its manifest.
+    pub fn manifest_privacy(&self) -> ManifestPrivacy {
+        let (privacy, notes) = match self {
+            // A table's notes are the model's to show (`inspect`); without DP only the
+            // knn-real caveat reaches the manifest.
+            JobModel::Table(m) => (&m.privacy, m.privacy.notes.clone()),
+            // An entity model's notes also say what the fit left out of the data.
+            JobModel::Entities(m) => (
+                &m.privacy,
+                m.privacy.notes.iter().chain(&m.notes).cloned().collect(),
+            ),
+        };
+        let entities = matches!(self, JobModel::Entities(_));
+        match privacy.mode {
+            PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
+                mode: Mode::Dp,
+                epsilon: Some(epsilon),
+                delta: Some(delta),
+                notes,
+            },
+            PrivacyMode::None => ManifestPrivacy {
+                mode: Mode::None,
+                epsilon: None,
+                delta: None,
+                notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
+                    .chain(
+                        notes
+                            .into_iter()
+                            .filter(|n| entities || n.contains("knn-real")),
+                    )
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// A public reference table a relational job copies to the output as it is, before `_SUCCESS`.
+pub struct PublicPart {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
 }
 
 /// Whether an unfinished run's manifest was written by this job: same model, table, rows, shard
@@ -130,7 +226,7 @@ pub async fn stored_model(
     output: &Output,
     spec: &JobSpec,
     table: Option<&str>,
-) -> Result<Option<Model>, JobError> {
+) -> Result<Option<JobModel>, JobError> {
     match output.state().await? {
         OutputState::Finished(_) if !spec.overwrite => Err(JobError::Invalid(format!(
             "{} already holds a finished chimera run (it has _SUCCESS); pass --overwrite to replace it or choose another output",
@@ -140,12 +236,12 @@ pub async fn stored_model(
             manifest: Some(m),
             model: Some(bytes),
         } if !spec.overwrite => {
-            let model = match Model::from_json(&bytes) {
+            let model = match JobModel::from_json(&bytes) {
                 Ok(model) => model,
                 Err(_) => return Ok(None),
             };
             let same = match model.digest() {
-                Ok(digest) => same_job(&m, spec, &digest, table.unwrap_or(&model.table)),
+                Ok(digest) => same_job(&m, spec, &digest, table.unwrap_or(model.table())),
                 Err(_) => false,
             };
             Ok(same.then_some(model))
@@ -157,10 +253,21 @@ pub async fn stored_model(
 impl Job {
     /// Prepares the output for `model` (resuming or clearing what is there) and plans shards.
     pub async fn start(
-        model: Model,
+        model: impl Into<JobModel>,
         spec: JobSpec,
         output: Output,
         output_url: String,
+    ) -> Result<(Arc<Job>, Start), JobError> {
+        Job::start_with_public(model.into(), spec, output, output_url, Vec::new()).await
+    }
+
+    /// [`Job::start`] for a relational job whose output also gets `public` tables.
+    pub async fn start_with_public(
+        model: JobModel,
+        spec: JobSpec,
+        output: Output,
+        output_url: String,
+        public: Vec<PublicPart>,
     ) -> Result<(Arc<Job>, Start), JobError> {
         if spec.shard_rows == 0 {
             return Err(JobError::Invalid("--shard-rows must be positive".into()));
@@ -179,11 +286,6 @@ impl Job {
         let digest = model
             .digest()
             .map_err(|e| JobError::Invalid(e.to_string()))?;
-        let columns: Vec<String> = model
-            .columns
-            .iter()
-            .map(|c| c.schema.name.clone())
-            .collect();
 
         // Resume only the same job from the same model; otherwise start clean.
         let previous = match output.state().await? {
@@ -195,7 +297,7 @@ impl Job {
             }
             OutputState::Unfinished {
                 manifest: Some(m), ..
-            } if !spec.overwrite && same_job(&m, &spec, &digest, &model.table) => Some(m),
+            } if !spec.overwrite && same_job(&m, &spec, &digest, model.table()) => Some(m),
             OutputState::Empty => None,
             _ => {
                 output.clear().await?;
@@ -212,21 +314,23 @@ impl Job {
                 let mut m = Manifest::new(
                     digest.clone(),
                     spec.seed,
-                    manifest_privacy(&model),
+                    model.manifest_privacy(),
                     spec.shard_rows,
                 );
                 m.rows_requested = spec.rows;
-                m.table = model.table.clone();
+                m.table = model.table().to_owned();
                 m.complete = false;
-                m.tables
-                    .insert(model.table.clone(), ManifestTable::new(columns));
+                for (table, columns) in model.sampled_tables() {
+                    m.tables.insert(table, ManifestTable::new(columns));
+                }
                 output.write_manifest(&m).await?;
                 (m, Start::Fresh)
             }
         };
+        // Every part of a shard is recorded at once: the main table's parts say which are done.
         let committed: BTreeMap<u32, u32> = manifest
             .tables
-            .get(&model.table)
+            .get(model.table())
             .map(|t| t.parts.iter().map(|p| (p.shard, p.attempt)).collect())
             .unwrap_or_default();
         // Attempts after a restart are numbered past every attempt the old run could have made.
@@ -250,6 +354,7 @@ impl Job {
             spec,
             output_url,
             output,
+            public,
             state: Mutex::new(State {
                 leases,
                 manifest,
@@ -273,7 +378,15 @@ impl Job {
     }
 
     pub fn table(&self) -> &str {
-        &self.model.table
+        self.model.table()
+    }
+
+    /// Deletes an attempt's objects, one per table (a stale or failed attempt).
+    async fn discard(&self, shard: u32, attempt: u32) -> Result<(), StorageError> {
+        for (table, _) in self.model.sampled_tables() {
+            self.output.discard_attempt(&table, shard, attempt).await?;
+        }
+        Ok(())
     }
 
     /// Waits until the job has finished or failed.
@@ -335,10 +448,44 @@ impl Job {
             .heartbeat(shard, attempt, rows, Instant::now())
     }
 
-    /// Commits a completed attempt: moves its object into place and records it. A stale attempt
-    /// is refused and its object removed. Returns whether the attempt was committed.
+    /// Commits a completed attempt of a one-table job (see [`Job::complete_parts`]).
     pub async fn complete(&self, part: PartInfo) -> Result<Result<(), Stale>, JobError> {
-        let (shard, attempt) = (part.shard, part.attempt);
+        let table = self.table().to_owned();
+        self.complete_parts(vec![(table, part)]).await
+    }
+
+    /// Commits a completed attempt: moves its objects (one per table) into place and records
+    /// them together. A stale attempt is refused and its objects removed. Returns whether the
+    /// attempt was committed.
+    pub async fn complete_parts(
+        &self,
+        parts: Vec<(String, PartInfo)>,
+    ) -> Result<Result<(), Stale>, JobError> {
+        let Some((_, first)) = parts.first() else {
+            return Err(JobError::Invalid("a completion must name its parts".into()));
+        };
+        let (shard, attempt) = (first.shard, first.attempt);
+        let tables: Vec<String> = self
+            .model
+            .sampled_tables()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let mut named: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+        named.sort_unstable();
+        let mut expected: Vec<&str> = tables.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        if named != expected
+            || parts
+                .iter()
+                .any(|(_, p)| (p.shard, p.attempt) != (shard, attempt))
+        {
+            return Err(JobError::Invalid(format!(
+                "shard {shard} attempt {attempt}: a completion must give one part of this shard for each of {}, got {}",
+                expected.join(", "),
+                named.join(", ")
+            )));
+        }
         let begun = self.lock().leases.begin_commit(shard, attempt);
         let plan = match begun {
             Ok(plan) => plan,
@@ -353,20 +500,22 @@ impl Job {
                 {
                     return Ok(Err(stale));
                 }
-                if let Err(e) = self
-                    .output
-                    .discard_attempt(self.table(), shard, attempt)
-                    .await
-                {
+                if let Err(e) = self.discard(shard, attempt).await {
                     tracing::warn!(shard, attempt, error = %e, "could not remove a stale attempt");
                 }
                 return Ok(Err(stale));
             }
         };
-        if part.rows != plan.rows {
+        // The main table has one row per planned row (entity); child tables any number.
+        let main_rows = parts
+            .iter()
+            .find(|(t, _)| t == self.table())
+            .map_or(0, |(_, p)| p.rows);
+        if main_rows != plan.rows {
             let why = format!(
-                "attempt wrote {} rows, the shard has {}",
-                part.rows, plan.rows
+                "attempt wrote {main_rows} rows of `{}`, the shard has {}",
+                self.table(),
+                plan.rows
             );
             self.lock()
                 .leases
@@ -374,13 +523,25 @@ impl Job {
             self.fail_job(why.clone());
             return Err(JobError::Failed(why));
         }
-        match self.output.commit_part(&part).await {
-            Ok(committed) => {
+        let mut done = Vec::with_capacity(parts.len());
+        let mut result = Ok(());
+        for (table, part) in &parts {
+            match self.output.commit_part(part).await {
+                Ok(committed) => done.push((table.clone(), committed)),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
                 let mut s = self.lock();
                 s.leases.end_commit(shard, attempt, true, false, "");
-                let table = self.model.table.clone();
-                if let Some(t) = s.manifest.tables.get_mut(&table) {
-                    t.push_part(committed);
+                for (table, committed) in done {
+                    if let Some(t) = s.manifest.tables.get_mut(&table) {
+                        t.push_part(committed);
+                    }
                 }
                 s.version += 1;
                 drop(s);
@@ -403,11 +564,7 @@ impl Job {
     pub async fn fail(&self, shard: u32, attempt: u32, why: &str, retryable: bool) -> bool {
         tracing::warn!(shard, attempt, retryable, why, "attempt failed");
         let failed = self.lock().leases.fail(shard, attempt, why, retryable);
-        if let Err(e) = self
-            .output
-            .discard_attempt(self.table(), shard, attempt)
-            .await
-        {
+        if let Err(e) = self.discard(shard, attempt).await {
             tracing::warn!(shard, attempt, error = %e, "could not remove a failed attempt");
         }
         self.check_failed();
@@ -432,6 +589,23 @@ impl Job {
     }
 }
 
+/// Copies the public reference tables to the output (one part each) and lists them.
+async fn write_public(job: &Job, m: &mut Manifest) -> Result<(), StorageError> {
+    for p in &job.public {
+        let part = job
+            .output
+            .write_attempt(&p.name, 0, 1, &p.schema, &p.batches)
+            .await?;
+        let committed = job.output.commit_part(&part).await?;
+        let columns = p.schema.fields().iter().map(|f| f.name().clone()).collect();
+        m.tables
+            .entry(p.name.clone())
+            .or_insert_with(|| ManifestTable::new(columns))
+            .push_part(committed);
+    }
+    Ok(())
+}
+
 /// Persists the manifest whenever it changed (coalescing bursts of commits into one write), and
 /// finishes the output once every shard is committed.
 async fn writer(job: Arc<Job>) {
@@ -451,7 +625,10 @@ async fn writer(job: Arc<Job>) {
         let result = if done {
             let mut m = manifest;
             m.complete = true;
-            job.output.finish(&m).await
+            match write_public(&job, &mut m).await {
+                Ok(()) => job.output.finish(&m).await,
+                Err(e) => Err(e),
+            }
         } else {
             job.output.write_manifest(&manifest).await
         };

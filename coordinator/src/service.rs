@@ -9,7 +9,7 @@ use std::time::Duration;
 use chimera_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use chimera_proto::v1::{
     CompleteRequest, CompleteResponse, FailRequest, FailResponse, HeartbeatRequest,
-    HeartbeatResponse, LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, Shard,
+    HeartbeatResponse, LeaseRequest, LeaseResponse, Part, RegisterRequest, RegisterResponse, Shard,
     lease_response::Outcome,
 };
 use chimera_proto::{AUTHORIZATION, PROTOCOL_VERSION};
@@ -129,10 +129,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<CompleteResponse>, Status> {
         let r = request.into_inner();
         self.known(&r.worker_id)?;
-        let Some(part) = r.part else {
-            return Err(Status::invalid_argument("a completion must name its part"));
-        };
-        let part = PartInfo {
+        let info = |part: Part| PartInfo {
             path: part.path,
             shard: r.shard,
             attempt: r.attempt,
@@ -140,7 +137,20 @@ impl Coordinator for CoordinatorService {
             bytes: part.bytes,
             sha256: part.sha256,
         };
-        match self.job.complete(part).await {
+        let mut parts: Vec<(String, PartInfo)> = Vec::new();
+        if let Some(part) = r.part.clone() {
+            parts.push((self.job.table().to_owned(), info(part)));
+        }
+        for p in r.parts.clone() {
+            let part = p
+                .part
+                .ok_or_else(|| Status::invalid_argument("a table's part is missing"))?;
+            parts.push((p.table, info(part)));
+        }
+        if parts.is_empty() {
+            return Err(Status::invalid_argument("a completion must name its part"));
+        }
+        match self.job.complete_parts(parts).await {
             Ok(Ok(())) => Ok(Response::new(CompleteResponse {
                 committed: true,
                 reason: String::new(),
@@ -152,6 +162,7 @@ impl Coordinator for CoordinatorService {
             Err(JobError::Storage(e)) if e.retryable() => Err(Status::unavailable(format!(
                 "the shard will be leased again: {e}"
             ))),
+            Err(JobError::Invalid(why)) => Err(Status::invalid_argument(why)),
             Err(e) => Err(Status::aborted(e.to_string())),
         }
     }

@@ -221,6 +221,8 @@ async fn complete(c: &mut Client, worker_id: &str, s: &Shard, part: Part) -> Com
         shard: s.shard,
         attempt: s.attempt,
         part: Some(part),
+
+        parts: Vec::new(),
     })
     .await
     .unwrap()
@@ -309,6 +311,8 @@ async fn a_wrong_or_missing_token_is_unauthenticated_on_every_call() {
                     bytes: 1,
                     sha256: String::new(),
                 }),
+
+                parts: Vec::new(),
             })
             .await,
             Code::Unauthenticated,
@@ -561,6 +565,8 @@ async fn an_unknown_worker_is_not_found() {
                 bytes: 1,
                 sha256: String::new(),
             }),
+
+            parts: Vec::new(),
         })
         .await,
         Code::NotFound,

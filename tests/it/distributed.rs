@@ -333,3 +333,95 @@ fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
     assert_eq!(committed(&c.out()).len(), 4);
     assert!(!coord.log().contains("lease lapsed"));
 }
+
+#[test]
+fn relational_entities_sampled_by_worker_processes_match_one_process() {
+    let c = Cluster::new();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
+    let spec = spec.to_str().unwrap();
+    // `--rows` counts entities with a relational spec; every shard writes a part per table.
+    let job = [
+        "--spec",
+        spec,
+        "--no-dp",
+        "--seed",
+        "5",
+        "--rows",
+        "1200",
+        "--shard-rows",
+        "300",
+    ];
+    let mut coord = {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("coordinator")
+            .args(job)
+            .args(["--output", c.out().to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", c.port)])
+            .args(["--token-file", c.token.to_str().unwrap(), "--linger", "3"]);
+        Proc::spawn(&mut cmd)
+    };
+    let mut workers = [c.worker(&c.token, &[]), c.worker(&c.token, &[])];
+    for w in &mut workers {
+        assert!(w.wait(240).success(), "{}", w.log());
+    }
+    let status = coord.wait(60);
+    assert!(status.success(), "{}", coord.log());
+    let embedded = c.dir.path().join("embedded");
+    let mut args = vec!["run"];
+    args.extend(
+        job.iter()
+            .map(|a| if *a == "--rows" { "--entities" } else { a }),
+    );
+    args.extend(["--output", embedded.to_str().unwrap()]);
+    ok(&chimera(&args));
+    let (m, e) = (manifest(&c.out()), manifest(&embedded));
+    assert_eq!(m["complete"], true);
+    for table in [
+        "patients",
+        "admissions",
+        "transfers",
+        "diagnoses_icd",
+        "d_icd_diagnoses",
+    ] {
+        assert_eq!(
+            m["tables"][table]["rows"], e["tables"][table]["rows"],
+            "{table}"
+        );
+        let parts = files(&c.out().join(table));
+        let shards = if table == "d_icd_diagnoses" { 1 } else { 4 };
+        assert_eq!(parts.len(), shards, "{table}: {parts:?}");
+        for name in parts {
+            let read = |root: &Path| std::fs::read(root.join(table).join(&name)).unwrap();
+            assert!(
+                read(&c.out()) == read(&embedded),
+                "{table}/{name} differs from the one-process run"
+            );
+        }
+    }
+    assert_eq!(m["privacy"], e["privacy"]);
+    assert!(!c.out().join("_attempts").exists() || files(&c.out().join("_attempts")).is_empty());
+}
+
+#[test]
+fn a_relational_coordinator_refuses_an_llm_for_now() {
+    let c = Cluster::new();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
+    let o = chimera(&[
+        "coordinator",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--no-dp",
+        "--rows",
+        "10",
+        "--llm",
+        "model.gguf",
+        "--output",
+        c.out().to_str().unwrap(),
+        "--token-file",
+        c.token.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("embedded only") && e.contains("--llm"), "{e}");
+    assert!(!c.out().exists());
+}

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use chimera_core::model::Model;
 use chimera_core::plan::ShardPlan;
+use chimera_core::relational::{ENTITY_MODEL_FORMAT, EntityModel};
 use chimera_proto::v1::coordinator_client::CoordinatorClient;
 use chimera_proto::v1::{
-    CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, Part, RegisterRequest,
+    CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, Part, RegisterRequest, TablePart,
     lease_response::Outcome,
 };
 use chimera_proto::{AUTHORIZATION, PROTOCOL_VERSION};
@@ -26,8 +27,16 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::entities::EntitySampler;
 use crate::llm::fill::{FillError, Filler, LlmRuntime};
 use crate::sample::{SampleError, ShardSampler};
+
+/// Each table a shard writes, with its schema and batches.
+type Tables = Vec<(
+    String,
+    arrow::datatypes::SchemaRef,
+    Vec<arrow::array::RecordBatch>,
+)>;
 
 /// Largest message the worker accepts (the model travels in `Register`).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -206,12 +215,20 @@ fn transient(s: &Status) -> bool {
     )
 }
 
+/// What a session samples: one table's rows (with its LLM filler), or whole entities.
+enum Sampling {
+    Table {
+        sampler: Arc<ShardSampler>,
+        filler: Option<Arc<Filler>>,
+    },
+    Entities(Arc<EntitySampler>),
+}
+
 struct Session {
     client: Client,
     worker_id: String,
     digest: String,
-    sampler: Arc<ShardSampler>,
-    filler: Option<Arc<Filler>>,
+    sampling: Sampling,
     output: Output,
     table: String,
     heartbeat: Duration,
@@ -246,16 +263,43 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
             },
         })?
         .into_inner();
-    let model = Model::from_json(&r.model).map_err(|e| WorkerError::Model(e.to_string()))?;
-    let digest = model
-        .digest()
-        .map_err(|e| WorkerError::Model(e.to_string()))?;
-    if digest != r.model_digest {
-        return Err(WorkerError::Model(format!(
-            "digest {digest} does not match the coordinator's {}",
-            r.model_digest
-        )));
+    let check = |digest: String| {
+        if digest == r.model_digest {
+            Ok(digest)
+        } else {
+            Err(WorkerError::Model(format!(
+                "digest {digest} does not match the coordinator's {}",
+                r.model_digest
+            )))
+        }
+    };
+    let invalid = |e: chimera_core::CoreError| WorkerError::Model(e.to_string());
+    let entities = serde_json::from_slice::<serde_json::Value>(&r.model)
+        .is_ok_and(|v| v["format"] == ENTITY_MODEL_FORMAT);
+    if entities {
+        let model = EntityModel::from_json(&r.model).map_err(invalid)?;
+        let digest = check(model.digest().map_err(invalid)?)?;
+        if let Some(llm) = &model.llm {
+            return Err(WorkerError::Model(format!(
+                "the entity model's child rows are written by an LLM ({}): such runs are embedded only for now (`chimera run --spec`)",
+                llm.model
+            )));
+        }
+        let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
+        let output = Output::new(Location::parse(&r.output, &o.storage_options)?);
+        tracing::info!(worker = %r.worker_id, output = %output.location().display(), "registered (entities)");
+        return Ok(Session {
+            client: client.clone(),
+            worker_id: r.worker_id,
+            digest,
+            sampling: Sampling::Entities(sampler),
+            output,
+            table: r.table,
+            heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
+        });
     }
+    let model = Model::from_json(&r.model).map_err(invalid)?;
+    let digest = check(model.digest().map_err(invalid)?)?;
     let model = Arc::new(model);
     let filler = match (&model.llm, &o.llm) {
         (None, _) => None,
@@ -281,8 +325,7 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
         client: client.clone(),
         worker_id: r.worker_id,
         digest,
-        sampler,
-        filler,
+        sampling: Sampling::Table { sampler, filler },
         output,
         table: r.table,
         heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
@@ -473,31 +516,48 @@ async fn run_shard(
     };
     // Boxed as `Send` here, where its lifetimes are concrete (rustc cannot prove an unboxed
     // future that borrows across `select!` is `Send` for every lifetime when it is spawned).
+    type Parts = Vec<(String, PartInfo)>;
     let body: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<PartInfo>, WorkerError>> + Send + '_>,
+        Box<dyn std::future::Future<Output = Result<Option<Parts>, WorkerError>> + Send + '_>,
     > = Box::pin(async {
-        let sampler = session.sampler.clone();
-        let filler = session.filler.clone();
-        let work = tokio::task::spawn_blocking(move || -> Result<_, WorkerError> {
-            let sampled = sampler.sample_shard(&plan)?;
-            match filler {
-                None => Ok(sampled.batches),
-                Some(f) => {
-                    let (batches, stats) = f.fill(&plan, sampled)?;
-                    tracing::info!(
-                        shard = plan.shard,
-                        rows = stats.rows,
-                        cells = stats.cells,
-                        tokens_sampled = stats.engine.sampled,
-                        tokens_forced = stats.engine.forced,
-                        seconds = stats.seconds,
-                        "text columns written by the LLM"
-                    );
-                    Ok(batches)
-                }
+        let work = match &session.sampling {
+            Sampling::Table { sampler, filler } => {
+                let (sampler, filler) = (sampler.clone(), filler.clone());
+                let table = session.table.clone();
+                tokio::task::spawn_blocking(move || -> Result<Tables, WorkerError> {
+                    let schema = sampler.schema();
+                    let sampled = sampler.sample_shard(&plan)?;
+                    let batches = match filler {
+                        None => sampled.batches,
+                        Some(f) => {
+                            let (batches, stats) = f.fill(&plan, sampled)?;
+                            tracing::info!(
+                                shard = plan.shard,
+                                rows = stats.rows,
+                                cells = stats.cells,
+                                tokens_sampled = stats.engine.sampled,
+                                tokens_forced = stats.engine.forced,
+                                seconds = stats.seconds,
+                                "text columns written by the LLM"
+                            );
+                            batches
+                        }
+                    };
+                    Ok(vec![(table, schema, batches)])
+                })
             }
-        });
-        let batches = tokio::select! {
+            Sampling::Entities(sampler) => {
+                let sampler = sampler.clone();
+                tokio::task::spawn_blocking(move || -> Result<Tables, WorkerError> {
+                    Ok(sampler
+                        .sample(&plan)?
+                        .into_iter()
+                        .map(|(name, schema, batch)| (name, schema, vec![batch]))
+                        .collect())
+                })
+            }
+        };
+        let tables = tokio::select! {
             r = work => r.map_err(|e| WorkerError::Invalid(format!("sampling task: {e}")))??,
             _ = lease_lost(&mut lost_rx) => return Ok(None),
         };
@@ -520,17 +580,20 @@ async fn run_shard(
         if let Ok(false) = still_ours {
             return Ok(None);
         }
-        let schema = session.sampler.schema();
-        let part = session
-            .output
-            .write_attempt(&session.table, shard, attempt, &schema, &batches)
-            .await?;
-        Ok(Some(part))
+        let mut parts = Vec::with_capacity(tables.len());
+        for (table, schema, batches) in tables {
+            let part = session
+                .output
+                .write_attempt(&table, shard, attempt, &schema, &batches)
+                .await?;
+            parts.push((table, part));
+        }
+        Ok(Some(parts))
     });
     let result = body.await;
     heartbeat.abort();
-    let part = match result {
-        Ok(Some(part)) => part,
+    let parts = match result {
+        Ok(Some(parts)) => parts,
         Ok(None) => {
             tracing::info!(
                 shard,
@@ -560,20 +623,36 @@ async fn run_shard(
             return Err(e);
         }
     };
-    let done = session
-        .client
-        .complete(CompleteRequest {
+    let wire = |p: &PartInfo| Part {
+        path: p.path.clone(),
+        rows: p.rows,
+        bytes: p.bytes,
+        sha256: p.sha256.clone(),
+    };
+    // A one-table job reports its part as before; a relational job one part per table.
+    let request = match (&session.sampling, parts.as_slice()) {
+        (Sampling::Table { .. }, [(_, p)]) => CompleteRequest {
             worker_id: session.worker_id.clone(),
             shard,
             attempt,
-            part: Some(Part {
-                path: part.path.clone(),
-                rows: part.rows,
-                bytes: part.bytes,
-                sha256: part.sha256.clone(),
-            }),
-        })
-        .await;
+            part: Some(wire(p)),
+            parts: Vec::new(),
+        },
+        _ => CompleteRequest {
+            worker_id: session.worker_id.clone(),
+            shard,
+            attempt,
+            part: None,
+            parts: parts
+                .iter()
+                .map(|(table, p)| TablePart {
+                    table: table.clone(),
+                    part: Some(wire(p)),
+                })
+                .collect(),
+        },
+    };
+    let done = session.client.complete(request).await;
     match done {
         Ok(r) if r.get_ref().committed => Ok(ShardEnd::Committed),
         Ok(r) => {
