@@ -800,23 +800,6 @@ fn bad_relational_input_is_named() {
         e.contains("`admissions`") && e.contains("`order_by: deathtime` is empty in 260 rows"),
         "{e}"
     );
-    // Relational runs are embedded only, and say so.
-    let token = dir.path().join("token");
-    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
-    let example_spec = example().join("spec.yaml");
-    let o = chimera(&[
-        "coordinator",
-        "--spec",
-        example_spec.to_str().unwrap(),
-        "--rows",
-        "10",
-        "--output",
-        out.to_str().unwrap(),
-        "--token-file",
-        token.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("embedded only"), "{}", stderr(&o));
 }
 
 #[test]

@@ -276,7 +276,7 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
     let invalid = |e: chimera_core::CoreError| WorkerError::Model(e.to_string());
     let entities = serde_json::from_slice::<serde_json::Value>(&r.model)
         .is_ok_and(|v| v["format"] == ENTITY_MODEL_FORMAT);
-    if entities {
+    let (digest, sampling) = if entities {
         let model = EntityModel::from_json(&r.model).map_err(invalid)?;
         let digest = check(model.digest().map_err(invalid)?)?;
         if let Some(llm) = &model.llm {
@@ -286,46 +286,38 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
             )));
         }
         let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
-        let output = Output::new(Location::parse(&r.output, &o.storage_options)?);
-        tracing::info!(worker = %r.worker_id, output = %output.location().display(), "registered (entities)");
-        return Ok(Session {
-            client: client.clone(),
-            worker_id: r.worker_id,
-            digest,
-            sampling: Sampling::Entities(sampler),
-            output,
-            table: r.table,
-            heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
-        });
-    }
-    let model = Model::from_json(&r.model).map_err(invalid)?;
-    let digest = check(model.digest().map_err(invalid)?)?;
-    let model = Arc::new(model);
-    let filler = match (&model.llm, &o.llm) {
-        (None, _) => None,
-        (Some(fill), None) => {
-            return Err(WorkerError::Fill(FillError::NoLlm {
-                model: fill.model.clone(),
-            }));
-        }
-        (Some(_), Some(runtime)) => {
-            let mut f = Filler::new(runtime.clone(), model.clone())?;
-            if let Some(real) = &o.real_rows {
-                f = f.with_real_rows(real)?;
+        (digest, Sampling::Entities(sampler))
+    } else {
+        let model = Model::from_json(&r.model).map_err(invalid)?;
+        let digest = check(model.digest().map_err(invalid)?)?;
+        let model = Arc::new(model);
+        let filler = match (&model.llm, &o.llm) {
+            (None, _) => None,
+            (Some(fill), None) => {
+                return Err(WorkerError::Fill(FillError::NoLlm {
+                    model: fill.model.clone(),
+                }));
             }
-            f.max_batch = o.llm_batch.max(1);
-            f.window = f.window.max(4 * f.max_batch);
-            Some(Arc::new(f))
-        }
+            (Some(_), Some(runtime)) => {
+                let mut f = Filler::new(runtime.clone(), model.clone())?;
+                if let Some(real) = &o.real_rows {
+                    f = f.with_real_rows(real)?;
+                }
+                f.max_batch = o.llm_batch.max(1);
+                f.window = f.window.max(4 * f.max_batch);
+                Some(Arc::new(f))
+            }
+        };
+        let sampler = Arc::new(ShardSampler::new(model)?);
+        (digest, Sampling::Table { sampler, filler })
     };
-    let sampler = Arc::new(ShardSampler::new(model)?);
     let output = Output::new(Location::parse(&r.output, &o.storage_options)?);
-    tracing::info!(worker = %r.worker_id, output = %output.location().display(), "registered");
+    tracing::info!(worker = %r.worker_id, output = %output.location().display(), entities, "registered");
     Ok(Session {
         client: client.clone(),
         worker_id: r.worker_id,
         digest,
-        sampling: Sampling::Table { sampler, filler },
+        sampling,
         output,
         table: r.table,
         heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
