@@ -472,9 +472,10 @@ fn seconds(what: &str, s: f64) -> Result<Duration> {
 async fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let spec = load_spec(&a.model)?;
     let relational = !spec.tables.is_empty();
-    if relational && a.llm.llm.as_ref().is_some_and(|p| p.as_os_str() != "none") {
+    let entity_llm = a.llm.llm.as_ref().filter(|p| p.as_os_str() != "none");
+    if relational && entity_llm.is_some() && a.llm.exemplars == ExemplarsArg::KnnReal {
         bail!(
-            "a relational run whose child rows an LLM writes is embedded only for now: use `chimera run --spec ... --entities N --llm MODEL`"
+            "knn-real exemplars need the real tables beside the LLM, so such a relational run is embedded only: use `chimera run --spec ... --entities N --llm MODEL --exemplars knn-real`"
         );
     }
     let token = read_token(&a.token_file)?;
@@ -510,9 +511,13 @@ async fn coordinator(a: CoordinatorArgs) -> Result<()> {
                 .spec
                 .as_deref()
                 .context("a relational run needs --spec")?;
-            let (model, _) =
+            let (mut model, _) =
                 crate::entities::fit(&a.input, &a.privacy, &a.model, spec, path, a.output.seed)
                     .await?;
+            // Workers load the LLM themselves (`chimera worker --llm`); the model names it.
+            if let Some(llm) = entity_llm {
+                crate::entities::attach_llm(&mut model, llm, a.llm.exemplars);
+            }
             model.into()
         }
         _ => fit(&a.input, &a.privacy, &a.model, &a.llm, a.output.seed)

@@ -156,23 +156,9 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
     .await?;
     let writer = match llm {
         Some(path) => {
-            let exemplars = exemplars_of(a.llm.exemplars);
-            if exemplars == Exemplars::KnnReal {
-                model.privacy.notes.push(
-                    "child rows: the LLM was shown real rows (--exemplars knn-real); the DP \
-                     guarantee does not cover the output"
-                        .into(),
-                );
-            }
-            model.llm = Some(EntityLlm {
-                model: path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |f| f.to_string_lossy().into(),
-                ),
-                exemplars,
-            });
+            attach_llm(&mut model, path, a.llm.exemplars);
             let mut w = writer(&model, path, &a.llm_run, true).await?;
-            if exemplars == Exemplars::KnnReal {
+            if w.exemplars == Exemplars::KnnReal {
                 w.real = Some(Arc::new(real));
             }
             Some(w)
@@ -188,6 +174,25 @@ pub async fn run(a: &RunArgs, spec: Spec, spec_path: &Path, entities: u64) -> Re
         writer,
     )
     .await
+}
+
+/// Records in `model` that the LLM at `path` writes the child rows, with these exemplars.
+pub fn attach_llm(model: &mut EntityModel, path: &Path, exemplars: ExemplarsArg) {
+    let exemplars = exemplars_of(exemplars);
+    if exemplars == Exemplars::KnnReal {
+        model.privacy.notes.push(
+            "child rows: the LLM was shown real rows (--exemplars knn-real); the DP guarantee \
+             does not cover the output"
+                .into(),
+        );
+    }
+    model.llm = Some(EntityLlm {
+        model: path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into(),
+        ),
+        exemplars,
+    });
 }
 
 fn exemplars_of(arg: ExemplarsArg) -> Exemplars {

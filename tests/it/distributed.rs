@@ -403,7 +403,77 @@ fn relational_entities_sampled_by_worker_processes_match_one_process() {
 }
 
 #[test]
-fn a_relational_coordinator_refuses_an_llm_for_now() {
+fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
+    let c = Cluster::new();
+    let llm = crate::llm::tiny_model(c.dir.path());
+    let llm = llm.to_str().unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
+    let spec = spec.to_str().unwrap();
+    let job = [
+        "--spec",
+        spec,
+        "--no-dp",
+        "--seed",
+        "4",
+        "--rows",
+        "6",
+        "--shard-rows",
+        "3",
+        "--llm",
+        llm,
+    ];
+    let mut coord = {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("coordinator")
+            .args(job)
+            .args(["--output", c.out().to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", c.port)])
+            .args(["--token-file", c.token.to_str().unwrap(), "--linger", "3"]);
+        Proc::spawn(&mut cmd)
+    };
+    // The worker loads the LLM the model names (its own copy of the file).
+    let mut worker = c.worker(&c.token, &["--llm", llm]);
+    assert!(worker.wait(600).success(), "{}", worker.log());
+    assert!(coord.wait(60).success(), "{}", coord.log());
+    let embedded = c.dir.path().join("embedded");
+    let mut args = vec!["run"];
+    args.extend(
+        job.iter()
+            .map(|a| if *a == "--rows" { "--entities" } else { a }),
+    );
+    args.extend(["--output", embedded.to_str().unwrap()]);
+    ok(&chimera(&args));
+    let model = std::fs::read_to_string(c.out().join("_model.json")).unwrap();
+    assert!(model.contains(r#""exemplars": "synthetic""#), "{model}");
+    for table in ["patients", "admissions", "transfers", "diagnoses_icd"] {
+        for name in files(&c.out().join(table)) {
+            let read = |root: &Path| std::fs::read(root.join(table).join(&name)).unwrap();
+            assert!(
+                read(&c.out()) == read(&embedded),
+                "{table}/{name} differs from the one-process run"
+            );
+        }
+    }
+    // Without the LLM file a worker cannot sample such a model, and says so.
+    let c2 = Cluster::new();
+    let mut coord = {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("coordinator")
+            .args(job)
+            .args(["--output", c2.out().to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", c2.port)])
+            .args(["--token-file", c2.token.to_str().unwrap(), "--linger", "1"]);
+        Proc::spawn(&mut cmd)
+    };
+    let mut bare = c2.worker(&c2.token, &[]);
+    assert!(!bare.wait(120).success());
+    assert!(bare.log().contains("--llm"), "{}", bare.log());
+    coord.signal("-TERM");
+    let _ = coord.wait(30);
+}
+
+#[test]
+fn a_relational_coordinator_refuses_knn_real_exemplars() {
     let c = Cluster::new();
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
     let o = chimera(&[
@@ -415,6 +485,8 @@ fn a_relational_coordinator_refuses_an_llm_for_now() {
         "10",
         "--llm",
         "model.gguf",
+        "--exemplars",
+        "knn-real",
         "--output",
         c.out().to_str().unwrap(),
         "--token-file",
@@ -422,6 +494,6 @@ fn a_relational_coordinator_refuses_an_llm_for_now() {
     ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("embedded only") && e.contains("--llm"), "{e}");
+    assert!(e.contains("embedded only") && e.contains("knn-real"), "{e}");
     assert!(!c.out().exists());
 }

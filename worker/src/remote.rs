@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use chimera_core::model::Model;
+use chimera_core::model::{Exemplars, Model};
 use chimera_core::plan::ShardPlan;
 use chimera_core::relational::{ENTITY_MODEL_FORMAT, EntityModel};
 use chimera_proto::v1::coordinator_client::CoordinatorClient;
@@ -28,6 +28,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::entities::EntitySampler;
+use crate::llm::children::ChildWriter;
 use crate::llm::fill::{FillError, Filler, LlmRuntime};
 use crate::sample::{SampleError, ShardSampler};
 
@@ -279,14 +280,32 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
     let (digest, sampling) = if entities {
         let model = EntityModel::from_json(&r.model).map_err(invalid)?;
         let digest = check(model.digest().map_err(invalid)?)?;
-        if let Some(llm) = &model.llm {
-            return Err(WorkerError::Model(format!(
-                "the entity model's child rows are written by an LLM ({}): such runs are embedded only for now (`chimera run --spec`)",
-                llm.model
-            )));
+        // The LLM that writes the child rows, when the model names one.
+        let writer = match (&model.llm, &o.llm) {
+            (None, _) => None,
+            (Some(llm), None) => {
+                return Err(WorkerError::Fill(FillError::NoLlm {
+                    model: llm.model.clone(),
+                }));
+            }
+            (Some(llm), Some(_)) if llm.exemplars == Exemplars::KnnReal => {
+                return Err(WorkerError::Model(
+                    "knn-real exemplars need the real tables: such relational runs are embedded only"
+                        .into(),
+                ));
+            }
+            (Some(llm), Some(runtime)) => Some(ChildWriter {
+                runtime: runtime.clone(),
+                exemplars: llm.exemplars,
+                real: None,
+                max_batch: o.llm_batch.max(1),
+            }),
+        };
+        let mut sampler = EntitySampler::new(Arc::new(model))?;
+        if let Some(w) = writer {
+            sampler = sampler.with_llm(w);
         }
-        let sampler = Arc::new(EntitySampler::new(Arc::new(model))?);
-        (digest, Sampling::Entities(sampler))
+        (digest, Sampling::Entities(Arc::new(sampler)))
     } else {
         let model = Model::from_json(&r.model).map_err(invalid)?;
         let digest = check(model.digest().map_err(invalid)?)?;
