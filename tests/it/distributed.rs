@@ -467,7 +467,11 @@ fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
     };
     let mut bare = c2.worker(&c2.token, &[]);
     assert!(!bare.wait(120).success());
-    assert!(bare.log().contains("--llm"), "{}", bare.log());
+    assert!(
+        bare.log().contains("child rows are written by an LLM") && bare.log().contains("--llm"),
+        "{}",
+        bare.log()
+    );
     coord.signal("-TERM");
     let _ = coord.wait(30);
 }

@@ -284,9 +284,10 @@ async fn register(o: &WorkerOptions, client: &mut Client) -> Result<Session, Wor
         let writer = match (&model.llm, &o.llm) {
             (None, _) => None,
             (Some(llm), None) => {
-                return Err(WorkerError::Fill(FillError::NoLlm {
-                    model: llm.model.clone(),
-                }));
+                return Err(WorkerError::Model(format!(
+                    "the entity model's child rows are written by an LLM ({}); pass --llm with the path of that model",
+                    llm.model
+                )));
             }
             (Some(llm), Some(_)) if llm.exemplars == Exemplars::KnnReal => {
                 return Err(WorkerError::Model(
