@@ -334,15 +334,63 @@ fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
     assert!(!coord.log().contains("lease lapsed"));
 }
 
+/// The MIMIC-IV demo spec of `examples/`.
+fn mimic_spec() -> String {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
+    spec.to_string_lossy().into_owned()
+}
+
+impl Cluster {
+    /// A coordinator serving the relational `job` (with `--spec`; `--rows` counts entities).
+    fn relational_coordinator(&self, job: &[&str], linger: &str) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("coordinator")
+            .args(job)
+            .args(["--output", self.out().to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--token-file",
+                self.token.to_str().unwrap(),
+                "--linger",
+                linger,
+            ]);
+        Proc::spawn(&mut cmd)
+    }
+
+    /// The same relational job in one process (`chimera run --spec ... --entities N`), checked
+    /// part by part against the distributed output: every part of `tables` has the same bytes.
+    fn assert_same_as_embedded(&self, job: &[&str], tables: &[&str]) -> PathBuf {
+        let embedded = self.dir.path().join("embedded");
+        let mut args = vec!["run"];
+        args.extend(
+            job.iter()
+                .map(|a| if *a == "--rows" { "--entities" } else { *a }),
+        );
+        args.extend(["--output", embedded.to_str().unwrap()]);
+        ok(&chimera(&args));
+        for table in tables {
+            let parts = files(&self.out().join(table));
+            assert_eq!(parts, files(&embedded.join(table)), "{table}");
+            for name in parts {
+                let read = |root: &Path| std::fs::read(root.join(table).join(&name)).unwrap();
+                assert!(
+                    read(&self.out()) == read(&embedded),
+                    "{table}/{name} differs from the one-process run"
+                );
+            }
+        }
+        embedded
+    }
+}
+
 #[test]
 fn relational_entities_sampled_by_worker_processes_match_one_process() {
     let c = Cluster::new();
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
-    let spec = spec.to_str().unwrap();
-    // `--rows` counts entities with a relational spec; every shard writes a part per table.
+    let spec = mimic_spec();
+    // Every shard writes a part per table.
     let job = [
         "--spec",
-        spec,
+        &spec,
         "--no-dp",
         "--seed",
         "5",
@@ -351,52 +399,29 @@ fn relational_entities_sampled_by_worker_processes_match_one_process() {
         "--shard-rows",
         "300",
     ];
-    let mut coord = {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("coordinator")
-            .args(job)
-            .args(["--output", c.out().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{}", c.port)])
-            .args(["--token-file", c.token.to_str().unwrap(), "--linger", "3"]);
-        Proc::spawn(&mut cmd)
-    };
+    let mut coord = c.relational_coordinator(&job, "3");
     let mut workers = [c.worker(&c.token, &[]), c.worker(&c.token, &[])];
     for w in &mut workers {
         assert!(w.wait(240).success(), "{}", w.log());
     }
-    let status = coord.wait(60);
-    assert!(status.success(), "{}", coord.log());
-    let embedded = c.dir.path().join("embedded");
-    let mut args = vec!["run"];
-    args.extend(
-        job.iter()
-            .map(|a| if *a == "--rows" { "--entities" } else { a }),
-    );
-    args.extend(["--output", embedded.to_str().unwrap()]);
-    ok(&chimera(&args));
-    let (m, e) = (manifest(&c.out()), manifest(&embedded));
-    assert_eq!(m["complete"], true);
-    for table in [
+    assert!(coord.wait(60).success(), "{}", coord.log());
+    let tables = [
         "patients",
         "admissions",
         "transfers",
         "diagnoses_icd",
         "d_icd_diagnoses",
-    ] {
+    ];
+    let embedded = c.assert_same_as_embedded(&job, &tables);
+    let (m, e) = (manifest(&c.out()), manifest(&embedded));
+    assert_eq!(m["complete"], true);
+    for table in tables {
         assert_eq!(
             m["tables"][table]["rows"], e["tables"][table]["rows"],
             "{table}"
         );
-        let parts = files(&c.out().join(table));
         let shards = if table == "d_icd_diagnoses" { 1 } else { 4 };
-        assert_eq!(parts.len(), shards, "{table}: {parts:?}");
-        for name in parts {
-            let read = |root: &Path| std::fs::read(root.join(table).join(&name)).unwrap();
-            assert!(
-                read(&c.out()) == read(&embedded),
-                "{table}/{name} differs from the one-process run"
-            );
-        }
+        assert_eq!(files(&c.out().join(table)).len(), shards, "{table}");
     }
     assert_eq!(m["privacy"], e["privacy"]);
     assert!(!c.out().join("_attempts").exists() || files(&c.out().join("_attempts")).is_empty());
@@ -407,11 +432,10 @@ fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
     let c = Cluster::new();
     let llm = crate::llm::tiny_model(c.dir.path());
     let llm = llm.to_str().unwrap();
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
-    let spec = spec.to_str().unwrap();
+    let spec = mimic_spec();
     let job = [
         "--spec",
-        spec,
+        &spec,
         "--no-dp",
         "--seed",
         "4",
@@ -422,49 +446,20 @@ fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
         "--llm",
         llm,
     ];
-    let mut coord = {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("coordinator")
-            .args(job)
-            .args(["--output", c.out().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{}", c.port)])
-            .args(["--token-file", c.token.to_str().unwrap(), "--linger", "3"]);
-        Proc::spawn(&mut cmd)
-    };
+    let mut coord = c.relational_coordinator(&job, "3");
     // The worker loads the LLM the model names (its own copy of the file).
     let mut worker = c.worker(&c.token, &["--llm", llm]);
     assert!(worker.wait(600).success(), "{}", worker.log());
     assert!(coord.wait(60).success(), "{}", coord.log());
-    let embedded = c.dir.path().join("embedded");
-    let mut args = vec!["run"];
-    args.extend(
-        job.iter()
-            .map(|a| if *a == "--rows" { "--entities" } else { a }),
-    );
-    args.extend(["--output", embedded.to_str().unwrap()]);
-    ok(&chimera(&args));
     let model = std::fs::read_to_string(c.out().join("_model.json")).unwrap();
     assert!(model.contains(r#""exemplars": "synthetic""#), "{model}");
-    for table in ["patients", "admissions", "transfers", "diagnoses_icd"] {
-        for name in files(&c.out().join(table)) {
-            let read = |root: &Path| std::fs::read(root.join(table).join(&name)).unwrap();
-            assert!(
-                read(&c.out()) == read(&embedded),
-                "{table}/{name} differs from the one-process run"
-            );
-        }
-    }
+    c.assert_same_as_embedded(
+        &job,
+        &["patients", "admissions", "transfers", "diagnoses_icd"],
+    );
     // Without the LLM file a worker cannot sample such a model, and says so.
     let c2 = Cluster::new();
-    let mut coord = {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("coordinator")
-            .args(job)
-            .args(["--output", c2.out().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{}", c2.port)])
-            .args(["--token-file", c2.token.to_str().unwrap(), "--linger", "1"]);
-        Proc::spawn(&mut cmd)
-    };
+    let mut coord = c2.relational_coordinator(&job, "1");
     let mut bare = c2.worker(&c2.token, &[]);
     assert!(!bare.wait(120).success());
     assert!(
@@ -479,11 +474,11 @@ fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
 #[test]
 fn a_relational_coordinator_refuses_knn_real_exemplars() {
     let c = Cluster::new();
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mimic/spec.yaml");
+    let spec = mimic_spec();
     let o = chimera(&[
         "coordinator",
         "--spec",
-        spec.to_str().unwrap(),
+        &spec,
         "--no-dp",
         "--rows",
         "10",
