@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chimera_coordinator::entities::fit_entities;
-use chimera_coordinator::job::{JobModel, PublicPart};
+use chimera_coordinator::job::{PublicPart, entities_manifest_privacy};
 use chimera_coordinator::read::{ReadOptions, read_all};
 use chimera_core::plan::plan;
 use chimera_core::relational::EntityModel;
@@ -319,7 +319,7 @@ pub async fn sample(
             let mut m = Manifest::new(
                 model.digest()?,
                 o.seed,
-                JobModel::from(model.clone()).manifest_privacy(),
+                entities_manifest_privacy(&model),
                 shard_rows,
             );
             m.rows_requested = entities;

@@ -169,37 +169,46 @@ impl JobModel {
 
     /// The guarantee the output carries, for its manifest.
     pub fn manifest_privacy(&self) -> ManifestPrivacy {
-        let (privacy, notes) = match self {
+        match self {
             // A table's notes are the model's to show (`inspect`); without DP only the
             // knn-real caveat reaches the manifest.
-            JobModel::Table(m) => (&m.privacy, m.privacy.notes.clone()),
-            // An entity model's notes also say what the fit left out of the data.
-            JobModel::Entities(m) => (
-                &m.privacy,
-                m.privacy.notes.iter().chain(&m.notes).cloned().collect(),
-            ),
-        };
-        let entities = matches!(self, JobModel::Entities(_));
-        match privacy.mode {
-            PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
-                mode: Mode::Dp,
-                epsilon: Some(epsilon),
-                delta: Some(delta),
-                notes,
-            },
-            PrivacyMode::None => ManifestPrivacy {
-                mode: Mode::None,
-                epsilon: None,
-                delta: None,
-                notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
-                    .chain(
-                        notes
-                            .into_iter()
-                            .filter(|n| entities || n.contains("knn-real")),
-                    )
-                    .collect(),
-            },
+            JobModel::Table(m) => {
+                let knn = |n: &String| n.contains("knn-real");
+                privacy_of(&m.privacy.mode, m.privacy.notes.clone(), knn)
+            }
+            JobModel::Entities(m) => entities_manifest_privacy(m),
         }
+    }
+}
+
+/// The manifest's guarantee for an entity model: its notes also say what the fit left out of
+/// the data, with or without DP.
+pub fn entities_manifest_privacy(m: &EntityModel) -> ManifestPrivacy {
+    let notes = m.privacy.notes.iter().chain(&m.notes).cloned().collect();
+    privacy_of(&m.privacy.mode, notes, |_| true)
+}
+
+/// `notes` under DP; without it, the no-guarantee line and the notes `keep` lets through.
+fn privacy_of(
+    mode: &PrivacyMode,
+    notes: Vec<String>,
+    keep: impl Fn(&String) -> bool,
+) -> ManifestPrivacy {
+    match *mode {
+        PrivacyMode::Dp { epsilon, delta } => ManifestPrivacy {
+            mode: Mode::Dp,
+            epsilon: Some(epsilon),
+            delta: Some(delta),
+            notes,
+        },
+        PrivacyMode::None => ManifestPrivacy {
+            mode: Mode::None,
+            epsilon: None,
+            delta: None,
+            notes: std::iter::once("fitted with --no-dp: no privacy guarantee".to_string())
+                .chain(notes.into_iter().filter(|n| keep(n)))
+                .collect(),
+        },
     }
 }
 
