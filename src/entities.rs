@@ -5,16 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chimera_coordinator::entities::fit_entities;
-use chimera_coordinator::job::{PublicPart, entities_manifest_privacy};
+use chimera_coordinator::job::{
+    JobModel, JobSpec, PublicPart, entities_manifest_privacy, stored_run,
+};
 use chimera_coordinator::read::{ReadOptions, read_all};
 use chimera_core::plan::plan;
 use chimera_core::relational::EntityModel;
 use chimera_core::spec::Spec;
-use chimera_storage::{Location, Manifest, ManifestTable, Output, OutputState};
+use chimera_storage::{Location, Manifest, ManifestTable, Output};
 use chimera_worker::entities::EntitySampler;
 
 use crate::cli::{
@@ -68,33 +70,27 @@ fn shard_size(o: &OutputArgs, entities: u64) -> Result<u64> {
 }
 
 /// The stored model and progress manifest of an unfinished relational run of the same job in
-/// `output`: the same entities, shard size and seed, and a manifest written from that model.
-/// Resuming reuses the model, so the privacy budget is not spent a second time. A finished
-/// output is left to `prepare` (refused unless `--overwrite`).
+/// `output` (the same entities, shard size and seed, and a manifest written from that model):
+/// resuming reuses the model, so the privacy budget is not spent a second time. A finished
+/// output is refused unless `--overwrite`.
 async fn unfinished_run(
     output: &Output,
     o: &OutputArgs,
     entities: u64,
 ) -> Result<Option<(EntityModel, Manifest)>> {
-    if o.overwrite {
-        return Ok(None);
-    }
-    let OutputState::Unfinished {
-        manifest: Some(manifest),
-        model: Some(bytes),
-    } = output.state().await?
-    else {
-        return Ok(None);
+    let spec = JobSpec {
+        rows: entities,
+        shard_rows: shard_size(o, entities)?,
+        seed: o.seed,
+        // Leases play no part in an embedded relational run.
+        lease: Duration::ZERO,
+        heartbeat: Duration::ZERO,
+        overwrite: o.overwrite,
     };
-    let Ok(model) = EntityModel::from_json(&bytes) else {
-        return Ok(None);
-    };
-    let same = model.digest().is_ok_and(|d| d == manifest.model_digest)
-        && manifest.table == model.tables[0].name
-        && manifest.rows_requested == entities
-        && manifest.rows_per_part == shard_size(o, entities)?
-        && manifest.seed == o.seed;
-    Ok(same.then_some((model, manifest)))
+    Ok(match stored_run(output, &spec, None).await? {
+        Some((JobModel::Entities(model), manifest)) => Some((*model, manifest)),
+        _ => None,
+    })
 }
 
 /// The shards every sampled table of `model` has committed in `manifest`.

@@ -236,6 +236,17 @@ pub async fn stored_model(
     spec: &JobSpec,
     table: Option<&str>,
 ) -> Result<Option<JobModel>, JobError> {
+    Ok(stored_run(output, spec, table)
+        .await?
+        .map(|(model, _)| model))
+}
+
+/// [`stored_model`] with the unfinished run's progress manifest (its committed shards).
+pub async fn stored_run(
+    output: &Output,
+    spec: &JobSpec,
+    table: Option<&str>,
+) -> Result<Option<(JobModel, Manifest)>, JobError> {
     match output.state().await? {
         OutputState::Finished(_) if !spec.overwrite => Err(JobError::Invalid(format!(
             "{} already holds a finished chimera run (it has _SUCCESS); pass --overwrite to replace it or choose another output",
@@ -253,7 +264,7 @@ pub async fn stored_model(
                 Ok(digest) => same_job(&m, spec, &digest, table.unwrap_or(model.table())),
                 Err(_) => false,
             };
-            Ok(same.then_some(model))
+            Ok(same.then_some((model, m)))
         }
         _ => Ok(None),
     }
