@@ -297,14 +297,20 @@ fn workers_exit_cleanly_when_the_coordinator_has_finished_and_gone() {
     let c = Cluster::new();
     // No linger: the coordinator exits as soon as `_SUCCESS` is written, so workers waiting
     // for a shard find it gone and must learn from the output that the job is done.
-    let mut coord = c.coordinator("80000", "10000", &["--linger", "0"]);
+    let mut coord = c.coordinator("400000", "10000", &["--linger", "0"]);
+    // Workers start once it serves: one that found the port closed during the fit would sleep
+    // in its connect backoff (up to seconds) and could miss the whole job, never learning where
+    // the output is.
+    wait_for("the coordinator to serve", 120, || {
+        coord.log().contains("coordinator serving")
+    });
     let mut workers: Vec<Proc> = (0..4).map(|_| c.worker(&c.token, &[])).collect();
     assert!(coord.wait(120).success(), "{}", coord.log());
     for w in &mut workers {
         let status = w.wait(60);
         assert!(status.success(), "{}", w.log());
     }
-    assert_eq!(committed(&c.out()).len(), 8);
+    assert_eq!(committed(&c.out()).len(), 40);
 }
 
 #[test]
