@@ -31,7 +31,10 @@ def synthetic(t):
 
 
 def real(t):
-    return pd.read_csv(f"{DATA}{t}.csv.gz", dtype={"icd_code": str})
+    # "?" is one of chimera's default null tokens (as "", "NA", "NULL"): `language` is "?" where
+    # it is unknown, read as empty and written as null, so the real table is read the same way.
+    return pd.read_csv(f"{DATA}{t}.csv.gz", dtype={"icd_code": str}, na_values=["?"],
+                       keep_default_na=True)
 
 
 def tvd(a, b):
@@ -61,18 +64,30 @@ def two_way(x, y, cols):
                for p in itertools.combinations(cols, 2)) / (len(cols) * (len(cols) - 1) / 2)
 
 
-# Reference: a resample of the real table's own size, drawn with replacement from it, against
-# it (mean of 20 draws). A model that learnt the population perfectly and sampled as many rows
-# as the real table has would score about this; the real rows are one such sample.
-print("| table | rows | 1-way sim | 2-way sim | worst 1-way | 2-way of a real-sized resample of the real table |")
-print("|---|---|---|---|---|---|")
+# References (means of 20 draws), each against the real table:
+# - rows: a resample of the real table's rows, as many as it has, with replacement. A model that
+#   learnt the population perfectly and sampled as many rows would score about this.
+# - patients: a resample of the 100 real patients with replacement, each with all of their rows.
+#   Patients, not rows, are the sampling unit of this data (one patient has 20 admissions), so
+#   this is what a second draw of 100 patients from the same population would score.
+def with_entities(i):
+    ids = r["patients"].subject_id.sample(len(r["patients"]), replace=True, random_state=i)
+    draw = pd.DataFrame({"subject_id": ids.values, "draw": range(len(ids))})
+    return {t: df.merge(draw, on="subject_id") for t, df in r.items()}
+
+
+draws = [with_entities(i) for i in range(20)]
+print("| table | rows | 1-way sim | 2-way sim | worst 1-way | reference 2-way: rows resampled "
+      "| reference 2-way: patients resampled |")
+print("|---|---|---|---|---|---|---|")
 for t, cols in CATEGORICAL.items():
     one = {c: 1 - tvd(dist(r[t], [c]), dist(s[t], [c])) for c in cols}
     worst = min(one, key=one.get)
-    resample = sum(two_way(r[t].sample(len(r[t]), replace=True, random_state=i), r[t], cols)
+    rows_ref = sum(two_way(r[t].sample(len(r[t]), replace=True, random_state=i), r[t], cols)
                    for i in range(20)) / 20
+    entity_ref = sum(two_way(d[t], r[t], cols) for d in draws) / len(draws)
     print(f"| {t} | {len(s[t])} | {sum(one.values()) / len(one):.3f} | {two_way(r[t], s[t], cols):.3f} "
-          f"| {worst} {one[worst]:.3f} | {resample:.3f} |")
+          f"| {worst} {one[worst]:.3f} | {rows_ref:.3f} | {entity_ref:.3f} |")
 
 a, tr, d, p = s["admissions"], s["transfers"], s["diagnoses_icd"], s["patients"]
 violations = ((a.dischtime < a.admittime).sum() + (a.edouttime < a.edregtime).sum()
@@ -86,3 +101,32 @@ codes = set(zip(dictionary.icd_code, dictionary.icd_version))
 unknown = sum((c, v) not in codes for c, v in zip(d.icd_code, d.icd_version))
 print(f"datetime-order violations: {violations}, overlapping admissions: {overlap}, "
       f"dangling keys: {dangling}, codes not in the dictionary: {unknown}")
+
+
+# Coherence of an admission with its patient: MIMIC shifts each patient's dates so that they are
+# `anchor_age` in `anchor_year`, `dod` (date of death) is on or after the last discharge, and a
+# death in hospital (`hospital_expire_flag`, `deathtime`, discharge to DIED) ends the patient's
+# admissions.
+def coherence(a, p):
+    m = a.merge(p[["subject_id", "anchor_age", "anchor_year", "dod"]], on="subject_id")
+    admit = pd.to_datetime(m.admittime)
+    age = admit.dt.year - m.anchor_year + m.anchor_age
+    dod = pd.to_datetime(m.dod)
+    last = admit == admit.groupby(m.subject_id).transform("max")
+    died = m.hospital_expire_flag == 1
+    return {
+        "admitted before birth": int((age < 0).sum()),
+        "admitted aged under 18": int((age < 18).sum()),
+        "admitted after death (dod)": int((admit.dt.normalize() > dod).sum()),
+        "died in hospital, not the last admission": int((died & ~last).sum()),
+        "died in hospital, no dod": int((died & dod.isna()).sum()),
+        "discharged to DIED without hospital_expire_flag, or the reverse":
+            int(((m.discharge_location == "DIED") != died).sum()),
+    }
+
+
+print("| coherence (admissions) | real | synthetic |")
+print("|---|---|---|")
+cr, cs = coherence(r["admissions"], r["patients"]), coherence(a, p)
+for k in cr:
+    print(f"| {k} | {cr[k]} | {cs[k]} |")
