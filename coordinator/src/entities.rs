@@ -21,7 +21,7 @@ use chimera_core::relational::{
     RealChild, RealEntities, RowColumn,
 };
 use chimera_core::rng;
-use chimera_core::schema::{ColumnSchema, Role, ValueKind};
+use chimera_core::schema::{ColumnSchema, Role, ValueKind, year_start_days};
 use chimera_core::spec::{ColumnSpec, Spec};
 
 use crate::error::FitError;
@@ -880,16 +880,37 @@ fn table_rows(
             }
             let base_col = ts.after_previous.clone().unwrap_or_else(|| c.name.clone());
             let base = table.numbers(&base_col)?;
+            let mut anchor_is_year = false;
             let anchor = match &ts.anchor {
                 Some(a) => {
                     let parent = &loaded[&tree.tables[p].name];
                     let v = parent.numbers(a)?;
+                    anchor_is_year = match parent.schemas[parent.index(a)?].kind {
+                        ValueKind::Date | ValueKind::Timestamp => false,
+                        ValueKind::Integer => true,
+                        _ => {
+                            return Err(table_error(
+                                &node.name,
+                                format!(
+                                    "`anchor: {a}` must name a datetime or an integer year column of `{}`",
+                                    parent.name
+                                ),
+                            ));
+                        }
+                    };
                     let prow = &layouts[p].rows;
                     Some(
                         layout
                             .parent
                             .iter()
-                            .map(|&pi| days(&v, prow[pi as usize] as usize))
+                            .map(|&pi| {
+                                let d = days(&v, prow[pi as usize] as usize);
+                                if anchor_is_year {
+                                    d.map(year_start_days)
+                                } else {
+                                    d
+                                }
+                            })
                             .collect::<Vec<_>>(),
                     )
                 }
@@ -935,6 +956,7 @@ fn table_rows(
                 RowColumn::First {
                     column: c.name.clone(),
                     anchor: ts.anchor.clone(),
+                    anchor_is_year,
                 },
             ));
             arrays.push(Arc::new(Float64Array::from(first)));
@@ -946,6 +968,69 @@ fn table_rows(
                 },
             ));
             arrays.push(Arc::new(Float64Array::from(gap)));
+        } else if let Some((child, base_col)) = after
+            .as_deref()
+            .and_then(|a| a.split_once('.'))
+            .filter(|(ch, _)| node.children.iter().any(|&k| tree.tables[k].name == *ch))
+        {
+            if signed {
+                return Err(table_error(
+                    &node.name,
+                    format!(
+                        "column `{}`: `offset_from` takes a column of the same table; a child table's column (`{child}.{base_col}`) goes in `after`",
+                        c.name
+                    ),
+                ));
+            }
+            let k = tree.index(child).unwrap_or(0);
+            let own = table.numbers(&c.name)?;
+            let theirs = loaded[child].numbers(base_col)?;
+            let mut latest: Vec<Option<f64>> = vec![None; layout.rows.len()];
+            for (&r, &pi) in layouts[k].rows.iter().zip(&layouts[k].parent) {
+                if let Some(v) = days(&theirs, r as usize) {
+                    let l = &mut latest[pi as usize];
+                    *l = Some(l.map_or(v, |l: f64| l.max(v)));
+                }
+            }
+            let whole_days = c.kind == ValueKind::Date;
+            let (mut negative, mut no_base) = (0usize, 0usize);
+            let v: Vec<Option<f64>> = layout
+                .rows
+                .iter()
+                .zip(&latest)
+                .map(|(&r, &b)| match (days(&own, r as usize), b) {
+                    (Some(v), Some(b)) => {
+                        let b = if whole_days { b.floor() } else { b };
+                        if v < b {
+                            negative += 1;
+                        }
+                        Some(v - b)
+                    }
+                    (Some(_), None) => {
+                        no_base += 1;
+                        None
+                    }
+                    _ => None,
+                })
+                .collect();
+            if negative + no_base > 0 {
+                return Err(table_error(
+                    &node.name,
+                    format!(
+                        "column `{}` is declared `after: {child}.{base_col}`, but it is earlier than the latest `{base_col}` of its `{child}` rows in {negative} rows, and set on {no_base} rows without any",
+                        c.name
+                    ),
+                ));
+            }
+            names.push((
+                c.name.clone(),
+                RowColumn::AfterLast {
+                    column: c.name.clone(),
+                    child: child.to_owned(),
+                    base: base_col.to_owned(),
+                },
+            ));
+            arrays.push(Arc::new(Float64Array::from(v)));
         } else if let Some(base_col) = after {
             let own = table.numbers(&c.name)?;
             let base = table.numbers(&base_col)?;
@@ -1059,6 +1144,7 @@ fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
             }
         }
         RowColumn::After { column, .. }
+        | RowColumn::AfterLast { column, .. }
         | RowColumn::First { column, .. }
         | RowColumn::Gap { column, .. } => ColumnSpec {
             role: Some(Role::Numeric),

@@ -425,10 +425,22 @@ pub enum RowColumn {
         signed: bool,
     },
     /// The `order_by` column of the first sibling: days after the parent's `anchor` column, or
-    /// days since the epoch without an anchor.
+    /// days since the epoch without an anchor. An integer anchor is a calendar year
+    /// (`anchor_is_year`), and the days count from its 1 January.
     First {
         column: String,
         anchor: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        anchor_is_year: bool,
+    },
+    /// A datetime of a parent row modelled as days after the latest `base` among its rows in
+    /// table `child` (`after: child.base` in the spec), e.g. a patient's date of death after
+    /// the last discharge. A date counts from the day the latest one falls on. Without such
+    /// rows the value is empty.
+    AfterLast {
+        column: String,
+        child: String,
+        base: String,
     },
     /// The `order_by` column of a later sibling: days after the previous sibling's `base`.
     Gap { column: String, base: String },

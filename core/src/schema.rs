@@ -78,6 +78,23 @@ pub fn looks_like_identifier(name: &str) -> bool {
         || lower.ends_with("_key")
 }
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Days from 1970-01-01 to 1 January of `year`: where an integer year column anchors datetimes.
+pub fn year_start_days(year: f64) -> f64 {
+    days_from_civil(year.floor() as i64, 1, 1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

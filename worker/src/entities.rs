@@ -19,7 +19,7 @@ use chimera_core::relational::{
     self, EntityModel, KEY_SEPARATOR, POSITION_CAP, PREVIOUS_PREFIX, RowColumn,
 };
 use chimera_core::rng;
-use chimera_core::schema::{Role, ValueKind};
+use chimera_core::schema::{Role, ValueKind, year_start_days};
 use rayon::prelude::*;
 
 use crate::llm::children::{ChildWriter, Layout, Node, Slot};
@@ -611,6 +611,52 @@ impl EntitySampler {
         Ok(())
     }
 
+    /// Places each `AfterLast` column: the latest `base` among the row's children (the day it
+    /// falls on, for a date) plus the row's non-negative offset; empty without children.
+    fn place_after_last(&self, all: &[Rows<'_>], absolute: &mut [HashMap<String, Vec<Option<f64>>>]) {
+        let tree = &self.model.tree;
+        for (t, table) in self.model.tables.iter().enumerate() {
+            for (j, (_, rc)) in table.row.iter().enumerate() {
+                let RowColumn::AfterLast {
+                    column,
+                    child,
+                    base,
+                } = rc
+                else {
+                    continue;
+                };
+                let Some(k) = tree.index(child) else { continue };
+                let theirs: Vec<Option<f64>> = match absolute[k].get(base) {
+                    Some(v) => v.clone(),
+                    None => match self.model.tables[k].row.iter().position(|(n, _)| n == base) {
+                        Some(b) => all[k].cols[b].iter().map(AsNumber::number).collect(),
+                        None => vec![None; all[k].parent.len()],
+                    },
+                };
+                let mut latest: Vec<Option<f64>> = vec![None; all[t].parent.len()];
+                for (&p, v) in all[k].parent.iter().zip(theirs) {
+                    if let Some(v) = v {
+                        let l = &mut latest[p as usize];
+                        *l = Some(l.map_or(v, |l: f64| l.max(v)));
+                    }
+                }
+                let whole_days = table
+                    .columns
+                    .iter()
+                    .any(|c| c.name == *column && c.kind == ValueKind::Date);
+                let placed: Vec<Option<f64>> = latest
+                    .iter()
+                    .zip(&all[t].cols[j])
+                    .map(|(b, d)| {
+                        let b = if whole_days { b.map(f64::floor) } else { *b };
+                        Some(b? + d.number()?.max(0.0))
+                    })
+                    .collect();
+                absolute[t].insert(column.clone(), placed);
+            }
+        }
+    }
+
     /// Output tables from the sampled rows: times from offsets, fresh keys, reference keys split.
     fn assemble(&self, shard: &ShardPlan, all: &[Rows<'_>]) -> Result<EntityShard, SampleError> {
         let tables = &self.model.tables;
@@ -618,7 +664,6 @@ impl EntitySampler {
         // Absolute values (days or numbers) of each table's ordered and `after` columns.
         let mut absolute: Vec<HashMap<String, Vec<Option<f64>>>> = Vec::new();
         let mut keys: Vec<Vec<i64>> = Vec::new();
-        let mut out = Vec::new();
         for (t, table) in tables.iter().enumerate() {
             let rows = &all[t];
             let m = rows.parent.len();
@@ -636,7 +681,11 @@ impl EntitySampler {
             // Times.
             let mut abs: HashMap<String, Vec<Option<f64>>> = HashMap::new();
             let order = table.row.iter().find_map(|(_, rc)| match rc {
-                RowColumn::First { column, anchor } => Some((column.clone(), anchor.clone())),
+                RowColumn::First {
+                    column,
+                    anchor,
+                    anchor_is_year,
+                } => Some((column.clone(), anchor.clone(), *anchor_is_year)),
                 _ => None,
             });
             let gap = table.row.iter().find_map(|(n, rc)| match rc {
@@ -664,7 +713,7 @@ impl EntitySampler {
             };
             // Columns every absolute value depends on, resolved row by row.
             let mut names: Vec<String> = afters.iter().map(|(c, ..)| c.clone()).collect();
-            if let Some((c, _)) = &order {
+            if let Some((c, ..)) = &order {
                 names.push(c.clone());
             }
             for (_, base, ..) in &afters {
@@ -681,16 +730,34 @@ impl EntitySampler {
             {
                 abs.insert(base.clone(), plain(base));
             }
-            let parent_abs = tree.tables[t].parent.map(|p| &absolute[p]);
+            // The parent's anchor value of each parent row, in days: an absolute time of the
+            // parent, or one of its modelled columns (an integer year counts from 1 January).
+            let anchor_days: Option<Vec<Option<f64>>> = match (&order, tree.tables[t].parent) {
+                (Some((_, Some(a), is_year)), Some(p)) => {
+                    let v: Vec<Option<f64>> = match absolute[p].get(a) {
+                        Some(v) => v.clone(),
+                        None => match tables[p].row.iter().position(|(n, _)| n == a) {
+                            Some(j) => all[p].cols[j].iter().map(AsNumber::number).collect(),
+                            None => vec![None; all[p].parent.len()],
+                        },
+                    };
+                    Some(if *is_year {
+                        v.into_iter().map(|d| d.map(year_start_days)).collect()
+                    } else {
+                        v
+                    })
+                }
+                _ => None,
+            };
             for i in 0..m {
-                if let Some((c, anchor)) = &order {
+                if let Some((c, anchor, _)) = &order {
                     let j = col_of(c);
                     let v = if rows.position[i] == 0 {
                         let own = j.and_then(|j| rows.cols[j][i].number());
                         match anchor {
-                            Some(a) => {
-                                let base = parent_abs
-                                    .and_then(|pa| pa.get(a))
+                            Some(_) => {
+                                let base = anchor_days
+                                    .as_ref()
                                     .and_then(|v| v[rows.parent[i] as usize]);
                                 match (own, base) {
                                     (Some(o), Some(b)) => Some(b + o),
@@ -733,6 +800,22 @@ impl EntitySampler {
                     }
                 }
             }
+            // Columns after their rows' latest child are placed once the children are.
+            for (_, rc) in &table.row {
+                if let RowColumn::AfterLast { column, .. } = rc {
+                    abs.insert(column.clone(), vec![None; m]);
+                }
+            }
+            absolute.push(abs);
+            keys.push(key);
+        }
+        self.place_after_last(all, &mut absolute);
+        let mut out = Vec::new();
+        for (t, table) in tables.iter().enumerate() {
+            let rows = &all[t];
+            let m = rows.parent.len();
+            let col_of = |name: &str| table.row.iter().position(|(n, _)| n == name);
+            let (abs, key) = (&absolute[t], &keys[t]);
             // Output columns.
             let node = &tree.tables[t];
             let mut arrays: Vec<ArrayRef> = Vec::new();
@@ -824,8 +907,6 @@ impl EntitySampler {
                 }
             })?;
             out.push((table.name.clone(), self.schemas[t].clone(), batch));
-            absolute.push(abs);
-            keys.push(key);
         }
         Ok(out)
     }

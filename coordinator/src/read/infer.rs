@@ -6,6 +6,7 @@
 //! float, and `NaN`/`inf` are never numbers (see [`is_non_finite`]).
 
 use arrow::datatypes::{DataType, TimeUnit};
+use chimera_core::schema::days_from_civil;
 
 /// The column types the CSV reader produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,18 +135,6 @@ fn two_digits(bytes: &[u8]) -> Option<u32> {
         [a @ b'0'..=b'9', b @ b'0'..=b'9'] => Some(u32::from(a - b'0') * 10 + u32::from(b - b'0')),
         _ => None,
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
