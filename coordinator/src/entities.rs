@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use chimera_core::CoreError;
-use chimera_core::fit::FitSettings;
+use chimera_core::fit::{FitSettings, LastOnly};
 use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
 use chimera_core::relational::{
@@ -532,6 +532,7 @@ pub async fn fit_entities(
                         .any(|c| n.starts_with(&format!("{}.", c.name)))
             })
             .collect();
+        s.last_only = last_only(&tree, spec, t);
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -1109,7 +1110,87 @@ fn table_rows(
         ));
         arrays.push(Arc::new(Int64Array::from(counts)));
     }
+    check_last_when(node, ts, table, layout, layouts)?;
     Ok((names, arrays))
+}
+
+/// `last_when` must hold in the data: no row with the value has a later sibling.
+fn check_last_when(
+    node: &relational::TableNode,
+    ts: &relational::TableSpec,
+    table: &Loaded,
+    layout: &Layout,
+    layouts: &[Layout],
+) -> Result<(), FitError> {
+    let Some(p) = node.parent else { return Ok(()) };
+    let mut siblings = vec![0u32; layouts[p].rows.len()];
+    for &pi in &layout.parent {
+        siblings[pi as usize] += 1;
+    }
+    for (column, value) in &ts.last_when {
+        let i = table.index(column)?;
+        let holds: Box<dyn Fn(usize) -> bool> =
+            match column_values(&table.name, &table.schemas[i], table.batch.column(i), 0)? {
+                ColumnValues::Strings(a) => {
+                    let value = value.clone();
+                    Box::new(move |r| a.is_valid(r) && a.value(r) == value)
+                }
+                ColumnValues::Numbers(a) => {
+                    let x: f64 = value.trim().parse().map_err(|_| {
+                        table_error(
+                            &node.name,
+                            format!("`last_when: {{{column}: {value}}}`: `{column}` holds numbers, and `{value}` is not one"),
+                        )
+                    })?;
+                    Box::new(move |r| a.is_valid(r) && a.value(r) == x)
+                }
+            };
+        let early = layout
+            .rows
+            .iter()
+            .zip(&layout.parent)
+            .zip(&layout.position)
+            .filter(|((r, pi), k)| holds(**r as usize) && **k + 1 < siblings[**pi as usize])
+            .count();
+        if early > 0 {
+            return Err(table_error(
+                &node.name,
+                format!(
+                    "`last_when: {{{column}: {value}}}` does not hold in the data: {early} rows hold it and have a later sibling"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The declared last-child values of table `t`'s model: in a sequence model against the
+/// siblings still to come; in the flat row, the first child of a root's child table is the
+/// last one when the count is 1.
+fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
+    let of = |c: usize, prefix: &str, position: String, last: f64| {
+        spec.tables[&tree.tables[c].name]
+            .last_when
+            .iter()
+            .map(|(column, value)| LastOnly {
+                column: format!("{prefix}{column}"),
+                value: value.clone(),
+                position: position.clone(),
+                last,
+            })
+            .collect::<Vec<_>>()
+    };
+    if t > 0 {
+        return of(t, "", relational::REMAINING_COLUMN.into(), 0.0);
+    }
+    tree.tables[0]
+        .children
+        .iter()
+        .flat_map(|&c| {
+            let name = &tree.tables[c].name;
+            of(c, &format!("{name}."), relational::count_column(name), 1.0)
+        })
+        .collect()
 }
 
 /// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code

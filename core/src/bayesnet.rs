@@ -204,18 +204,23 @@ pub fn learn_structure<R: Rng>(
     settings: SearchSettings,
     selection: Selection<'_, R>,
 ) -> Vec<Edge> {
-    learn_structure_given(table, settings, selection, &[])
+    learn_structure_given(table, settings, selection, &[], &[])
 }
 
 /// Greedy structure search of a conditional network: the `given` attributes come first, as
 /// roots, in the order given, and every other attribute may take them as parents. Sampling with
 /// [`Sampler::sample_given`] then draws the others conditioned on known values of the given
 /// ones. Under DP this makes `cards.len() - given.len()` exponential-mechanism choices.
+///
+/// `forced` pairs an attribute with a parent it must have (declared, not learnt): the attribute
+/// is placed after that parent, and every parent set offered for it contains it, even one over
+/// the cell limit on its own.
 pub fn learn_structure_given<R: Rng>(
     table: &CodedTable,
     settings: SearchSettings,
     mut selection: Selection<'_, R>,
     given: &[usize],
+    forced: &[(usize, usize)],
 ) -> Vec<Edge> {
     let d = table.cards.len();
     if d == 0 {
@@ -295,7 +300,30 @@ pub fn learn_structure_given<R: Rng>(
     while order.len() < d {
         let in_net: Vec<usize> = order.iter().map(|e| e.child).collect();
         let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
-        for a in (0..d).filter(|&a| !placed[a]) {
+        // Attributes whose forced parents are all placed (all unplaced ones if none is, so a
+        // forced parent that can never come first does not stall the search).
+        let must = |a: usize| -> Vec<usize> {
+            let mut m: Vec<usize> = forced
+                .iter()
+                .filter(|(c, p)| *c == a && *p != a && *p < d)
+                .map(|(_, p)| *p)
+                .collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        let ready: Vec<usize> = {
+            let r: Vec<usize> = (0..d)
+                .filter(|&a| !placed[a] && must(a).iter().all(|&p| placed[p]))
+                .collect();
+            if r.is_empty() {
+                (0..d).filter(|&a| !placed[a]).collect()
+            } else {
+                r
+            }
+        };
+        for a in ready {
+            let required: Vec<usize> = must(a).into_iter().filter(|&p| placed[p]).collect();
             let mut sets: Vec<Vec<usize>> = Vec::new();
             for &p in &in_net {
                 if cells(a, &[p]) <= settings.max_cells {
@@ -313,14 +341,21 @@ pub fn learn_structure_given<R: Rng>(
                     }
                 }
             }
-            candidates.push((a, Vec::new()));
+            if required.is_empty() {
+                candidates.push((a, Vec::new()));
+            } else {
+                sets.retain(|s| required.iter().all(|p| s.contains(p)));
+                if !sets.contains(&required) && required.len() <= settings.max_parents.max(1) {
+                    sets.push(required.clone());
+                }
+            }
             candidates.extend(sets.into_iter().map(|s| (a, s)));
         }
         score_missing(table, &candidates, &mut cache, score);
         // Grow larger parent sets from the best ones, per attribute (a beam).
         for size in 3..=settings.max_parents {
             let mut grown: Vec<(usize, Vec<usize>)> = Vec::new();
-            for a in (0..d).filter(|&a| !placed[a]) {
+            for a in (0..d).filter(|&a| candidates.iter().any(|(c, _)| *c == a)) {
                 let mut best: Vec<(&Vec<usize>, f64)> = candidates
                     .iter()
                     .filter(|(c, s)| *c == a && s.len() == size - 1)
@@ -824,6 +859,7 @@ mod tests {
             settings(),
             Selection::Exact,
             &[1],
+            &[],
         );
         assert_eq!(
             s[0],
@@ -846,6 +882,38 @@ mod tests {
         assert!(agree as f64 / given.len() as f64 > 0.9, "{agree}");
         // Same seed and evidence, same rows.
         assert_eq!(syn, sampler.sample_given(given.len(), 4, &[(1, &given)]));
+    }
+
+    #[test]
+    fn a_forced_parent_comes_first_and_stays_even_over_the_cell_limit() {
+        let t = toy(5000, 5);
+        // x3 is independent of everything: left alone it takes no parent that carries weight;
+        // forced, it comes after x0 and keeps it. The cell limit (12) is below x3 x x0 (20).
+        let s = learn_structure_given::<rand_chacha::ChaCha8Rng>(
+            &t,
+            SearchSettings {
+                max_cells: 12.0,
+                ..settings()
+            },
+            Selection::Exact,
+            &[],
+            &[(3, 0)],
+        );
+        assert_eq!(s.len(), 4);
+        let pos = |a: usize| s.iter().position(|e| e.child == a).unwrap();
+        assert!(pos(0) < pos(3), "{s:?}");
+        assert!(s[pos(3)].parents.contains(&0), "{s:?}");
+        // Without the force the limit keeps x0 out of x3's parents.
+        let free = learn_structure::<rand_chacha::ChaCha8Rng>(
+            &t,
+            SearchSettings {
+                max_cells: 12.0,
+                ..settings()
+            },
+            Selection::Exact,
+        );
+        let x3 = free.iter().find(|e| e.child == 3).unwrap();
+        assert!(!x3.parents.contains(&0), "{free:?}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::bayesnet::{self, CodedTable, CountNoise, Edge, Score, SearchSettings, Selection};
+use crate::bayesnet::{
+    self, BayesNet, CodedTable, CountNoise, Edge, Score, SearchSettings, Selection,
+};
 use crate::domain::{self, CategoricalEncoding, Code, Encoding, NumericShape};
 use crate::error::{CoreError, Result};
 use crate::grid;
@@ -48,6 +50,23 @@ pub struct FitSettings {
     /// whose columns are all derived may have no rows. Columns the user gives are checked as
     /// usual.
     pub derived: Vec<String>,
+    /// Values a column takes only on a parent's last child (`last_when` in a relational spec).
+    pub last_only: Vec<LastOnly>,
+}
+
+/// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
+/// admissions): `column` always has `position` as a parent, and wherever `position` says a
+/// later sibling follows, its conditional tables give `value` no weight (post-processing, so
+/// it holds under DP too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastOnly {
+    pub column: String,
+    pub value: String,
+    /// The column that tells whether the row is the last child: `#remaining` in a sequence
+    /// model, the child count for the first child in the flat row.
+    pub position: String,
+    /// The value of `position` on a last child (0 remaining; a count of 1).
+    pub last: f64,
 }
 
 /// Without DP, a text column's values seen fewer times than this are left to the LLM (the
@@ -70,6 +89,7 @@ impl Default for FitSettings {
             given: Vec::new(),
             contribution: 1.0,
             derived: Vec::new(),
+            last_only: Vec::new(),
         }
     }
 }
@@ -770,6 +790,74 @@ impl Fitter {
             .collect()
     }
 
+    /// The network attribute of a column, by name.
+    fn attribute(&self, name: &str) -> Option<usize> {
+        self.attributes
+            .iter()
+            .position(|&c| self.columns[c].schema.name == name)
+    }
+
+    /// Declared parents (attribute, parent): a `last_only` column and its position column.
+    fn forced_parents(&self) -> Vec<(usize, usize)> {
+        self.settings
+            .last_only
+            .iter()
+            .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)))
+            .collect()
+    }
+
+    /// Gives each `last_only` value no weight where its position column says a later sibling
+    /// follows. Codes of the position column that mix last and not-last values are left alone.
+    fn enforce_last_only(&self, net: &mut BayesNet) {
+        for l in &self.settings.last_only {
+            let (Some(a), Some(q)) = (self.attribute(&l.column), self.attribute(&l.position))
+            else {
+                continue;
+            };
+            let term = match &self.columns[self.attributes[a]].encoding {
+                Some(Encoding::Categorical(c)) => c.values.iter().position(|v| *v == l.value),
+                Some(Encoding::Numeric(n)) => l
+                    .value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|x| n.spikes.iter().position(|&s| s == x)),
+                None => None,
+            };
+            let Some(term) = term else { continue };
+            let Some(Encoding::Numeric(pos)) = &self.columns[self.attributes[q]].encoding else {
+                continue;
+            };
+            let mut not_last: Vec<bool> = pos.spikes.iter().map(|&s| s != l.last).collect();
+            not_last.extend(pos.bins.iter().map(|b| l.last < b.lo || l.last >= b.hi));
+            let Some(node) = net.nodes.iter_mut().find(|n| n.child == a) else {
+                continue;
+            };
+            let Some(k) = node.parents.iter().position(|&p| p == q) else {
+                continue;
+            };
+            let stride: usize = node.parent_cards[..k].iter().product();
+            let pc = node.parent_cards[k];
+            let card = node.card;
+            for (c, row) in node.probs.chunks_mut(card).enumerate() {
+                if !not_last.get((c / stride) % pc).copied().unwrap_or(false) {
+                    continue;
+                }
+                row[term] = 0.0;
+                let sum: f32 = row.iter().sum();
+                for (i, p) in row.iter_mut().enumerate() {
+                    *p = if i == term {
+                        0.0
+                    } else if sum > 0.0 {
+                        *p / sum
+                    } else {
+                        1.0 / (card - 1).max(1) as f32
+                    };
+                }
+            }
+        }
+    }
+
     /// Cardinality of each network attribute.
     pub fn cards(&self) -> Vec<usize> {
         self.attributes
@@ -833,6 +921,7 @@ impl Fitter {
                 Score::MutualInformation
             },
         };
+        let forced = self.forced_parents();
         let mut structure = if dp {
             let rho_s = self.rho(2, domains_used);
             let choices = d.saturating_sub(given.len()).max(1);
@@ -848,6 +937,7 @@ impl Fitter {
                     rng: &mut self.noise,
                 },
                 &given,
+                &forced,
             )
         } else {
             bayesnet::learn_structure_given::<ChaCha20Rng>(
@@ -855,6 +945,7 @@ impl Fitter {
                 settings,
                 Selection::Exact,
                 &given,
+                &forced,
             )
         };
         // Order parents for the back-off: most informative first. Under DP this uses only
@@ -969,7 +1060,7 @@ impl Fitter {
             }
         }
         let cards = self.cards();
-        let net = bayesnet::estimate(
+        let mut net = bayesnet::estimate(
             structure,
             &cards,
             &joint,
@@ -980,6 +1071,7 @@ impl Fitter {
                 smoothing: if dp { SMOOTHING_DP } else { SMOOTHING_EXACT },
             },
         );
+        self.enforce_last_only(&mut net);
         // `other` decodes to a kept value drawn from the released one-way distribution.
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding

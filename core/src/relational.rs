@@ -99,6 +99,10 @@ pub struct TableSpec {
     /// A column of the parent the first sibling's `order_by` is an offset from, e.g. a
     /// transfer's `intime` from its admission's `admittime`.
     pub anchor: Option<String>,
+    /// Values only a parent's last child holds, by column (in `order_by` order), e.g.
+    /// `hospital_expire_flag: 1`: a death in hospital is a patient's last admission.
+    #[serde(default)]
+    pub last_when: BTreeMap<String, String>,
     /// Most children per parent (default [`DEFAULT_MAX_CHILDREN`]); more are clipped.
     pub max_children: Option<usize>,
     /// Public reference data (a dictionary): copied to the output as it is, never modelled.
@@ -271,6 +275,7 @@ impl EntityTree {
                 ("after_previous", t.after_previous.is_some()),
                 ("anchor", t.anchor.is_some()),
                 ("max_children", t.max_children.is_some()),
+                ("last_when", !t.last_when.is_empty()),
             ];
             for (key, set) in child_only {
                 if set && (t.public || name == roots[0]) {
@@ -279,6 +284,11 @@ impl EntityTree {
                         if t.public { "public" } else { "the root" }
                     ));
                 }
+            }
+            if t.order_by.is_none() && !t.last_when.is_empty() {
+                return err(format!(
+                    "table `{name}`: `last_when` needs `order_by` (it says which child is last)"
+                ));
             }
             if t.order_by.is_none() && (t.after_previous.is_some() || t.anchor.is_some()) {
                 return err(format!(
