@@ -113,7 +113,24 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
             });
         }
         for (column, c) in &ts.columns {
-            if let Some(earlier) = &c.after {
+            // `after: child.column`: the latest of the row's children in that table.
+            let of_child = c.after.as_deref().and_then(|a| a.split_once('.')).and_then(
+                |(child, earlier)| {
+                    let k = tree.index(child)?;
+                    let i = tree.index(name)?;
+                    (tree.tables[k].parent == Some(i)).then(|| (k, child, earlier))
+                },
+            );
+            if let Some((k, child, earlier)) = of_child {
+                orders.push(Order::AfterChildren {
+                    table: name.clone(),
+                    key: primary_key(&spec, name)?,
+                    later: column.clone(),
+                    child: child.to_owned(),
+                    child_columns: tree.tables[k].parent_columns.clone(),
+                    earlier: earlier.to_owned(),
+                });
+            } else if let Some(earlier) = &c.after {
                 orders.push(Order::Row {
                     table: name.clone(),
                     earlier: earlier.clone(),

@@ -281,7 +281,17 @@ pub fn learn_structure_given<R: Rng>(
         }
     }
     if order.is_empty() {
-        let first = choose(&first_scores);
+        // An attribute with a forced parent cannot be the first (unless every one has one).
+        let free: Vec<usize> = (0..d)
+            .filter(|&a| !forced.iter().any(|&(c, p)| c == a && p != a && p < d))
+            .collect();
+        let eligible: Vec<usize> = if free.is_empty() {
+            (0..d).collect()
+        } else {
+            free
+        };
+        let scores: Vec<f64> = eligible.iter().map(|&a| first_scores[a]).collect();
+        let first = eligible[choose(&scores)];
         order.push(Edge {
             child: first,
             parents: vec![],

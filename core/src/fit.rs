@@ -984,12 +984,20 @@ impl Fitter {
         let threshold = MERGE_BELOW * self.sigma_joint;
         self.code_maps = vec![None; self.attributes.len()];
         for (a, &col) in self.attributes.iter().enumerate() {
+            let name = self.columns[col].schema.name.clone();
             let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding else {
                 continue;
             };
             let counts = &one_way[a];
             let n = c.values.len();
             let mut keep: Vec<bool> = counts[..n].iter().map(|&x| x >= threshold).collect();
+            // A declared last-child value keeps its own code (the spec's choice, not the
+            // data's), so its conditional tables can hold it to the last child.
+            for l in self.settings.last_only.iter().filter(|l| l.column == name) {
+                if let Some(i) = c.values.iter().position(|v| *v == l.value) {
+                    keep[i] = true;
+                }
+            }
             if !keep.contains(&true) {
                 // Keep the most frequent value so the column still has a value of its own.
                 if let Some(best) = (0..n).max_by(|&i, &j| counts[i].total_cmp(&counts[j])) {

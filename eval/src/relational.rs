@@ -55,6 +55,16 @@ pub enum Order {
         earlier: String,
         later: String,
     },
+    /// Each row of `table` (keyed by `key`) has `later` at or after the latest `earlier` of
+    /// its rows in `child` (linked by `child_columns`); a date `later` from that one's day.
+    AfterChildren {
+        table: String,
+        key: Vec<String>,
+        later: String,
+        child: String,
+        child_columns: Vec<String>,
+        earlier: String,
+    },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row's
     /// `order_by` is at or after the previous row's `after_previous`.
     Siblings {
@@ -227,6 +237,13 @@ pub fn evaluate_relational(
                 earlier,
                 later,
             } => (table, format!("{later} >= {earlier} within a row")),
+            Order::AfterChildren {
+                table,
+                later,
+                child,
+                earlier,
+                ..
+            } => (table, format!("{later} >= the latest {child}.{earlier}")),
             Order::Siblings {
                 table,
                 parent_columns,
@@ -241,9 +258,18 @@ pub fn evaluate_relational(
             ),
         };
         let t = table(name)?;
-        let (_, violations_real) = violations(t.real, order, TableRole::Real)?;
-        let (checked_synthetic, violations_synthetic) =
-            violations(t.synthetic, order, TableRole::Synthetic)?;
+        let (violations_real, checked_synthetic, violations_synthetic) =
+            if let Order::AfterChildren { child, .. } = order {
+                let c = table(child)?;
+                let (_, real) = after_children(t.real, c.real, order, TableRole::Real)?;
+                let (checked, synthetic) =
+                    after_children(t.synthetic, c.synthetic, order, TableRole::Synthetic)?;
+                (real, checked, synthetic)
+            } else {
+                let (_, real) = violations(t.real, order, TableRole::Real)?;
+                let (checked, synthetic) = violations(t.synthetic, order, TableRole::Synthetic)?;
+                (real, checked, synthetic)
+            };
         orders.push(OrderReport {
             table: name.clone(),
             rule,
@@ -424,6 +450,53 @@ fn order_error(table: &str, column: &str, role: TableRole, e: &dyn std::fmt::Dis
     }
 }
 
+/// (parent rows checked, violations) of an [`Order::AfterChildren`] rule.
+fn after_children(
+    parents: &[RecordBatch],
+    children: &[RecordBatch],
+    order: &Order,
+    role: TableRole,
+) -> Result<(u64, u64), EvalError> {
+    let Order::AfterChildren {
+        table,
+        key,
+        later,
+        child,
+        child_columns,
+        earlier,
+    } = order
+    else {
+        return Ok((0, 0));
+    };
+    const DAY: i64 = 86_400_000_000;
+    let whole_days = column(parents, later, table, role)?
+        .first()
+        .is_some_and(|a| matches!(a.data_type(), DataType::Date32 | DataType::Date64));
+    let mut latest: HashMap<String, i64> = HashMap::new();
+    let child_keys = keys(children, child_columns, child, role)?;
+    for (k, v) in child_keys
+        .into_iter()
+        .zip(ordinals(children, earlier, child, role)?)
+    {
+        if let (Some(k), Some(v)) = (k, v) {
+            let v = if whole_days { v.div_euclid(DAY) * DAY } else { v };
+            let l = latest.entry(k).or_insert(v);
+            *l = (*l).max(v);
+        }
+    }
+    let (mut checked, mut bad) = (0u64, 0u64);
+    for (k, v) in keys(parents, key, table, role)?
+        .iter()
+        .zip(ordinals(parents, later, table, role)?)
+    {
+        if let (Some(l), Some(v)) = (k.as_ref().and_then(|k| latest.get(k)), v) {
+            checked += 1;
+            bad += u64::from(v < *l);
+        }
+    }
+    Ok((checked, bad))
+}
+
 /// (pairs checked, violations) of one rule in one table.
 fn violations(
     batches: &[RecordBatch],
@@ -474,6 +547,7 @@ fn violations(
             }
             Ok((checked, bad))
         }
+        Order::AfterChildren { .. } => Ok((0, 0)),
     }
 }
 

@@ -263,6 +263,39 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         overlaps += v.windows(2).filter(|w| w[1].0 < w[0].1).count();
     }
     assert_eq!(overlaps, 0, "admissions of one patient overlap");
+    // An admission is in or after its patient's anchor year (so never before birth) and never
+    // after the patient's death (`dod`), and a death in hospital is the last admission.
+    let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
+        .iter()
+        .flatten()
+        .zip(sp["anchor_year"].iter().zip(&sp["dod"]))
+        .map(|(id, (y, d))| (id, (y.as_ref().unwrap().parse().unwrap(), d.as_ref())))
+        .collect();
+    let (mut before_anchor, mut after_death, mut died_then_admitted) = (0, 0, 0);
+    let mut latest: HashMap<&String, &String> = HashMap::new();
+    for (s, a) in sa["subject_id"].iter().zip(&sa["admittime"]) {
+        let (s, a) = (s.as_ref().unwrap(), a.as_ref().unwrap());
+        let (year, dod) = patient[s];
+        before_anchor += usize::from(a[..4].parse::<i64>().unwrap() < year);
+        after_death += usize::from(dod.is_some_and(|d| &a[..10] > d.as_str()));
+        let l = latest.entry(s).or_insert(a);
+        if a > *l {
+            *l = a;
+        }
+    }
+    for ((s, a), f) in sa["subject_id"]
+        .iter()
+        .zip(&sa["admittime"])
+        .zip(&sa["hospital_expire_flag"])
+    {
+        let (s, a) = (s.as_ref().unwrap(), a.as_ref().unwrap());
+        died_then_admitted += usize::from(f.as_deref() == Some("1") && a != latest[s]);
+    }
+    assert_eq!(
+        (before_anchor, after_death, died_then_admitted),
+        (0, 0, 0),
+        "admissions before the anchor year, after death, after a death in hospital"
+    );
 
     // Children per parent within 0.05 TV of the real tables (measured on this seed: admissions
     // per patient 0.001, transfers per admission 0.002, diagnoses 0.007; see BENCHMARKS.md).
@@ -492,6 +525,134 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let kids = synthetic(&a, "kids");
     let parents = synthetic(&a, "parents");
     assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+}
+
+/// Shops founded in a year (an integer), each with up to 4 sales after 1 January of that year,
+/// in time order; the last sale of every fourth shop is its `final` one, and every other shop
+/// with sales closed 0 to 29 days after its last sale.
+fn shops(dir: &Path) -> PathBuf {
+    let mut shops = String::from("id,founded,closed\n");
+    let mut sales = String::from("sale,shop,kind,at\n");
+    let mut k = 0;
+    for i in 0..3000usize {
+        let founded = 1990 + i % 20;
+        let n = i * 7 % 5;
+        let mut last = None;
+        for j in 0..n {
+            k += 1;
+            let kind = if j + 1 == n && i % 4 == 0 { "final" } else { ["a", "b"][(i + j) % 2] };
+            let day = 1 + (i + 9 * j) % 28;
+            let month = 1 + 3 * j;
+            sales.push_str(&format!("{k},{i},{kind},{founded}-{month:02}-{day:02}\n"));
+            last = Some(format!("{founded}-{month:02}-{day:02}"));
+        }
+        let closed = match &last {
+            Some(d) if i % 2 == 0 => {
+                let day: usize = d[8..].parse().unwrap();
+                let extra = i % 30;
+                // Same month when it fits, else the next one (months here are 1..=10).
+                if day + extra <= 28 {
+                    format!("{}{:02}", &d[..8], day + extra)
+                } else {
+                    let m: usize = d[5..7].parse().unwrap();
+                    format!("{}-{:02}-{:02}", &d[..4], m + 1, day + extra - 28)
+                }
+            }
+            _ => String::new(),
+        };
+        shops.push_str(&format!("{i},{founded},{closed}\n"));
+    }
+    std::fs::write(dir.join("shops.csv"), shops).unwrap();
+    std::fs::write(dir.join("sales.csv"), sales).unwrap();
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "tables:
+  shops:
+    input: shops.csv
+    primary_key: id
+    columns:
+      closed: {after: sales.at}
+  sales:
+    input: sales.csv
+    primary_key: sale
+    foreign_keys: [{columns: shop, references: shops}]
+    order_by: at
+    anchor: founded
+    last_when: {kind: final}
+    max_children: 4
+",
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn entity_times_follow_a_year_anchor_and_the_last_child_and_a_last_value_ends_the_siblings() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shops(dir.path());
+    for dp in [false, true] {
+        let out = dir.path().join(if dp { "dp" } else { "exact" });
+        let mut args = vec![
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            "2000",
+            "--seed",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(if dp {
+            ["--epsilon", "4", "--noise-seed", "2"].as_slice()
+        } else {
+            ["--no-dp"].as_slice()
+        });
+        ok(&chimera(&args));
+        let (shops, sales) = (synthetic(&out, "shops"), synthetic(&out, "sales"));
+        let founded: HashMap<&String, i64> = shops["id"]
+            .iter()
+            .flatten()
+            .zip(&shops["founded"])
+            .map(|(id, y)| (id, y.as_ref().unwrap().parse().unwrap()))
+            .collect();
+        let mut of_shop: HashMap<&String, Vec<(&String, &String)>> = HashMap::new();
+        for ((s, at), kind) in sales["shop"].iter().zip(&sales["at"]).zip(&sales["kind"]) {
+            of_shop
+                .entry(s.as_ref().unwrap())
+                .or_default()
+                .push((at.as_ref().unwrap(), kind.as_ref().unwrap()));
+        }
+        assert!(of_shop.len() > 1000, "{}", of_shop.len());
+        let (mut early, mut not_last, mut finals, mut before_last) = (0, 0, 0, 0);
+        for (shop, v) in &mut of_shop {
+            v.sort();
+            // The first sale is placed from 1 January of its shop's year: in the data never
+            // before it, and every later one comes after it.
+            let year: i64 = v[0].0[..4].parse().unwrap();
+            early += usize::from(year < founded[shop]);
+            // `final` only on the last sale, by construction (DP too).
+            not_last += v[..v.len() - 1].iter().filter(|(_, k)| *k == "final").count();
+            finals += usize::from(v[v.len() - 1].1 == "final");
+            let i = shops["id"].iter().position(|x| x.as_ref() == Some(*shop)).unwrap();
+            if let Some(closed) = &shops["closed"][i] {
+                // Closed on or after the day of the last sale, by construction (DP too).
+                before_last += usize::from(closed.as_str() < &v[v.len() - 1].0[..10]);
+            }
+        }
+        assert_eq!(not_last, 0, "dp {dp}: `final` before the last sale");
+        assert_eq!(before_last, 0, "dp {dp}: closed before its last sale");
+        // The data's share: a quarter of the shops with sales end with a final sale (under DP
+        // at this epsilon the share is noisier: 0.06 on this seed).
+        let share = finals as f64 / of_shop.len() as f64;
+        if dp {
+            assert!(share > 0.02, "dp: {share:.3} end with `final`");
+        } else {
+            assert!(share > 0.15 && share < 0.35, "{share:.3} end with `final`");
+            assert_eq!(early, 0, "a first sale before its shop's year");
+        }
+    }
 }
 
 /// Parents and kids where no parent has a second kid and `note` is always empty (`lone`), or a
@@ -800,6 +961,33 @@ fn bad_relational_input_is_named() {
         e.contains("`admissions`") && e.contains("`order_by: deathtime` is empty in 260 rows"),
         "{e}"
     );
+    // A last-child value that earlier siblings hold in the data.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("{hospital_expire_flag: 1}", "{hospital_expire_flag: 0}")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`admissions`")
+            && e.contains("`last_when: {hospital_expire_flag: 0}` does not hold in the data: 175 rows"),
+        "{e}"
+    );
+    // An anchor that is not a time or a year.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("anchor: anchor_year", "anchor: gender")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(e.contains("`patients`") && e.contains("`gender`"), "{e}");
+    // A parent's time after its children's that does not hold in the data.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("dod: {after: admissions.dischtime}", "anchor_year: {after: admissions.dischtime}")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`patients`")
+            && e.contains("`anchor_year` is declared `after: admissions.dischtime`"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
 }
 
 #[test]
@@ -1189,6 +1377,14 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
                 .as_str()
                 .unwrap()
                 .contains("previous sibling's outtime")
+    }));
+    // A patient's death is on or after the day of the last discharge.
+    assert!(orders.iter().any(|o| {
+        o["table"] == "patients"
+            && o["rule"] == "dod >= the latest admissions.dischtime"
+            && o["checked_synthetic"].as_u64().unwrap() > 10
+            && o["violations_synthetic"] == 0
+            && o["violations_real"] == 0
     }));
 
     // The report draws a chart per child link and per column of every table.
