@@ -114,13 +114,15 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
         }
         for (column, c) in &ts.columns {
             // `after: child.column`: the latest of the row's children in that table.
-            let of_child = c.after.as_deref().and_then(|a| a.split_once('.')).and_then(
-                |(child, earlier)| {
-                    let k = tree.index(child)?;
-                    let i = tree.index(name)?;
-                    (tree.tables[k].parent == Some(i)).then(|| (k, child, earlier))
-                },
-            );
+            let of_child =
+                c.after
+                    .as_deref()
+                    .and_then(|a| a.split_once('.'))
+                    .and_then(|(child, earlier)| {
+                        let k = tree.index(child)?;
+                        let i = tree.index(name)?;
+                        (tree.tables[k].parent == Some(i)).then_some((k, child, earlier))
+                    });
             if let Some((k, child, earlier)) = of_child {
                 orders.push(Order::AfterChildren {
                     table: name.clone(),

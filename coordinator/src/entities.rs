@@ -1129,22 +1129,26 @@ fn check_last_when(
     }
     for (column, value) in &ts.last_when {
         let i = table.index(column)?;
-        let holds: Box<dyn Fn(usize) -> bool> =
-            match column_values(&table.name, &table.schemas[i], table.batch.column(i), 0)? {
-                ColumnValues::Strings(a) => {
-                    let value = value.clone();
-                    Box::new(move |r| a.is_valid(r) && a.value(r) == value)
-                }
-                ColumnValues::Numbers(a) => {
-                    let x: f64 = value.trim().parse().map_err(|_| {
+        let holds: Box<dyn Fn(usize) -> bool> = match column_values(
+            &table.name,
+            &table.schemas[i],
+            table.batch.column(i),
+            0,
+        )? {
+            ColumnValues::Strings(a) => {
+                let value = value.clone();
+                Box::new(move |r| a.is_valid(r) && a.value(r) == value)
+            }
+            ColumnValues::Numbers(a) => {
+                let x: f64 = value.trim().parse().map_err(|_| {
                         table_error(
                             &node.name,
                             format!("`last_when: {{{column}: {value}}}`: `{column}` holds numbers, and `{value}` is not one"),
                         )
                     })?;
-                    Box::new(move |r| a.is_valid(r) && a.value(r) == x)
-                }
-            };
+                Box::new(move |r| a.is_valid(r) && a.value(r) == x)
+            }
+        };
         let early = layout
             .rows
             .iter()

@@ -479,7 +479,11 @@ fn after_children(
         .zip(ordinals(children, earlier, child, role)?)
     {
         if let (Some(k), Some(v)) = (k, v) {
-            let v = if whole_days { v.div_euclid(DAY) * DAY } else { v };
+            let v = if whole_days {
+                v.div_euclid(DAY) * DAY
+            } else {
+                v
+            };
             let l = latest.entry(k).or_insert(v);
             *l = (*l).max(v);
         }

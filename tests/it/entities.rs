@@ -540,7 +540,11 @@ fn shops(dir: &Path) -> PathBuf {
         let mut last = None;
         for j in 0..n {
             k += 1;
-            let kind = if j + 1 == n && i % 4 == 0 { "final" } else { ["a", "b"][(i + j) % 2] };
+            let kind = if j + 1 == n && i % 4 == 0 {
+                "final"
+            } else {
+                ["a", "b"][(i + j) % 2]
+            };
             let day = 1 + (i + 9 * j) % 28;
             let month = 1 + 3 * j;
             sales.push_str(&format!("{k},{i},{kind},{founded}-{month:02}-{day:02}\n"));
@@ -633,9 +637,15 @@ fn entity_times_follow_a_year_anchor_and_the_last_child_and_a_last_value_ends_th
             let year: i64 = v[0].0[..4].parse().unwrap();
             early += usize::from(year < founded[shop]);
             // `final` only on the last sale, by construction (DP too).
-            not_last += v[..v.len() - 1].iter().filter(|(_, k)| *k == "final").count();
+            not_last += v[..v.len() - 1]
+                .iter()
+                .filter(|(_, k)| *k == "final")
+                .count();
             finals += usize::from(v[v.len() - 1].1 == "final");
-            let i = shops["id"].iter().position(|x| x.as_ref() == Some(*shop)).unwrap();
+            let i = shops["id"]
+                .iter()
+                .position(|x| x.as_ref() == Some(*shop))
+                .unwrap();
             if let Some(closed) = &shops["closed"][i] {
                 // Closed on or after the day of the last sale, by construction (DP too).
                 before_last += usize::from(closed.as_str() < &v[v.len() - 1].0[..10]);
@@ -968,7 +978,9 @@ fn bad_relational_input_is_named() {
     let e = stderr(&run_spec(&spec, &out));
     assert!(
         e.contains("`admissions`")
-            && e.contains("`last_when: {hospital_expire_flag: 0}` does not hold in the data: 175 rows"),
+            && e.contains(
+                "`last_when: {hospital_expire_flag: 0}` does not hold in the data: 175 rows"
+            ),
         "{e}"
     );
     // An anchor that is not a time or a year.
@@ -979,7 +991,10 @@ fn bad_relational_input_is_named() {
     assert!(e.contains("`patients`") && e.contains("`gender`"), "{e}");
     // A parent's time after its children's that does not hold in the data.
     let spec = edited_spec(dir.path(), |t| {
-        t.replace("dod: {after: admissions.dischtime}", "anchor_year: {after: admissions.dischtime}")
+        t.replace(
+            "dod: {after: admissions.dischtime}",
+            "anchor_year: {after: admissions.dischtime}",
+        )
     });
     let e = stderr(&run_spec(&spec, &out));
     assert!(

@@ -613,7 +613,11 @@ impl EntitySampler {
 
     /// Places each `AfterLast` column: the latest `base` among the row's children (the day it
     /// falls on, for a date) plus the row's non-negative offset; empty without children.
-    fn place_after_last(&self, all: &[Rows<'_>], absolute: &mut [HashMap<String, Vec<Option<f64>>>]) {
+    fn place_after_last(
+        &self,
+        all: &[Rows<'_>],
+        absolute: &mut [HashMap<String, Vec<Option<f64>>>],
+    ) {
         let tree = &self.model.tree;
         for (t, table) in self.model.tables.iter().enumerate() {
             for (j, (_, rc)) in table.row.iter().enumerate() {
@@ -823,7 +827,7 @@ impl EntitySampler {
                 let name = &col.name;
                 let target = &self.types[t][ci];
                 let raw: ArrayRef = if table.primary_key.as_deref() == Some(name.as_str()) {
-                    key_array(col.kind, &key, None)
+                    key_array(col.kind, key, None)
                 } else if let Some(pos) = node.parent_columns.iter().position(|c| c == name)
                     && pos == 0
                 {
@@ -883,7 +887,7 @@ impl EntitySampler {
                                     });
                                     Arc::new(StringArray::from_iter(v)) as ArrayRef
                                 }
-                                _ => key_array(col.kind, &key, Some(salt)),
+                                _ => key_array(col.kind, key, Some(salt)),
                             }
                         }
                         (_, Some(j)) => values_array(col.kind, &rows.cols[j]),
