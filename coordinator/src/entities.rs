@@ -766,6 +766,31 @@ fn days(values: &Float64Array, r: usize) -> Option<f64> {
     values.is_valid(r).then(|| values.value(r))
 }
 
+/// Each (value, base) pair's offset, with how many values are earlier than their base
+/// (counted unless `signed`) and how many are set without a base.
+fn offsets(
+    pairs: impl Iterator<Item = (Option<f64>, Option<f64>)>,
+    signed: bool,
+) -> (Vec<Option<f64>>, usize, usize) {
+    let (mut negative, mut no_base) = (0usize, 0usize);
+    let v = pairs
+        .map(|pair| match pair {
+            (Some(v), Some(b)) => {
+                if v < b && !signed {
+                    negative += 1;
+                }
+                Some(v - b)
+            }
+            (Some(_), None) => {
+                no_base += 1;
+                None
+            }
+            _ => None,
+        })
+        .collect();
+    (v, negative, no_base)
+}
+
 /// The modelled row of table `t` for each of its kept rows: names, meanings and arrays.
 fn table_rows(
     tree: &EntityTree,
@@ -994,26 +1019,13 @@ fn table_rows(
                 }
             }
             let whole_days = c.kind == ValueKind::Date;
-            let (mut negative, mut no_base) = (0usize, 0usize);
-            let v: Vec<Option<f64>> = layout
-                .rows
-                .iter()
-                .zip(&latest)
-                .map(|(&r, &b)| match (days(&own, r as usize), b) {
-                    (Some(v), Some(b)) => {
-                        let b = if whole_days { b.floor() } else { b };
-                        if v < b {
-                            negative += 1;
-                        }
-                        Some(v - b)
-                    }
-                    (Some(_), None) => {
-                        no_base += 1;
-                        None
-                    }
-                    _ => None,
-                })
-                .collect();
+            let (v, negative, no_base) = offsets(
+                layout.rows.iter().zip(&latest).map(|(&r, &b)| {
+                    let b = if whole_days { b.map(f64::floor) } else { b };
+                    (days(&own, r as usize), b)
+                }),
+                false,
+            );
             if negative + no_base > 0 {
                 return Err(table_error(
                     &node.name,
@@ -1035,27 +1047,13 @@ fn table_rows(
         } else if let Some(base_col) = after {
             let own = table.numbers(&c.name)?;
             let base = table.numbers(&base_col)?;
-            let (mut negative, mut no_base) = (0usize, 0usize);
-            let v: Vec<Option<f64>> = layout
-                .rows
-                .iter()
-                .map(|&r| {
+            let (v, negative, no_base) = offsets(
+                layout.rows.iter().map(|&r| {
                     let r = r as usize;
-                    match (days(&own, r), days(&base, r)) {
-                        (Some(v), Some(b)) => {
-                            if v < b && !signed {
-                                negative += 1;
-                            }
-                            Some(v - b)
-                        }
-                        (Some(_), None) => {
-                            no_base += 1;
-                            None
-                        }
-                        _ => None,
-                    }
-                })
-                .collect();
+                    (days(&own, r), days(&base, r))
+                }),
+                signed,
+            );
             if negative + no_base > 0 {
                 return Err(table_error(
                     &node.name,
