@@ -174,9 +174,14 @@ pub async fn fit_entities(
             return Err(table_error(name, "it has no rows".into()));
         }
         let schemas = column_schemas(name, &source.schema())?;
+        // A parent table's column (`TABLE.COLUMN`) in `parents` is checked with the tree.
+        let mut columns = ts.columns.clone();
+        for c in columns.values_mut() {
+            c.parents.retain(|p| !p.contains('.'));
+        }
         let table_spec = Spec {
             table: Some(name.clone()),
-            columns: ts.columns.clone(),
+            columns,
             ..Spec::default()
         };
         table_spec.validate(name, &schemas)?;
@@ -533,6 +538,7 @@ pub async fn fit_entities(
             })
             .collect();
         s.last_only = last_only(&tree, spec, t);
+        declare_parents(&tree, spec, &loaded, t, &mut specs)?;
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -1193,6 +1199,74 @@ fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
             of(c, &format!("{name}."), relational::count_column(name), 1.0)
         })
         .collect()
+}
+
+/// The spec's `parents` of the columns in table `t`'s model, named as that model names them:
+/// in the flat row a root child's columns carry its name as a prefix, in a sequence model the
+/// parent table's columns carry [`relational::PARENT_PREFIX`]. `TABLE.COLUMN` names a column of
+/// the parent table.
+fn declare_parents(
+    tree: &EntityTree,
+    spec: &Spec,
+    loaded: &HashMap<String, Loaded>,
+    t: usize,
+    specs: &mut BTreeMap<String, ColumnSpec>,
+) -> Result<(), FitError> {
+    let tables: Vec<usize> = if t == 0 {
+        std::iter::once(0)
+            .chain(tree.tables[0].children.iter().copied())
+            .collect()
+    } else {
+        vec![t]
+    };
+    let held: HashSet<String> = specs.keys().cloned().collect();
+    for k in tables {
+        let node = &tree.tables[k];
+        let parent = node.parent.map(|p| tree.tables[p].name.as_str());
+        let own = |c: &str| {
+            if t == 0 && k > 0 {
+                format!("{}.{c}", node.name)
+            } else {
+                c.to_owned()
+            }
+        };
+        for (column, cs) in &spec.tables[&node.name].columns {
+            let mut mapped = Vec::new();
+            for p in &cs.parents {
+                let (table, name) = match p.split_once('.') {
+                    Some((table, name)) => (table, name),
+                    None => (node.name.as_str(), p.as_str()),
+                };
+                let named = if table == node.name {
+                    own(name)
+                } else if Some(table) == parent {
+                    if t == 0 {
+                        name.to_owned()
+                    } else {
+                        format!("{}{name}", relational::PARENT_PREFIX)
+                    }
+                } else {
+                    return Err(table_error(
+                        &node.name,
+                        format!(
+                            "column `{column}`: `parents` names `{p}`; a parent is a column of `{}`{}",
+                            node.name,
+                            parent.map_or(String::new(), |p| format!(
+                                " or of its parent `{p}` (as `{p}.COLUMN`)"
+                            ))
+                        ),
+                    ));
+                };
+                loaded[table].index(name)?;
+                mapped.push(named);
+            }
+            if let Some(s) = specs.get_mut(&own(column)) {
+                // Only the columns this model holds: the rest are passed over by the fit.
+                s.parents = mapped.into_iter().filter(|m| held.contains(m)).collect();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code

@@ -355,7 +355,7 @@ pub fn learn_structure_given<R: Rng>(
                 candidates.push((a, Vec::new()));
             } else {
                 sets.retain(|s| required.iter().all(|p| s.contains(p)));
-                if !sets.contains(&required) && required.len() <= settings.max_parents.max(1) {
+                if !sets.contains(&required) {
                     sets.push(required.clone());
                 }
             }

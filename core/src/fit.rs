@@ -797,12 +797,19 @@ impl Fitter {
             .position(|&c| self.columns[c].schema.name == name)
     }
 
-    /// Declared parents (attribute, parent): a `last_only` column and its position column.
+    /// Declared parents (attribute, parent): the spec's `parents`, and a `last_only` column's
+    /// position column. Columns the network does not hold are passed over.
     fn forced_parents(&self) -> Vec<(usize, usize)> {
+        let declared = self.spec.columns.iter().flat_map(|(name, c)| {
+            c.parents
+                .iter()
+                .filter_map(|p| Some((self.attribute(name)?, self.attribute(p)?)))
+        });
         self.settings
             .last_only
             .iter()
             .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)))
+            .chain(declared)
             .collect()
     }
 

@@ -37,6 +37,12 @@ pub struct ColumnSpec {
     /// In a relational spec: a datetime column of the same table this one is modelled as an
     /// offset from (either sign), e.g. `edregtime` from `admittime`, so the two stay close.
     pub offset_from: Option<String>,
+    /// Columns this one is always drawn given (declared structure, like synthpop's predictor
+    /// matrix): the network gives it these parents whatever its search would choose, even over
+    /// the cell limit. For columns that state one fact (a discharge to `DIED` and the death
+    /// flag). In a relational spec, `TABLE.COLUMN` names a column of the parent table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
 }
 
 /// Default bound on the characters of an LLM-written value.
@@ -134,6 +140,18 @@ impl Spec {
                 && d.is_empty()
             {
                 return Err(CoreError::Spec(format!("column `{name}`: domain is empty")));
+            }
+            for p in &c.parents {
+                if p == name || !columns.iter().any(|s| &s.name == p) {
+                    return Err(CoreError::Spec(format!(
+                        "column `{name}`: `parents` names `{p}`, which is {} in table `{table}`",
+                        if p == name {
+                            "the column itself"
+                        } else {
+                            "not a column"
+                        }
+                    )));
+                }
             }
         }
         if let Some(k) = self.fit.max_parents

@@ -296,6 +296,25 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         (0, 0, 0),
         "admissions before the anchor year, after death, after a death in hospital"
     );
+    // A death in hospital is one fact in three columns, and its patient has a date of death
+    // (declared `parents`; before them, about half of the synthetic deaths in hospital were not
+    // discharged to DIED, and half had no `dod`). The back-off of the tables leaves a little.
+    let (mut deaths, mut not_died, mut no_dod) = (0, 0, 0);
+    for ((s, f), d) in sa["subject_id"]
+        .iter()
+        .zip(&sa["hospital_expire_flag"])
+        .zip(&sa["discharge_location"])
+    {
+        let died = f.as_deref() == Some("1");
+        deaths += usize::from(died);
+        not_died += usize::from(died != (d.as_deref() == Some("DIED")));
+        no_dod += usize::from(died && patient[s.as_ref().unwrap()].1.is_none());
+    }
+    assert!(deaths > 50, "{deaths}");
+    assert!(
+        not_died * 20 <= deaths && no_dod * 50 <= deaths,
+        "of {deaths} deaths in hospital, {not_died} disagree with DIED and {no_dod} have no dod"
+    );
 
     // Children per parent within 0.05 TV of the real tables (measured on this seed: admissions
     // per patient 0.001, transfers per admission 0.002, diagnoses 0.007; see BENCHMARKS.md).
@@ -981,6 +1000,17 @@ fn bad_relational_input_is_named() {
             && e.contains(
                 "`last_when: {hospital_expire_flag: 0}` does not hold in the data: 175 rows"
             ),
+        "{e}"
+    );
+    // A declared parent outside the table and its parent.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("parents: [hospital_expire_flag]", "parents: [transfers.careunit]")
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`admissions`")
+            && e.contains("`transfers.careunit`")
+            && e.contains("or of its parent `patients`"),
         "{e}"
     );
     // An anchor that is not a time or a year.

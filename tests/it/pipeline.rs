@@ -148,6 +148,73 @@ fn no_dp_runs_are_reproducible_and_recorded() {
 }
 
 #[test]
+fn declared_parents_are_kept_over_the_search_and_a_wrong_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(spec()).unwrap();
+    let declared = |parents: &str| {
+        let path = dir.path().join("spec.yaml");
+        let edited = text.replace("  race:\n", &format!("  race:\n    parents: [{parents}]\n"));
+        assert_ne!(edited, text);
+        std::fs::write(&path, edited).unwrap();
+        path
+    };
+    let race_parents = |spec: &str| {
+        let model = dir.path().join("m.json");
+        let input = data("adult_2000.csv");
+        let args = [
+            "fit",
+            "--input",
+            &input,
+            "--model",
+            model.to_str().unwrap(),
+            "--spec",
+            spec,
+        ];
+        ok(&chimera(
+            &[&args[..], &["--epsilon", "1", "--noise-seed", "3"]].concat(),
+        ));
+        let o = chimera(&["inspect", model.to_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let edge = v["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["child"] == "race")
+            .unwrap()
+            .clone();
+        edge["parents"].clone()
+    };
+    // Under DP at this epsilon the search gives race no parent; declared, it has both (race x
+    // native-country x sex is 410 cells, far over the cell limit).
+    assert_eq!(race_parents(&spec()), serde_json::json!([]));
+    let spec = declared("native-country, sex");
+    assert_eq!(
+        race_parents(spec.to_str().unwrap()),
+        serde_json::json!(["native-country", "sex"])
+    );
+    let spec = declared("native_country");
+    let model = dir.path().join("bad.json");
+    let input = data("adult_2000.csv");
+    let o = chimera(&[
+        "fit",
+        "--input",
+        &input,
+        "--model",
+        model.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--no-dp",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("`race`") && e.contains("`native_country`") && e.contains("not a column"),
+        "{e}"
+    );
+    assert!(!model.exists());
+}
+
+#[test]
 fn inspect_shows_roles_edges_and_budget() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");
