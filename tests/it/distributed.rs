@@ -103,13 +103,18 @@ fn manifest(out: &Path) -> serde_json::Value {
 
 /// Committed (shard -> attempt) pairs of the manifest.
 fn committed(out: &Path) -> BTreeMap<u64, u64> {
+    committed_in(out, "adult_2000")
+}
+
+/// Committed (shard -> attempt) pairs of one table of the manifest.
+fn committed_in(out: &Path, table: &str) -> BTreeMap<u64, u64> {
     let Ok(text) = std::fs::read_to_string(out.join("_manifest.json")) else {
         return BTreeMap::new();
     };
     let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else {
         return BTreeMap::new();
     };
-    m["tables"]["adult_2000"]["parts"]
+    m["tables"][table]["parts"]
         .as_array()
         .map(|parts| {
             parts
@@ -349,9 +354,15 @@ fn mimic_spec() -> String {
 impl Cluster {
     /// A coordinator serving the relational `job` (with `--spec`; `--rows` counts entities).
     fn relational_coordinator(&self, job: &[&str], linger: &str) -> Proc {
+        self.relational_coordinator_with(job, linger, &[])
+    }
+
+    /// [`Self::relational_coordinator`] with further coordinator options.
+    fn relational_coordinator_with(&self, job: &[&str], linger: &str, extra: &[&str]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.arg("coordinator")
             .args(job)
+            .args(extra)
             .args(["--output", self.out().to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args([
@@ -431,6 +442,63 @@ fn relational_entities_sampled_by_worker_processes_match_one_process() {
     }
     assert_eq!(m["privacy"], e["privacy"]);
     assert!(!c.out().join("_attempts").exists() || files(&c.out().join("_attempts")).is_empty());
+}
+
+#[test]
+fn a_relational_worker_killed_mid_shard_gives_the_single_process_output() {
+    let c = Cluster::new();
+    let spec = mimic_spec();
+    // Shards of 10,000 entities (about 600,000 rows in all): long enough to be killed inside.
+    let job = [
+        "--spec",
+        &spec,
+        "--no-dp",
+        "--seed",
+        "7",
+        "--rows",
+        "40000",
+        "--shard-rows",
+        "10000",
+    ];
+    let mut coord = c.relational_coordinator_with(&job, "3", &["--lease-timeout", "1.5"]);
+    let victim = c.worker(&c.token, &[]);
+    wait_for("the first worker", 60, || {
+        coord.log().contains("worker registered")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    victim.signal("-KILL");
+    drop(victim);
+    let mut workers: Vec<Proc> = (0..2).map(|_| c.worker(&c.token, &[])).collect();
+    for w in &mut workers {
+        assert!(w.wait(240).success(), "worker failed: {}", w.log());
+    }
+    assert!(coord.wait(60).success(), "{}", coord.log());
+    let log = coord.log();
+    // Every table has one part per shard, and a shard was taken again after the kill: all of
+    // its parts come from the same later attempt.
+    let tables = ["patients", "admissions", "transfers", "diagnoses_icd"];
+    let attempts: Vec<BTreeMap<u64, u64>> =
+        tables.iter().map(|t| committed_in(&c.out(), t)).collect();
+    for (t, a) in tables.iter().zip(&attempts) {
+        assert_eq!(a.len(), 4, "{t}: {a:?}");
+        assert_eq!(
+            a, &attempts[0],
+            "{t} committed another attempt than patients"
+        );
+    }
+    assert!(
+        attempts[0].values().any(|&a| a > 1) && log.contains("lease lapsed"),
+        "the killed worker held no shard: {:?}\n{log}",
+        attempts[0]
+    );
+    let mut all = tables.to_vec();
+    all.push("d_icd_diagnoses");
+    c.assert_same_as_embedded(&job, &all);
+    let leftovers: Vec<String> = files(&c.out())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet") && !f.contains("/part-"))
+        .collect();
+    assert!(leftovers.is_empty(), "attempt files left: {leftovers:?}");
 }
 
 #[test]
