@@ -125,8 +125,27 @@ def coherence(a, p):
     }
 
 
-print("| coherence (admissions) | real | synthetic |")
+# Transfers inside their admission: the first starts at the emergency registration (or the
+# admission), the last one is the discharge, at `dischtime`.
+def inside(tr, a):
+    m = tr.merge(a[["hadm_id", "admittime", "dischtime", "edregtime"]], on="hadm_id")
+    t = {c: pd.to_datetime(m[c]) for c in ["intime", "outtime", "admittime", "dischtime", "edregtime"]}
+    hour = pd.Timedelta(hours=1)
+    start = pd.concat([t["admittime"], t["edregtime"]], axis=1).min(axis=1)
+    last = t["intime"] == t["intime"].groupby(m.hadm_id).transform("max")
+    return {
+        "transfers starting over an hour before the admission (or its ED registration)":
+            int((t["intime"] < start - hour).sum()),
+        "transfers starting over an hour after the discharge": int((t["intime"] > t["dischtime"] + hour).sum()),
+        "admissions whose last transfer is over an hour from the discharge":
+            int((last & ((t["intime"] - t["dischtime"]).abs() > hour)).sum()),
+    }
+
+
+print("| coherence | real | synthetic |")
 print("|---|---|---|")
 cr, cs = coherence(r["admissions"], r["patients"]), coherence(a, p)
+cr.update(inside(r["transfers"], r["admissions"]))
+cs.update(inside(tr, a))
 for k in cr:
     print(f"| {k} | {cr[k]} | {cs[k]} |")

@@ -437,6 +437,47 @@ pub async fn fit_entities(
         pk_index.push(index);
     }
 
+    // `ends_at`: say how often the data already agrees (the output always does).
+    for (t, node) in tree.tables.iter().enumerate() {
+        let ts = &spec.tables[&node.name];
+        let (Some(end_col), Some(order_by), Some(p)) = (&ts.ends_at, &ts.order_by, node.parent)
+        else {
+            continue;
+        };
+        let parent = &loaded[&tree.tables[p].name];
+        let end = parent.numbers(end_col)?;
+        let own = loaded[&node.name].numbers(order_by)?;
+        let layout = &layouts[t];
+        let mut last: HashMap<u32, u32> = HashMap::new();
+        for (&r, &pi) in layout.rows.iter().zip(&layout.parent) {
+            last.insert(pi, r);
+        }
+        let off = last
+            .iter()
+            .filter(|(pi, r)| {
+                let e = days(&end, layouts[p].rows[**pi as usize] as usize);
+                let v = days(&own, **r as usize);
+                e.zip(v).is_none_or(|(e, v)| (e - v).abs() > 1.0 / 24.0)
+            })
+            .count();
+        if off > 0 {
+            note(
+                &mut notes,
+                dp,
+                format!(
+                    "table `{}`: `ends_at: {end_col}`: in the data the last `{order_by}` of {off} of {} `{}` rows is more than an hour from their `{end_col}`; in the output it is always at it",
+                    node.name,
+                    last.len(),
+                    tree.tables[p].name
+                ),
+                format!(
+                    "table `{}`: `ends_at: {end_col}`: the last `{order_by}` is always at the parent's `{end_col}` in the output, which the data does not always hold",
+                    node.name
+                ),
+            );
+        }
+    }
+
     // Modelled rows of every table.
     let mut rows: Vec<TableRows> = Vec::new();
     for t in 0..tree.tables.len() {
@@ -914,29 +955,35 @@ fn table_rows(
             let base = table.numbers(&base_col)?;
             let mut anchor_is_year = false;
             let anchor = match &ts.anchor {
-                Some(a) => {
+                Some(keys) => {
                     let parent = &loaded[&tree.tables[p].name];
-                    let v = parent.numbers(a)?;
-                    anchor_is_year = match parent.schemas[parent.index(a)?].kind {
-                        ValueKind::Date | ValueKind::Timestamp => false,
-                        ValueKind::Integer => true,
-                        _ => {
-                            return Err(table_error(
-                                &node.name,
-                                format!(
-                                    "`anchor: {a}` must name a datetime or an integer year column of `{}`",
-                                    parent.name
-                                ),
-                            ));
-                        }
-                    };
+                    let columns = keys.columns();
+                    let mut values = Vec::new();
+                    for (i, a) in columns.iter().enumerate() {
+                        let year = match parent.schemas[parent.index(a)?].kind {
+                            ValueKind::Date | ValueKind::Timestamp => false,
+                            ValueKind::Integer if columns.len() == 1 => true,
+                            _ => {
+                                return Err(table_error(
+                                    &node.name,
+                                    format!(
+                                        "`anchor: {a}` must name a datetime column of `{}` (or, alone, an integer year)",
+                                        parent.name
+                                    ),
+                                ));
+                            }
+                        };
+                        anchor_is_year |= year && i == 0;
+                        values.push(parent.numbers(a)?);
+                    }
                     let prow = &layouts[p].rows;
                     Some(
                         layout
                             .parent
                             .iter()
                             .map(|&pi| {
-                                let d = days(&v, prow[pi as usize] as usize);
+                                let r = prow[pi as usize] as usize;
+                                let d = values.iter().find_map(|v| days(v, r));
                                 if anchor_is_year {
                                     d.map(year_start_days)
                                 } else {
@@ -989,6 +1036,7 @@ fn table_rows(
                     column: c.name.clone(),
                     anchor: ts.anchor.clone(),
                     anchor_is_year,
+                    ends_at: ts.ends_at.clone(),
                 },
             ));
             arrays.push(Arc::new(Float64Array::from(first)));

@@ -97,8 +97,14 @@ pub struct TableSpec {
     /// an admission starts after the previous one's `dischtime`.
     pub after_previous: Option<String>,
     /// A column of the parent the first sibling's `order_by` is an offset from, e.g. a
-    /// transfer's `intime` from its admission's `admittime`.
-    pub anchor: Option<String>,
+    /// transfer's `intime` from its admission's `admittime`; a list takes the first that is
+    /// set (`[edregtime, admittime]`: the emergency registration, else the admission).
+    pub anchor: Option<Keys>,
+    /// A datetime column of the parent the last sibling's `order_by` is placed at, e.g. a
+    /// transfer's `intime` at its admission's `dischtime` (the discharge): the siblings' times
+    /// after the `anchor` (or the first sibling's `order_by`) are scaled so that it is, and
+    /// earlier ones kept, so every order holds.
+    pub ends_at: Option<String>,
     /// Values only a parent's last child holds, by column (in `order_by` order), e.g.
     /// `hospital_expire_flag: 1`: a death in hospital is a patient's last admission.
     #[serde(default)]
@@ -276,6 +282,7 @@ impl EntityTree {
                 ("anchor", t.anchor.is_some()),
                 ("max_children", t.max_children.is_some()),
                 ("last_when", !t.last_when.is_empty()),
+                ("ends_at", t.ends_at.is_some()),
             ];
             for (key, set) in child_only {
                 if set && (t.public || name == roots[0]) {
@@ -284,6 +291,9 @@ impl EntityTree {
                         if t.public { "public" } else { "the root" }
                     ));
                 }
+            }
+            if t.order_by.is_none() && t.ends_at.is_some() {
+                return err(format!("table `{name}`: `ends_at` needs `order_by`"));
             }
             if t.order_by.is_none() && !t.last_when.is_empty() {
                 return err(format!(
@@ -439,9 +449,14 @@ pub enum RowColumn {
     /// (`anchor_is_year`), and the days count from its 1 January.
     First {
         column: String,
-        anchor: Option<String>,
+        /// The parent's columns, the first set one used.
+        anchor: Option<Keys>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         anchor_is_year: bool,
+        /// The parent's column the last sibling's `order_by` is placed at (`ends_at`): the
+        /// siblings' times after the anchor are scaled to end there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ends_at: Option<String>,
     },
     /// A datetime of a parent row modelled as days after the latest `base` among its rows in
     /// table `child` (`after: child.base` in the spec), e.g. a patient's date of death after
@@ -668,5 +683,22 @@ b: {foreign_keys: [{columns: a_id, references: a}], anchor: t}
             .unwrap_err()
             .to_string();
         assert!(e.contains("need `order_by`"), "{e}");
+        for (key, alone) in [
+            ("ends_at", "ends_at: end"),
+            ("last_when", "last_when: {kind: final}"),
+        ] {
+            let text = format!(
+                "\na: {{primary_key: id}}\nb: {{foreign_keys: [{{columns: a_id, references: a}}], {alone}}}\n"
+            );
+            let e = EntityTree::from_spec(&spec(&text)).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}` needs `order_by`")), "{e}");
+        }
+        // An anchor may list columns, the first set one used.
+        let listed = "
+a: {primary_key: id}
+b: {foreign_keys: [{columns: a_id, references: a}], order_by: t, anchor: [u, v]}
+";
+        let tree = EntityTree::from_spec(&spec(listed)).unwrap();
+        assert_eq!(tree.tables.len(), 2);
     }
 }

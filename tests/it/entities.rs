@@ -263,6 +263,64 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         overlaps += v.windows(2).filter(|w| w[1].0 < w[0].1).count();
     }
     assert_eq!(overlaps, 0, "admissions of one patient overlap");
+    // Transfers are inside their admission: none starts after the discharge, and the last one
+    // (the discharge) is at it (`ends_at: dischtime`); the first from the ED registration or
+    // the admission (`anchor: [edregtime, admittime]`): few start over an hour before both.
+    let admission: HashMap<&String, (&String, Option<&String>, &String)> = sa["hadm_id"]
+        .iter()
+        .flatten()
+        .zip(
+            sa["admittime"]
+                .iter()
+                .zip(&sa["edregtime"])
+                .zip(&sa["dischtime"]),
+        )
+        .map(|(h, ((a, e), d))| (h, (a.as_ref().unwrap(), e.as_ref(), d.as_ref().unwrap())))
+        .collect();
+    // Times as text compare in order (`YYYY-MM-DD HH:MM:SS`); an hour is checked on the hour.
+    let hours = |t: &str| -> i64 {
+        let (date, time) = t.split_at(10);
+        let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+        let h: i64 = time.trim()[..2].parse().unwrap_or(0);
+        // Days by a civil-calendar formula (good enough to compare hours).
+        let (y, m) = if d[1] <= 2 {
+            (d[0] - 1, d[1] + 9)
+        } else {
+            (d[0], d[1] - 3)
+        };
+        (365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d[2]) * 24 + h
+    };
+    let (mut after_discharge, mut early) = (0, 0);
+    let mut last_in: HashMap<&String, &String> = HashMap::new();
+    for (h, i) in st["hadm_id"].iter().zip(&st["intime"]) {
+        let (h, i) = (h.as_ref().unwrap(), i.as_ref().unwrap());
+        let (admit, ed, disch) = admission[h];
+        after_discharge += usize::from(i.as_str() > disch.as_str());
+        let start = ed.map_or(hours(admit), |e| hours(e).min(hours(admit)));
+        early += usize::from(hours(i) < start - 1);
+        let l = last_in.entry(h).or_insert(i);
+        if i > *l {
+            *l = i;
+        }
+    }
+    let at_discharge = last_in
+        .iter()
+        .filter(|(h, i)| (hours(i) - hours(admission[*h].2)).abs() <= 1)
+        .count();
+    assert_eq!(
+        after_discharge, 0,
+        "transfers after their admission's discharge"
+    );
+    assert_eq!(
+        at_discharge,
+        last_in.len(),
+        "admissions whose last transfer is not at the discharge"
+    );
+    assert!(
+        early * 20 <= st["intime"].len(),
+        "{early} of {} transfers start over an hour before their admission",
+        st["intime"].len()
+    );
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]

@@ -689,6 +689,7 @@ impl EntitySampler {
                     column,
                     anchor,
                     anchor_is_year,
+                    ..
                 } => Some((column.clone(), anchor.clone(), *anchor_is_year)),
                 _ => None,
             });
@@ -734,17 +735,17 @@ impl EntitySampler {
             {
                 abs.insert(base.clone(), plain(base));
             }
-            // The parent's anchor value of each parent row, in days: an absolute time of the
-            // parent, or one of its modelled columns (an integer year counts from 1 January).
+            // The parent's anchor value of each parent row, in days (an integer year counts
+            // from 1 January).
             let anchor_days: Option<Vec<Option<f64>>> = match (&order, tree.tables[t].parent) {
-                (Some((_, Some(a), is_year)), Some(p)) => {
-                    let v: Vec<Option<f64>> = match absolute[p].get(a) {
-                        Some(v) => v.clone(),
-                        None => match tables[p].row.iter().position(|(n, _)| n == a) {
-                            Some(j) => all[p].cols[j].iter().map(AsNumber::number).collect(),
-                            None => vec![None; all[p].parent.len()],
-                        },
-                    };
+                (Some((_, Some(keys), is_year)), Some(p)) => {
+                    let mut v = vec![None; all[p].parent.len()];
+                    for a in keys.columns() {
+                        let w = parent_days(&absolute[p], &tables[p], &all[p], &a);
+                        for (x, y) in v.iter_mut().zip(w) {
+                            *x = x.or(y);
+                        }
+                    }
                     Some(if *is_year {
                         v.into_iter().map(|d| d.map(year_start_days)).collect()
                     } else {
@@ -803,6 +804,29 @@ impl EntitySampler {
                         }
                     }
                 }
+            }
+            // Siblings that end at a parent's column are scaled to end there.
+            let ends_at = table.row.iter().find_map(|(_, rc)| match rc {
+                RowColumn::First {
+                    column,
+                    ends_at: Some(e),
+                    ..
+                } => Some((column, e)),
+                _ => None,
+            });
+            if let (Some((c, e)), Some(p)) = (ends_at, tree.tables[t].parent) {
+                // The times that hang on the order: it, and `after` columns of those.
+                let mut chained = vec![c.clone()];
+                for _ in 0..afters.len() {
+                    for (a, base, ..) in &afters {
+                        if chained.contains(base) && !chained.contains(a) {
+                            chained.push(a.clone());
+                        }
+                    }
+                }
+                let end = parent_days(&absolute[p], &tables[p], &all[p], e);
+                let anchor = anchor_days.as_deref();
+                end_siblings_at(&mut abs, c, &chained, &rows.parent, &end, anchor);
             }
             // Columns after their rows' latest child are placed once the children are.
             for (_, rc) in &table.row {
@@ -1043,4 +1067,64 @@ fn numbers_array(kind: ValueKind, v: &[Option<f64>]) -> ArrayRef {
         .map(|x| x.map_or(Value::Null, Value::Number))
         .collect();
     values_array(kind, &values)
+}
+
+/// Days of a parent's column for each parent row: its absolute time when it has one (an ordered
+/// or `after` column), else its modelled value.
+fn parent_days(
+    absolute: &HashMap<String, Vec<Option<f64>>>,
+    table: &relational::EntityTable,
+    rows: &Rows<'_>,
+    column: &str,
+) -> Vec<Option<f64>> {
+    match absolute.get(column) {
+        Some(v) => v.clone(),
+        None => match table.row.iter().position(|(n, _)| n == column) {
+            Some(j) => rows.cols[j].iter().map(AsNumber::number).collect(),
+            None => vec![None; rows.parent.len()],
+        },
+    }
+}
+
+/// Moves each parent's siblings so that the last one's `order` time is the parent's `end`: times
+/// after the pivot (the parent's anchor, else the first sibling's time) are scaled from it, and
+/// earlier ones kept, a map that keeps every order; when the last sibling is not after the pivot
+/// all are shifted. Siblings are contiguous and in order; a parent without an end is left as is.
+fn end_siblings_at(
+    abs: &mut HashMap<String, Vec<Option<f64>>>,
+    order: &str,
+    columns: &[String],
+    parent: &[u32],
+    end: &[Option<f64>],
+    anchor: Option<&[Option<f64>]>,
+) {
+    let m = parent.len();
+    let mut start = 0;
+    while start < m {
+        let p = parent[start] as usize;
+        let stop = (start..m).find(|&i| parent[i] as usize != p).unwrap_or(m);
+        let times = &abs[order];
+        let pivot = anchor.map_or(times[start], |a| a[p]);
+        if let (Some(e), Some(last), Some(pivot)) = (end[p], times[stop - 1], pivot) {
+            let map = |v: f64| -> f64 {
+                if last > pivot && e >= pivot {
+                    if v > pivot {
+                        pivot + (v - pivot) * (e - pivot) / (last - pivot)
+                    } else {
+                        v
+                    }
+                } else {
+                    v + (e - last)
+                }
+            };
+            for c in columns {
+                if let Some(col) = abs.get_mut(c) {
+                    for v in col[start..stop].iter_mut().flatten() {
+                        *v = map(*v);
+                    }
+                }
+            }
+        }
+        start = stop;
+    }
 }
