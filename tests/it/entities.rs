@@ -1079,7 +1079,10 @@ fn bad_relational_input_is_named() {
         t.replace("anchor: anchor_year", "anchor: gender")
     });
     let e = stderr(&run_spec(&spec, &out));
-    assert!(e.contains("`patients`") && e.contains("`anchor: gender`"), "{e}");
+    assert!(
+        e.contains("`patients`") && e.contains("`anchor: gender`"),
+        "{e}"
+    );
     // A parent's time after its children's that does not hold in the data.
     let spec = edited_spec(dir.path(), |t| {
         t.replace(
