@@ -579,6 +579,21 @@ pub async fn fit_entities(
             })
             .collect();
         s.last_only = last_only(&tree, spec, t);
+        if t > 0 {
+            // A key part siblings share is drawn once, for the first sibling, and copied: drawn
+            // given how many siblings will copy it, so that its share of rows is right.
+            let count = format!(
+                "{}{}",
+                relational::PARENT_PREFIX,
+                relational::count_column(&node.name)
+            );
+            s.parents = rows[t]
+                .0
+                .iter()
+                .filter(|(_, rc)| matches!(rc, RowColumn::KeyPart { constant: true, .. }))
+                .map(|(n, _)| (n.clone(), count.clone()))
+                .collect();
+        }
         declare_parents(&tree, spec, &loaded, t, &mut specs)?;
         let schema = Arc::new(Schema::new(
             columns

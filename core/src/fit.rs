@@ -52,6 +52,9 @@ pub struct FitSettings {
     pub derived: Vec<String>,
     /// Values a column takes only on a parent's last child (`last_when` in a relational spec).
     pub last_only: Vec<LastOnly>,
+    /// Parents the network must give a column, as (column, parent), besides the spec's
+    /// `parents`: what a relational fit knows a column needs.
+    pub parents: Vec<(String, String)>,
 }
 
 /// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
@@ -90,6 +93,7 @@ impl Default for FitSettings {
             contribution: 1.0,
             derived: Vec::new(),
             last_only: Vec::new(),
+            parents: Vec::new(),
         }
     }
 }
@@ -805,11 +809,17 @@ impl Fitter {
                 .iter()
                 .filter_map(|p| Some((self.attribute(name)?, self.attribute(p)?)))
         });
+        let settled = self
+            .settings
+            .parents
+            .iter()
+            .filter_map(|(c, p)| Some((self.attribute(c)?, self.attribute(p)?)));
         self.settings
             .last_only
             .iter()
             .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)))
             .chain(declared)
+            .chain(settled)
             .collect()
     }
 

@@ -449,7 +449,13 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
             let d = tvd(&r[c], &s[c]);
             // Later admissions' marital status follows the previous admission's, but not the
             // patient's number of admissions (a tiny table: see BENCHMARKS.md): 0.130 here.
-            let bar = if c == "marital_status" { 0.15 } else { 0.05 };
+            // An admission's ICD version is drawn once, given how many diagnoses will share it
+            // (0.032 here; 0.034–0.045 at 5,000 entities when it was drawn without that count).
+            let bar = match c {
+                "marital_status" => 0.15,
+                "icd_version" => 0.04,
+                _ => 0.05,
+            };
             assert!(d <= bar, "{name}.{c}: TVD {d:.3}");
         }
     }
