@@ -14,6 +14,7 @@ use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use chimera_core::CoreError;
 use chimera_core::fit::{FitSettings, LastOnly};
+use chimera_core::idformat::IdFormat;
 use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
 use chimera_core::relational::{
@@ -651,6 +652,10 @@ pub async fn fit_entities(
         .next()
         .flatten()
         .ok_or_else(|| FitError::Internal("no flat model".into()))?;
+    let mut key_formats = Vec::new();
+    for node in &tree.tables {
+        key_formats.push(key_format(spec, &loaded[&node.name], dp, &mut notes)?);
+    }
     let tables: Vec<EntityTable> = tree
         .tables
         .iter()
@@ -664,6 +669,7 @@ pub async fn fit_entities(
                 .and_then(|k| k.columns().first().cloned()),
             row: rows[t].0.clone(),
             max_children: clip(t),
+            key_format: key_formats[t].clone(),
             sequence: None,
         })
         .zip(std::iter::once(None).chain(fitted))
@@ -826,6 +832,43 @@ fn ancestor_key_of_rows(
 
 fn days(values: &Float64Array, r: usize) -> Option<f64> {
     values.is_valid(r).then(|| values.value(r))
+}
+
+/// The format of a table's fresh string primary key: the spec's `pattern`, else (without DP)
+/// the one the real keys share (see [`IdFormat::learn`]); None for other keys.
+fn key_format(
+    spec: &Spec,
+    table: &Loaded,
+    dp: bool,
+    notes: &mut Vec<String>,
+) -> Result<Option<IdFormat>, FitError> {
+    let ts = &spec.tables[&table.name];
+    let Some(pk) = ts.primary_key.as_ref().map(|k| k.columns()) else {
+        return Ok(None);
+    };
+    let [pk] = pk.as_slice() else { return Ok(None) };
+    let i = table.index(pk)?;
+    if table.schemas[i].kind != ValueKind::String {
+        return Ok(None);
+    }
+    if let Some(p) = ts.columns.get(pk).and_then(|c| c.pattern.as_ref()) {
+        return IdFormat::parse(p)
+            .map(Some)
+            .map_err(|e| table_error(&table.name, format!("column `{pk}`: pattern `{p}`: {e}")));
+    }
+    if dp {
+        notes.push(format!(
+            "table `{}`: fresh `{pk}` keys are 16 hex digits (under DP their format is not learnt from the data; declare `pattern` in the spec)",
+            table.name
+        ));
+        return Ok(None);
+    }
+    Ok(
+        match column_values(&table.name, &table.schemas[i], table.batch.column(i), 0)? {
+            ColumnValues::Strings(a) => IdFormat::learn(a.iter().flatten()),
+            ColumnValues::Numbers(_) => None,
+        },
+    )
 }
 
 /// Each (value, base) pair's offset, with how many values are earlier than their base

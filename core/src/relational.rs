@@ -502,6 +502,10 @@ pub struct EntityTable {
     /// Modelled row: names (as in the models) and what each means.
     pub row: Vec<(String, RowColumn)>,
     pub max_children: usize,
+    /// The format of fresh string primary keys: the spec's `pattern`, else (without DP) the
+    /// real keys' one; 16 hex digits without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_format: Option<crate::idformat::IdFormat>,
     /// The sequence model (None for the root, which the flat model covers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<Model>,

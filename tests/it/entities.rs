@@ -612,7 +612,8 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
 
 /// Shops founded in a year (an integer), each with up to 4 sales after 1 January of that year,
 /// in time order; the last sale of every fourth shop is its `final` one, and every other shop
-/// with sales closed 0 to 29 days after its last sale.
+/// with sales closed 0 to 29 days after its last sale. Keys are strings spread over their
+/// digits (`SH-007919`, `S0104729`).
 fn shops(dir: &Path) -> PathBuf {
     let mut shops = String::from("id,founded,closed\n");
     let mut sales = String::from("sale,shop,kind,at\n");
@@ -630,7 +631,11 @@ fn shops(dir: &Path) -> PathBuf {
             };
             let day = 1 + (i + 9 * j) % 28;
             let month = 1 + 3 * j;
-            sales.push_str(&format!("{k},{i},{kind},{founded}-{month:02}-{day:02}\n"));
+            sales.push_str(&format!(
+                "S{:07},SH-{:06},{kind},{founded}-{month:02}-{day:02}\n",
+                k * 104_729 % 10_000_000,
+                i * 7919 % 1_000_000
+            ));
             last = Some(format!("{founded}-{month:02}-{day:02}"));
         }
         let closed = match &last {
@@ -647,7 +652,10 @@ fn shops(dir: &Path) -> PathBuf {
             }
             _ => String::new(),
         };
-        shops.push_str(&format!("{i},{founded},{closed}\n"));
+        shops.push_str(&format!(
+            "SH-{:06},{founded},{closed}\n",
+            i * 7919 % 1_000_000
+        ));
     }
     std::fs::write(dir.join("shops.csv"), shops).unwrap();
     std::fs::write(dir.join("sales.csv"), sales).unwrap();
@@ -712,6 +720,34 @@ fn entity_times_follow_a_year_anchor_and_the_last_child_and_a_last_value_ends_th
                 .push((at.as_ref().unwrap(), kind.as_ref().unwrap()));
         }
         assert!(of_shop.len() > 1000, "{}", of_shop.len());
+        // Fresh string keys: distinct, every sale's shop resolves, and without DP in the real
+        // keys' format (under DP 16 hex digits, as the manifest says).
+        let ids: HashSet<&String> = shops["id"].iter().flatten().collect();
+        let sale_ids: HashSet<&String> = sales["sale"].iter().flatten().collect();
+        assert_eq!((ids.len(), sale_ids.len()), (2000, sales["sale"].len()));
+        assert_eq!(dangling(&shops["id"], &sales["shop"]), 0);
+        let shaped = |v: &str, prefix: &str, digits: usize| {
+            v.len() == prefix.len() + digits
+                && v.starts_with(prefix)
+                && v[prefix.len()..].chars().all(|c| c.is_ascii_digit())
+        };
+        let hex = |v: &str| v.len() == 16 && v.chars().all(|c| c.is_ascii_hexdigit());
+        if dp {
+            assert!(ids.iter().all(|v| hex(v)) && sale_ids.iter().all(|v| hex(v)));
+            let m = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+            assert!(m.contains("fresh `id` keys are 16 hex digits"), "{m}");
+        } else {
+            assert!(
+                ids.iter().all(|v| shaped(v, "SH-", 6)),
+                "{:?}",
+                ids.iter().next()
+            );
+            assert!(
+                sale_ids.iter().all(|v| shaped(v, "S", 7)),
+                "{:?}",
+                sale_ids.iter().next()
+            );
+        }
         let (mut early, mut not_last, mut finals, mut before_last) = (0, 0, 0, 0);
         for (shop, v) in &mut of_shop {
             v.sort();

@@ -679,7 +679,7 @@ impl EntitySampler {
                     .map(|i| (shard.first_row + i + 1) as i64)
                     .collect()
             } else {
-                let base = (shard.shard as i64 + 1) * 10_000_000_000;
+                let base = (shard.shard as i64 + 1) * CHILD_KEY_BASE;
                 (0..m as i64).map(|i| base + i + 1).collect()
             };
             // Times.
@@ -851,13 +851,13 @@ impl EntitySampler {
                 let name = &col.name;
                 let target = &self.types[t][ci];
                 let raw: ArrayRef = if table.primary_key.as_deref() == Some(name.as_str()) {
-                    key_array(col.kind, key, None)
+                    self.key_column(t, col.kind, key, shard)
                 } else if let Some(pos) = node.parent_columns.iter().position(|c| c == name)
                     && pos == 0
                 {
                     let p = node.parent.unwrap_or(0);
                     let pk: Vec<i64> = rows.parent.iter().map(|&i| keys[p][i as usize]).collect();
-                    key_array(col.kind, &pk, None)
+                    self.key_column(p, col.kind, &pk, shard)
                 } else if let Some((_, a)) = node
                     .ancestor_keys
                     .iter()
@@ -870,7 +870,7 @@ impl EntitySampler {
                         cur = tree.tables[cur].parent.unwrap_or(0);
                     }
                     let ak: Vec<i64> = idx.iter().map(|&i| keys[*a][i as usize]).collect();
-                    key_array(col.kind, &ak, None)
+                    self.key_column(*a, col.kind, &ak, shard)
                 } else if let Some((j, part)) =
                     table
                         .row
@@ -937,6 +937,49 @@ impl EntitySampler {
             out.push((table.name.clone(), self.schemas[t].clone(), batch));
         }
         Ok(out)
+    }
+
+    /// A key column of table `owner` from its keys: numbers as they are; strings in the
+    /// table's key format, else 16 hex digits. Child keys (numbered from each shard's
+    /// [`CHILD_KEY_BASE`]) are renumbered densely for the format, each shard in its own range
+    /// (its first entity times the most rows an entity can have in the table), so every value
+    /// is distinct.
+    fn key_column(
+        &self,
+        owner: usize,
+        kind: ValueKind,
+        keys: &[i64],
+        shard: &ShardPlan,
+    ) -> ArrayRef {
+        let Some(f) = self.model.tables[owner]
+            .key_format
+            .as_ref()
+            .filter(|_| kind == ValueKind::String)
+        else {
+            return key_array(kind, keys, None);
+        };
+        let salt = rng::mix64(0x4B_4559 ^ owner as u64);
+        let tree = &self.model.tree;
+        let (base, per_entity) = if owner == 0 {
+            (0, 1)
+        } else {
+            let mut per_entity = 1u64;
+            let mut cur = owner;
+            while let Some(p) = tree.tables[cur].parent {
+                per_entity = per_entity.saturating_mul(self.model.tables[cur].max_children as u64);
+                cur = p;
+            }
+            ((shard.shard as i64 + 1) * CHILD_KEY_BASE, per_entity)
+        };
+        let first = if owner == 0 {
+            0
+        } else {
+            shard.first_row.saturating_mul(per_entity)
+        };
+        let v = keys
+            .iter()
+            .map(|&k| Some(f.render(first + (k - base) as u64, salt)));
+        Arc::new(StringArray::from_iter(v))
     }
 
     /// The model column that draws a table's column (None when no model has it).
@@ -1043,6 +1086,10 @@ fn cohere_key_parts<'m>(
 
 /// Integer keys as they are, or (with `salt`, or for string columns) as 16 hex digits of a
 /// bijective mix: unique and not guessable from position.
+/// Child keys of shard `s` are numbered from `(s + 1) * CHILD_KEY_BASE`, so shards never share
+/// one.
+const CHILD_KEY_BASE: i64 = 10_000_000_000;
+
 fn key_array(kind: ValueKind, keys: &[i64], salt: Option<u64>) -> ArrayRef {
     match (kind, salt) {
         (ValueKind::Integer | ValueKind::Float, None) => {
