@@ -814,13 +814,14 @@ impl Fitter {
             .parents
             .iter()
             .filter_map(|(c, p)| Some((self.attribute(c)?, self.attribute(p)?)));
-        self.settings
+        // In this order: the back-off ranks a column's declared parents so (the position of a
+        // last-child value needs none, its zeros are set after the estimate).
+        let last = self
+            .settings
             .last_only
             .iter()
-            .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)))
-            .chain(declared)
-            .chain(settled)
-            .collect()
+            .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)));
+        declared.chain(settled).chain(last).collect()
     }
 
     /// Gives each `last_only` value no weight where its position column says a later sibling
@@ -991,6 +992,16 @@ impl Fitter {
                 scored.sort_by(|a, b| b.1.total_cmp(&a.1));
                 e.parents = scored.into_iter().map(|x| x.0).collect();
             }
+            // Declared parents come first, in the order declared: the back-off drops the last
+            // parents first, so a sparse cell falls back on what the spec says matters most
+            // (a discharge given the death flag, before the admission type).
+            let declared: Vec<usize> = forced
+                .iter()
+                .filter(|(c, _)| *c == e.child)
+                .map(|(_, p)| *p)
+                .collect();
+            let rank = |p: &usize| declared.iter().position(|d| d == p).unwrap_or(usize::MAX);
+            e.parents.sort_by_key(rank);
         }
         Ok(structure)
     }

@@ -1105,8 +1105,8 @@ fn bad_relational_input_is_named() {
     // A declared parent outside the table and its parent.
     let spec = edited_spec(dir.path(), |t| {
         t.replace(
-            "parents: [hospital_expire_flag]",
-            "parents: [transfers.careunit]",
+            "admission_location: {parents: [admission_type]}",
+            "admission_location: {parents: [transfers.careunit]}",
         )
     });
     let e = stderr(&run_spec(&spec, &out));
