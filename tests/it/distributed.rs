@@ -351,6 +351,21 @@ fn mimic_spec() -> String {
     spec.to_string_lossy().into_owned()
 }
 
+/// The arguments of a relational job on `spec` without DP: `entities` in shards of `shard`.
+fn mimic_job<'a>(spec: &'a str, seed: &'a str, entities: &'a str, shard: &'a str) -> Vec<&'a str> {
+    vec![
+        "--spec",
+        spec,
+        "--no-dp",
+        "--seed",
+        seed,
+        "--rows",
+        entities,
+        "--shard-rows",
+        shard,
+    ]
+}
+
 impl Cluster {
     /// A coordinator serving the relational `job` (with `--spec`; `--rows` counts entities).
     fn relational_coordinator(&self, job: &[&str], linger: &str) -> Proc {
@@ -405,17 +420,7 @@ fn relational_entities_sampled_by_worker_processes_match_one_process() {
     let c = Cluster::new();
     let spec = mimic_spec();
     // Every shard writes a part per table.
-    let job = [
-        "--spec",
-        &spec,
-        "--no-dp",
-        "--seed",
-        "5",
-        "--rows",
-        "1200",
-        "--shard-rows",
-        "300",
-    ];
+    let job = mimic_job(&spec, "5", "1200", "300");
     let mut coord = c.relational_coordinator(&job, "3");
     let mut workers = [c.worker(&c.token, &[]), c.worker(&c.token, &[])];
     for w in &mut workers {
@@ -449,17 +454,7 @@ fn a_relational_worker_killed_mid_shard_gives_the_single_process_output() {
     let c = Cluster::new();
     let spec = mimic_spec();
     // Shards of 10,000 entities (about 600,000 rows in all): long enough to be killed inside.
-    let job = [
-        "--spec",
-        &spec,
-        "--no-dp",
-        "--seed",
-        "7",
-        "--rows",
-        "40000",
-        "--shard-rows",
-        "10000",
-    ];
+    let job = mimic_job(&spec, "7", "40000", "10000");
     let mut coord = c.relational_coordinator_with(&job, "3", &["--lease-timeout", "1.5"]);
     let victim = c.worker(&c.token, &[]);
     wait_for("the first worker", 60, || {
@@ -507,19 +502,8 @@ fn relational_entities_written_by_an_llm_on_a_worker_match_one_process() {
     let llm = crate::llm::tiny_model(c.dir.path());
     let llm = llm.to_str().unwrap();
     let spec = mimic_spec();
-    let job = [
-        "--spec",
-        &spec,
-        "--no-dp",
-        "--seed",
-        "4",
-        "--rows",
-        "6",
-        "--shard-rows",
-        "3",
-        "--llm",
-        llm,
-    ];
+    let mut job = mimic_job(&spec, "4", "6", "3");
+    job.extend(["--llm", llm]);
     let mut coord = c.relational_coordinator(&job, "3");
     // The worker loads the LLM the model names (its own copy of the file).
     let mut worker = c.worker(&c.token, &["--llm", llm]);

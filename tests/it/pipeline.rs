@@ -14,8 +14,12 @@ fn spec() -> String {
 
 /// Fits the 2,000-row Adult fixture with its public-domain spec.
 fn fit_adult(model: &Path, extra: &[&str]) {
+    ok(&fit_adult_with(model, &spec(), extra));
+}
+
+/// `chimera fit` of the 2,000-row Adult fixture with `spec` and further arguments.
+fn fit_adult_with(model: &Path, spec: &str, extra: &[&str]) -> std::process::Output {
     let input = data("adult_2000.csv");
-    let spec = spec();
     let mut args = vec![
         "fit",
         "--input",
@@ -23,10 +27,10 @@ fn fit_adult(model: &Path, extra: &[&str]) {
         "--model",
         model.to_str().unwrap(),
         "--spec",
-        &spec,
+        spec,
     ];
     args.extend_from_slice(extra);
-    ok(&chimera(&args));
+    chimera(&args)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -160,18 +164,10 @@ fn declared_parents_are_kept_over_the_search_and_a_wrong_one_is_named() {
     };
     let race_parents = |spec: &str| {
         let model = dir.path().join("m.json");
-        let input = data("adult_2000.csv");
-        let args = [
-            "fit",
-            "--input",
-            &input,
-            "--model",
-            model.to_str().unwrap(),
-            "--spec",
+        ok(&fit_adult_with(
+            &model,
             spec,
-        ];
-        ok(&chimera(
-            &[&args[..], &["--epsilon", "1", "--noise-seed", "3"]].concat(),
+            &["--epsilon", "1", "--noise-seed", "3"],
         ));
         let o = chimera(&["inspect", model.to_str().unwrap(), "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -194,17 +190,7 @@ fn declared_parents_are_kept_over_the_search_and_a_wrong_one_is_named() {
     );
     let spec = declared("native_country");
     let model = dir.path().join("bad.json");
-    let input = data("adult_2000.csv");
-    let o = chimera(&[
-        "fit",
-        "--input",
-        &input,
-        "--model",
-        model.to_str().unwrap(),
-        "--spec",
-        spec.to_str().unwrap(),
-        "--no-dp",
-    ]);
+    let o = fit_adult_with(&model, spec.to_str().unwrap(), &["--no-dp"]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
