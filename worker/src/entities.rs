@@ -630,13 +630,7 @@ impl EntitySampler {
                     continue;
                 };
                 let Some(k) = tree.index(child) else { continue };
-                let theirs: Vec<Option<f64>> = match absolute[k].get(base) {
-                    Some(v) => v.clone(),
-                    None => match self.model.tables[k].row.iter().position(|(n, _)| n == base) {
-                        Some(b) => all[k].cols[b].iter().map(AsNumber::number).collect(),
-                        None => vec![None; all[k].parent.len()],
-                    },
-                };
+                let theirs = parent_days(&absolute[k], &self.model.tables[k], &all[k], base);
                 let mut latest: Vec<Option<f64>> = vec![None; all[t].parent.len()];
                 for (&p, v) in all[k].parent.iter().zip(theirs) {
                     if let Some(v) = v {
@@ -1116,7 +1110,7 @@ fn numbers_array(kind: ValueKind, v: &[Option<f64>]) -> ArrayRef {
     values_array(kind, &values)
 }
 
-/// Days of a parent's column for each parent row: its absolute time when it has one (an ordered
+/// Days of a table's column for each of its rows: its absolute time when it has one (an ordered
 /// or `after` column), else its modelled value.
 fn parent_days(
     absolute: &HashMap<String, Vec<Option<f64>>>,
