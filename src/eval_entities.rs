@@ -141,8 +141,28 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
             }
         }
         if let (Some(order_by), Some(i)) = (&ts.order_by, tree.index(name))
-            && tree.tables[i].parent.is_some()
+            && let Some(p) = tree.tables[i].parent
         {
+            for (column, value) in &ts.last_when {
+                orders.push(Order::LastOnly {
+                    table: name.clone(),
+                    parent_columns: tree.tables[i].parent_columns.clone(),
+                    order_by: order_by.clone(),
+                    column: column.clone(),
+                    value: value.clone(),
+                });
+            }
+            if let Some(end) = &ts.ends_at {
+                let parent = tree.tables[p].name.clone();
+                orders.push(Order::EndsAt {
+                    table: name.clone(),
+                    parent_columns: tree.tables[i].parent_columns.clone(),
+                    order_by: order_by.clone(),
+                    key: primary_key(&spec, &parent)?,
+                    parent,
+                    end: end.clone(),
+                });
+            }
             orders.push(Order::Siblings {
                 table: name.clone(),
                 parent_columns: tree.tables[i].parent_columns.clone(),

@@ -65,6 +65,26 @@ pub enum Order {
         child_columns: Vec<String>,
         earlier: String,
     },
+    /// Among the rows of `table` sharing `parent_columns`, only the last by `order_by` has
+    /// `value` in `column` (`last_when`).
+    LastOnly {
+        table: String,
+        parent_columns: Vec<String>,
+        order_by: String,
+        column: String,
+        value: String,
+    },
+    /// The last row of `table` (by `order_by`) under each `parent` row (linked by
+    /// `parent_columns` to its `key`) has `order_by` within an hour of the parent's `end`
+    /// (`ends_at`; the fit's note uses the same hour).
+    EndsAt {
+        table: String,
+        parent_columns: Vec<String>,
+        order_by: String,
+        parent: String,
+        key: Vec<String>,
+        end: String,
+    },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row's
     /// `order_by` is at or after the previous row's `after_previous`.
     Siblings {
@@ -244,6 +264,26 @@ pub fn evaluate_relational(
                 earlier,
                 ..
             } => (table, format!("{later} >= the latest {child}.{earlier}")),
+            Order::LastOnly {
+                table,
+                order_by,
+                column,
+                value,
+                ..
+            } => (
+                table,
+                format!("{column} = {value} only on the last row by {order_by}"),
+            ),
+            Order::EndsAt {
+                table,
+                order_by,
+                parent,
+                end,
+                ..
+            } => (
+                table,
+                format!("the last {order_by} is within an hour of {parent}.{end}"),
+            ),
             Order::Siblings {
                 table,
                 parent_columns,
@@ -264,6 +304,12 @@ pub fn evaluate_relational(
                 let (_, real) = after_children(t.real, c.real, order, TableRole::Real)?;
                 let (checked, synthetic) =
                     after_children(t.synthetic, c.synthetic, order, TableRole::Synthetic)?;
+                (real, checked, synthetic)
+            } else if let Order::EndsAt { parent, .. } = order {
+                let p = table(parent)?;
+                let (_, real) = ends_at(t.real, p.real, order, TableRole::Real)?;
+                let (checked, synthetic) =
+                    ends_at(t.synthetic, p.synthetic, order, TableRole::Synthetic)?;
                 (real, checked, synthetic)
             } else {
                 let (_, real) = violations(t.real, order, TableRole::Real)?;
@@ -551,8 +597,75 @@ fn violations(
             }
             Ok((checked, bad))
         }
-        Order::AfterChildren { .. } => Ok((0, 0)),
+        Order::LastOnly {
+            table,
+            parent_columns,
+            order_by,
+            column,
+            value,
+        } => {
+            let parents = keys(batches, parent_columns, table, role)?;
+            let start = ordinals(batches, order_by, table, role)?;
+            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (row, p) in parents.iter().enumerate() {
+                if let Some(p) = p {
+                    groups.entry(p.as_str()).or_default().push(row);
+                }
+            }
+            let (mut checked, mut bad) = (0u64, 0u64);
+            for rows in groups.values_mut() {
+                rows.sort_by_key(|&r| (start[r], r));
+                let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
+                checked += rows.iter().filter(|r| held(r)).count() as u64;
+                bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
+            }
+            Ok((checked, bad))
+        }
+        Order::AfterChildren { .. } | Order::EndsAt { .. } => Ok((0, 0)),
     }
+}
+
+/// (parent rows checked, violations) of an [`Order::EndsAt`] rule.
+fn ends_at(
+    children: &[RecordBatch],
+    parents: &[RecordBatch],
+    order: &Order,
+    role: TableRole,
+) -> Result<(u64, u64), EvalError> {
+    let Order::EndsAt {
+        table,
+        parent_columns,
+        order_by,
+        parent,
+        key,
+        end,
+    } = order
+    else {
+        return Ok((0, 0));
+    };
+    const HOUR: i64 = 3_600_000_000;
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (k, v) in keys(children, parent_columns, table, role)?
+        .into_iter()
+        .zip(ordinals(children, order_by, table, role)?)
+    {
+        if let (Some(k), Some(v)) = (k, v) {
+            let l = last.entry(k).or_insert(v);
+            *l = (*l).max(v);
+        }
+    }
+    let (mut checked, mut bad) = (0u64, 0u64);
+    for (k, e) in keys(parents, key, parent, role)?
+        .iter()
+        .zip(ordinals(parents, end, parent, role)?)
+    {
+        if let (Some(l), Some(e)) = (k.as_ref().and_then(|k| last.get(k)), e) {
+            checked += 1;
+            bad += u64::from((l - e).abs() > HOUR);
+        }
+    }
+    Ok((checked, bad))
 }
 
 /// Rows of `batches` whose key (`columns`) resolves in `parent_keys`, and how many were

@@ -1529,6 +1529,29 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
                 .unwrap()
                 .contains("previous sibling's outtime")
     }));
+    // A death in hospital is the last admission, and the last transfer is at the discharge.
+    for (table, rule, real) in [
+        (
+            "admissions",
+            "hospital_expire_flag = 1 only on the last row by admittime",
+            0,
+        ),
+        (
+            "transfers",
+            "the last intime is within an hour of admissions.dischtime",
+            25,
+        ),
+    ] {
+        assert!(
+            orders.iter().any(|o| o["table"] == table
+                && o["rule"] == rule
+                && o["checked_synthetic"].as_u64().unwrap() > 10
+                && o["violations_synthetic"] == 0
+                && o["violations_real"] == real),
+            "{rule}: {}",
+            v["orders"]
+        );
+    }
     // A patient's death is on or after the day of the last discharge.
     assert!(orders.iter().any(|o| {
         o["table"] == "patients"
