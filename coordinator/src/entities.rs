@@ -670,6 +670,7 @@ pub async fn fit_entities(
             row: rows[t].0.clone(),
             max_children: clip(t),
             key_format: key_formats[t].clone(),
+            last_when: spec.tables[&node.name].last_when.clone(),
             sequence: None,
         })
         .zip(std::iter::once(None).chain(fitted))

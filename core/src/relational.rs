@@ -506,6 +506,10 @@ pub struct EntityTable {
     /// real keys' one; 16 hex digits without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_format: Option<crate::idformat::IdFormat>,
+    /// The spec's `last_when`: values only a parent's last child holds (the networks hold to
+    /// it; an LLM that writes the rows is held to it by its grammar).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_when: BTreeMap<String, String>,
     /// The sequence model (None for the root, which the flat model covers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<Model>,

@@ -1298,6 +1298,32 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     }
     assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
     assert_eq!(order_violations(&st, "intime", "outtime"), 0);
+    // The grammar holds the LLM to `last_when`: a death in hospital only in the last admission.
+    let mut by_subject: HashMap<&String, Vec<(&String, Option<&String>)>> = HashMap::new();
+    for ((s, a), f) in sa["subject_id"]
+        .iter()
+        .zip(&sa["admittime"])
+        .zip(&sa["hospital_expire_flag"])
+    {
+        by_subject
+            .entry(s.as_ref().unwrap())
+            .or_default()
+            .push((a.as_ref().unwrap(), f.as_ref()));
+    }
+    let early_deaths: usize = by_subject
+        .values_mut()
+        .map(|v| {
+            v.sort();
+            v[..v.len() - 1]
+                .iter()
+                .filter(|(_, f)| f.map(String::as_str) == Some("1"))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        early_deaths, 0,
+        "a death in hospital before the last admission"
+    );
     // One request per entity, or several (whole admissions each) when an entity is longer
     // than half the context: the tiny model's byte-sized tokens make most of them so.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))

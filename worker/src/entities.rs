@@ -599,6 +599,7 @@ impl EntitySampler {
                     (t.name.clone(), columns, node.children.clone())
                 })
                 .collect(),
+            last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
         };
         let mut entities: Vec<Node<'_, 'm>> = (0..all[0].parent.len())
             .map(|i| node(0, i, all, tree, &ranges, (&flat_slots, &seq_slots)))

@@ -60,6 +60,8 @@ pub struct Node<'s, 'm> {
 pub struct Layout {
     /// Per table: its name, its row columns, and its child tables (indices into this list).
     pub tables: Vec<(String, Vec<String>, Vec<usize>)>,
+    /// Per table: values only a parent's last child may hold, by column (`last_when`).
+    pub last_when: Vec<std::collections::BTreeMap<String, String>>,
 }
 
 /// Writes the child rows of entities with a language model.
@@ -136,6 +138,34 @@ fn field_schema(name: &str, enc: &Encoding) -> FieldSchema {
                 .map(|x| if n.integer { x.floor() } else { x });
             s.nullable = n.null;
             s
+        }
+    }
+}
+
+/// Takes `value` out of what a field may hold: a category from its enum, a number at an end
+/// of its range (the next value the column has becomes the end). A value inside a range, or
+/// the only one, stays.
+fn exclude(f: &mut FieldSchema, enc: &Encoding, value: &str) {
+    match enc {
+        Encoding::Categorical(_) => {
+            if let Some(values) = &mut f.enum_values
+                && values.len() > 1
+            {
+                values.retain(|v| *v != label(value));
+            }
+        }
+        Encoding::Numeric(n) => {
+            let Ok(x) = value.trim().parse::<f64>() else {
+                return;
+            };
+            if !n.bins.is_empty() || n.spikes.len() < 2 {
+                return;
+            }
+            if f.maximum == Some(x) {
+                f.maximum = n.spikes.iter().rev().find(|&&s| s < x).copied();
+            } else if f.minimum == Some(x) {
+                f.minimum = n.spikes.iter().find(|&&s| s > x).copied();
+            }
         }
     }
 }
@@ -310,9 +340,14 @@ impl ChildWriter {
                         .iter()
                         .map(|(c, range)| {
                             let ct = tables[0].2[*c];
-                            let rows = entities[e].children[*c][range.clone()]
+                            let all = &entities[e].children[*c];
+                            let rows = all[range.clone()]
                                 .iter()
-                                .map(|row| grammar_fields(layout, ct, row))
+                                .enumerate()
+                                .map(|(i, row)| {
+                                    let last = range.start + i + 1 == all.len();
+                                    grammar_fields(layout, ct, row, last)
+                                })
                                 .collect();
                             (tables[ct].0.clone(), FieldValue::Objects(rows))
                         })
@@ -475,15 +510,27 @@ fn draft(layout: &Layout, t: usize, row: &Node<'_, '_>, nested: bool) -> Map<Str
     m
 }
 
-/// The grammar's fields of a row of table `t`, its child rows nested.
-fn grammar_fields(layout: &Layout, t: usize, row: &Node<'_, '_>) -> Vec<(String, FieldValue)> {
+/// The grammar's fields of a row of table `t`, its child rows nested. A row that is not its
+/// parent's last child may not write a `last_when` value.
+fn grammar_fields(
+    layout: &Layout,
+    t: usize,
+    row: &Node<'_, '_>,
+    last: bool,
+) -> Vec<(String, FieldValue)> {
     let (_, columns, children) = &layout.tables[t];
     let mut fields = Vec::new();
     for ((name, slot), v) in columns.iter().zip(row.slots).zip(&row.values) {
         let field = match slot {
             Slot::Skip => continue,
             Slot::Keep => FieldValue::Fixed(json_of(v)),
-            Slot::Write(enc) => FieldValue::Generate(field_schema(name, enc)),
+            Slot::Write(enc) => {
+                let mut f = field_schema(name, enc);
+                if let Some(value) = layout.last_when[t].get(name).filter(|_| !last) {
+                    exclude(&mut f, enc, value);
+                }
+                FieldValue::Generate(f)
+            }
             Slot::Order(enc) if *v != Value::Null => {
                 let mut f = field_schema(name, enc);
                 f.nullable = false;
@@ -494,7 +541,12 @@ fn grammar_fields(layout: &Layout, t: usize, row: &Node<'_, '_>) -> Vec<(String,
         fields.push((name.clone(), field));
     }
     for (&ct, rows) in children.iter().zip(&row.children) {
-        let rows = rows.iter().map(|r| grammar_fields(layout, ct, r)).collect();
+        let n = rows.len();
+        let rows = rows
+            .iter()
+            .enumerate()
+            .map(|(k, r)| grammar_fields(layout, ct, r, k + 1 == n))
+            .collect();
         fields.push((layout.tables[ct].0.clone(), FieldValue::Objects(rows)));
     }
     fields
