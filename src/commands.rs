@@ -11,6 +11,7 @@ use chimera_coordinator::read::{ReadOptions, open_table, read_all};
 use chimera_core::fit::FitSettings;
 use chimera_core::model::{Exemplars, FillScope, LlmFill, Model, TextRules};
 use chimera_core::privacy::PrivacyMode;
+use chimera_core::relational::RowColumn;
 use chimera_core::schema::Role;
 use chimera_core::spec::Spec;
 use chimera_storage::{MANIFEST_FILE, Manifest};
@@ -676,12 +677,45 @@ fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -
     }
     println!("entity: {} tables", tables.len());
     for (t, node) in tables.iter().enumerate() {
+        let table = &model.tables[t];
         match parent(t) {
             None => println!("  {} (root)", node.name),
             Some(p) => println!(
                 "  {} <- {} (at most {} per parent)",
-                node.name, p, model.tables[t].max_children
+                node.name, p, table.max_children
             ),
+        }
+        // The rules the entity keeps by construction, and how fresh keys look.
+        for (_, rc) in &table.row {
+            match rc {
+                RowColumn::First {
+                    column,
+                    anchor: Some(a),
+                    anchor_is_year,
+                    ends_at,
+                } => {
+                    let year = if *anchor_is_year { " (a year)" } else { "" };
+                    println!(
+                        "    first {column} placed from {}{year}",
+                        a.columns().join(", else ")
+                    );
+                    if let Some(e) = ends_at {
+                        println!("    last {column} placed at the parent's {e}");
+                    }
+                }
+                RowColumn::AfterLast {
+                    column,
+                    child,
+                    base,
+                } => println!("    {column} after the latest {child}.{base}"),
+                _ => {}
+            }
+        }
+        for (column, value) in &table.last_when {
+            println!("    {column} = {value} only on a parent's last row");
+        }
+        if let (Some(f), Some(pk)) = (&table.key_format, &table.primary_key) {
+            println!("    fresh {pk} keys like {f}");
         }
     }
     for p in &model.public {

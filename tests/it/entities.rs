@@ -516,6 +516,16 @@ fn same_seed_gives_the_same_entities() {
             && text.contains("== diagnoses_icd given its parent"),
         "{text}"
     );
+    // ... and the rules the entity keeps by construction.
+    for rule in [
+        "dod after the latest admissions.dischtime",
+        "first admittime placed from anchor_year (a year)",
+        "hospital_expire_flag = 1 only on a parent's last row",
+        "first intime placed from edregtime, else admittime",
+        "last intime placed at the parent's dischtime",
+    ] {
+        assert!(text.contains(rule), "{rule}: {text}");
+    }
     let o = chimera(&["inspect", "--json", model.to_str().unwrap()]);
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
