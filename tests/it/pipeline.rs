@@ -201,6 +201,25 @@ fn declared_parents_are_kept_over_the_search_and_a_wrong_one_is_named() {
 }
 
 #[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.json");
+    fit_adult(&model, &["--no-dp"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chimera"))
+        .args(["inspect", model.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the model is even read (`chimera inspect m.json | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
+
+#[test]
 fn inspect_shows_roles_edges_and_budget() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");
