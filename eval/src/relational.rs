@@ -518,33 +518,81 @@ fn after_children(
     let whole_days = column(parents, later, table, role)?
         .first()
         .is_some_and(|a| matches!(a.data_type(), DataType::Date32 | DataType::Date64));
+    let day = |v: i64| {
+        if whole_days {
+            v.div_euclid(DAY) * DAY
+        } else {
+            v
+        }
+    };
+    let latest = latest_by_parent(children, child_columns, earlier, child, role, day)?;
+    judge_parents(parents, key, later, table, role, &latest, |v, l| v < l)
+}
+
+/// The latest `column` among each parent's rows of `children` (linked by `parent_columns`),
+/// each value passed through `round` first.
+fn latest_by_parent(
+    children: &[RecordBatch],
+    parent_columns: &[String],
+    column: &str,
+    table: &str,
+    role: TableRole,
+    round: impl Fn(i64) -> i64,
+) -> Result<HashMap<String, i64>, EvalError> {
     let mut latest: HashMap<String, i64> = HashMap::new();
-    let child_keys = keys(children, child_columns, child, role)?;
-    for (k, v) in child_keys
+    for (k, v) in keys(children, parent_columns, table, role)?
         .into_iter()
-        .zip(ordinals(children, earlier, child, role)?)
+        .zip(ordinals(children, column, table, role)?)
     {
         if let (Some(k), Some(v)) = (k, v) {
-            let v = if whole_days {
-                v.div_euclid(DAY) * DAY
-            } else {
-                v
-            };
+            let v = round(v);
             let l = latest.entry(k).or_insert(v);
             *l = (*l).max(v);
         }
     }
-    let (mut checked, mut bad) = (0u64, 0u64);
+    Ok(latest)
+}
+
+/// (parent rows checked, violations): each parent row (keyed by `key`) with children and its
+/// own `column` set, judged by `bad(own value, latest child value)`.
+fn judge_parents(
+    parents: &[RecordBatch],
+    key: &[String],
+    column: &str,
+    table: &str,
+    role: TableRole,
+    latest: &HashMap<String, i64>,
+    bad: impl Fn(i64, i64) -> bool,
+) -> Result<(u64, u64), EvalError> {
+    let (mut checked, mut violations) = (0u64, 0u64);
     for (k, v) in keys(parents, key, table, role)?
         .iter()
-        .zip(ordinals(parents, later, table, role)?)
+        .zip(ordinals(parents, column, table, role)?)
     {
         if let (Some(l), Some(v)) = (k.as_ref().and_then(|k| latest.get(k)), v) {
             checked += 1;
-            bad += u64::from(v < *l);
+            violations += u64::from(bad(v, *l));
         }
     }
-    Ok((checked, bad))
+    Ok((checked, violations))
+}
+
+/// Row indices grouped by parent (`parents`: each row's parent key; rows without one are left
+/// out), each group sorted by `start`, then by row.
+fn sibling_groups(parents: &[Option<String>], start: &[Option<i64>]) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (row, p) in parents.iter().enumerate() {
+        if let Some(p) = p {
+            groups.entry(p.as_str()).or_default().push(row);
+        }
+    }
+    groups
+        .into_values()
+        .map(|mut rows| {
+            rows.sort_by_key(|&r| (start[r], r));
+            rows
+        })
+        .collect()
 }
 
 /// (pairs checked, violations) of one rule in one table.
@@ -576,16 +624,9 @@ fn violations(
             let parents = keys(batches, parent_columns, table, role)?;
             let start = ordinals(batches, order_by, table, role)?;
             let end = ordinals(batches, after_previous, table, role)?;
-            let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-            for (row, p) in parents.iter().enumerate() {
-                if let Some(p) = p {
-                    groups.entry(p.as_str()).or_default().push(row);
-                }
-            }
             let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in groups.values_mut() {
+            for mut rows in sibling_groups(&parents, &start) {
                 rows.retain(|&r| start[r].is_some());
-                rows.sort_by_key(|&r| (start[r], r));
                 for w in rows.windows(2) {
                     if let (Some(previous_end), Some(next_start)) = (end[w[0]], start[w[1]]) {
                         checked += 1;
@@ -607,15 +648,8 @@ fn violations(
             let parents = keys(batches, parent_columns, table, role)?;
             let start = ordinals(batches, order_by, table, role)?;
             let values = keys(batches, std::slice::from_ref(column), table, role)?;
-            let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-            for (row, p) in parents.iter().enumerate() {
-                if let Some(p) = p {
-                    groups.entry(p.as_str()).or_default().push(row);
-                }
-            }
             let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in groups.values_mut() {
-                rows.sort_by_key(|&r| (start[r], r));
+            for rows in sibling_groups(&parents, &start) {
                 let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
                 checked += rows.iter().filter(|r| held(r)).count() as u64;
                 bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
@@ -645,27 +679,10 @@ fn ends_at(
         return Ok((0, 0));
     };
     const HOUR: i64 = 3_600_000_000;
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for (k, v) in keys(children, parent_columns, table, role)?
-        .into_iter()
-        .zip(ordinals(children, order_by, table, role)?)
-    {
-        if let (Some(k), Some(v)) = (k, v) {
-            let l = last.entry(k).or_insert(v);
-            *l = (*l).max(v);
-        }
-    }
-    let (mut checked, mut bad) = (0u64, 0u64);
-    for (k, e) in keys(parents, key, parent, role)?
-        .iter()
-        .zip(ordinals(parents, end, parent, role)?)
-    {
-        if let (Some(l), Some(e)) = (k.as_ref().and_then(|k| last.get(k)), e) {
-            checked += 1;
-            bad += u64::from((l - e).abs() > HOUR);
-        }
-    }
-    Ok((checked, bad))
+    let last = latest_by_parent(children, parent_columns, order_by, table, role, |v| v)?;
+    judge_parents(parents, key, end, parent, role, &last, |e, l| {
+        (l - e).abs() > HOUR
+    })
 }
 
 /// Rows of `batches` whose key (`columns`) resolves in `parent_keys`, and how many were
