@@ -1018,8 +1018,8 @@ fn table_rows(
                     let parent = &loaded[&tree.tables[p].name];
                     let columns = keys.columns();
                     let mut values = Vec::new();
-                    for (i, a) in columns.iter().enumerate() {
-                        let year = match parent.schemas[parent.index(a)?].kind {
+                    for a in &columns {
+                        anchor_is_year = match parent.schemas[parent.index(a)?].kind {
                             ValueKind::Date | ValueKind::Timestamp => false,
                             ValueKind::Integer if columns.len() == 1 => true,
                             _ => {
@@ -1032,7 +1032,6 @@ fn table_rows(
                                 ));
                             }
                         };
-                        anchor_is_year |= year && i == 0;
                         values.push(parent.numbers(a)?);
                     }
                     let prow = &layouts[p].rows;
