@@ -76,6 +76,17 @@ impl Cluster {
         Proc::spawn(&mut c)
     }
 
+    /// Starts a worker that registers with `coord`, takes a shard and is killed before it can
+    /// finish it.
+    fn kill_a_worker_inside_its_shard(&self, coord: &Proc) {
+        let victim = self.worker(&self.token, &[]);
+        wait_for("the first worker", 60, || {
+            coord.log().contains("worker registered")
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        victim.signal("-KILL");
+    }
+
     /// The same job in one process: `chimera run` with the same input, seed and shard size.
     fn embedded(&self, rows: &str, shard_rows: &str) -> PathBuf {
         let out = self.dir.path().join("embedded");
@@ -167,14 +178,7 @@ fn assert_same_output(distributed: &Path, embedded: &Path, shards: usize) {
 fn three_workers_one_killed_mid_shard_give_the_single_process_output() {
     let c = Cluster::new();
     let mut coord = c.coordinator("400000", "100000", &["--linger", "3"]);
-    // The first worker takes a shard and is killed before it can finish it.
-    let victim = c.worker(&c.token, &[]);
-    wait_for("the first worker", 60, || {
-        coord.log().contains("worker registered")
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    victim.signal("-KILL");
-    drop(victim);
+    c.kill_a_worker_inside_its_shard(&coord);
     let mut workers: Vec<Proc> = (0..3).map(|_| c.worker(&c.token, &[])).collect();
     for w in &mut workers {
         let status = w.wait(240);
@@ -456,13 +460,7 @@ fn a_relational_worker_killed_mid_shard_gives_the_single_process_output() {
     // Shards of 10,000 entities (about 600,000 rows in all): long enough to be killed inside.
     let job = mimic_job(&spec, "7", "40000", "10000");
     let mut coord = c.relational_coordinator_with(&job, "3", &["--lease-timeout", "1.5"]);
-    let victim = c.worker(&c.token, &[]);
-    wait_for("the first worker", 60, || {
-        coord.log().contains("worker registered")
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    victim.signal("-KILL");
-    drop(victim);
+    c.kill_a_worker_inside_its_shard(&coord);
     let mut workers: Vec<Proc> = (0..2).map(|_| c.worker(&c.token, &[])).collect();
     for w in &mut workers {
         assert!(w.wait(240).success(), "worker failed: {}", w.log());
