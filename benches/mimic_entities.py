@@ -13,6 +13,7 @@ import glob
 import itertools
 import sys
 
+import numpy as np
 import pandas as pd
 
 OUT = sys.argv[1]
@@ -103,15 +104,24 @@ print(f"datetime-order violations: {violations}, overlapping admissions: {overla
       f"dangling keys: {dangling}, codes not in the dictionary: {unknown}")
 
 
+def when(s):
+    """Times at second precision: dates after 2262 (possible under DP noise) do not fit pandas'
+    default nanoseconds."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s.astype("datetime64[s]")
+    values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in s]
+    return pd.Series(np.array(values, dtype="datetime64[s]"), index=s.index)
+
+
 # Coherence of an admission with its patient: MIMIC shifts each patient's dates so that they are
 # `anchor_age` in `anchor_year`, `dod` (date of death) is on or after the last discharge, and a
 # death in hospital (`hospital_expire_flag`, `deathtime`, discharge to DIED) ends the patient's
 # admissions.
 def coherence(a, p):
     m = a.merge(p[["subject_id", "anchor_age", "anchor_year", "dod"]], on="subject_id")
-    admit = pd.to_datetime(m.admittime)
+    admit = when(m.admittime)
     age = admit.dt.year - m.anchor_year + m.anchor_age
-    dod = pd.to_datetime(m.dod)
+    dod = when(m.dod)
     last = admit == admit.groupby(m.subject_id).transform("max")
     died = m.hospital_expire_flag == 1
     return {
@@ -129,8 +139,8 @@ def coherence(a, p):
 # admission), the last one is the discharge, at `dischtime`.
 def inside(tr, a):
     m = tr.merge(a[["hadm_id", "admittime", "dischtime", "edregtime"]], on="hadm_id")
-    t = {c: pd.to_datetime(m[c]) for c in ["intime", "outtime", "admittime", "dischtime", "edregtime"]}
-    hour = pd.Timedelta(hours=1)
+    t = {c: when(m[c]) for c in ["intime", "outtime", "admittime", "dischtime", "edregtime"]}
+    hour = np.timedelta64(3600, "s")
     start = pd.concat([t["admittime"], t["edregtime"]], axis=1).min(axis=1)
     last = t["intime"] == t["intime"].groupby(m.hadm_id).transform("max")
     return {

@@ -485,6 +485,8 @@ pub async fn fit_entities(
         rows.push(table_rows(&tree, spec, &loaded, &layouts, t, dp)?);
     }
 
+    let row_specs = RowSpecs::new(spec, &loaded, dp)?;
+
     // Budget: an equal share of zCDP per model.
     let models = tree.tables.len();
     let (mut ledger, share) = match settings.privacy {
@@ -509,9 +511,9 @@ pub async fn fit_entities(
     let mut identifiers: HashSet<(String, String)> = HashSet::new();
     for (t, node) in tree.tables.iter().enumerate() {
         let (name, mut columns, mut given, mut specs) = if t == 0 {
-            flat_table(&tree, spec, &rows)?
+            flat_table(&tree, &row_specs, &rows)?
         } else {
-            sequence_table(&tree, spec, &rows, &layouts, t)?
+            sequence_table(&tree, &row_specs, &rows, &layouts, t)?
         };
         if t > 0 {
             let parent = &tree.tables[node.parent.unwrap_or(0)].name;
@@ -1386,8 +1388,53 @@ type Wide = (
     BTreeMap<String, ColumnSpec>,
 );
 
+/// What the specs of the modelled columns are made from: the user's spec and, under DP, the keys
+/// of each public table (a reference's domain, public: no budget is spent on discovering it).
+struct RowSpecs<'a> {
+    spec: &'a Spec,
+    public_keys: HashMap<String, Vec<String>>,
+}
+
+/// A public table with more keys than this is not given as a reference's domain (a categorical
+/// column has at most `u16::MAX` codes): its keys are released like any column's values.
+const PUBLIC_DOMAIN_LIMIT: usize = 60_000;
+
+impl<'a> RowSpecs<'a> {
+    fn new(spec: &'a Spec, loaded: &HashMap<String, Loaded>, dp: bool) -> Result<Self, FitError> {
+        let mut public_keys = HashMap::new();
+        if dp {
+            for (name, ts) in &spec.tables {
+                let (true, Some(pk)) = (ts.public, &ts.primary_key) else {
+                    continue;
+                };
+                let Some(table) = loaded.get(name) else {
+                    continue;
+                };
+                let mut keys: Vec<String> =
+                    table.keys(&pk.columns())?.into_iter().flatten().collect();
+                keys.sort();
+                keys.dedup();
+                if keys.len() <= PUBLIC_DOMAIN_LIMIT {
+                    public_keys.insert(name.clone(), keys);
+                }
+            }
+        }
+        Ok(RowSpecs { spec, public_keys })
+    }
+
+    /// The spec of a modelled column, from the user's spec of the column it stands for.
+    fn of(&self, table: &str, rc: &RowColumn) -> ColumnSpec {
+        row_spec(self.spec, &self.public_keys, table, rc)
+    }
+}
+
 /// The spec of a modelled column, from the user's spec of the column it stands for.
-fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
+fn row_spec(
+    spec: &Spec,
+    public_keys: &HashMap<String, Vec<String>>,
+    table: &str,
+    rc: &RowColumn,
+) -> ColumnSpec {
     let user = |c: &str| {
         spec.tables
             .get(table)
@@ -1403,19 +1450,26 @@ fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
                 bins: u.bins,
                 domain: u.domain,
                 bounds: u.bounds,
+                pattern: u.pattern,
                 ..ColumnSpec::default()
             }
         }
+        // A time placed after another is modelled in days after it, and so are its bounds.
         RowColumn::After { column, .. }
         | RowColumn::AfterLast { column, .. }
         | RowColumn::First { column, .. }
-        | RowColumn::Gap { column, .. } => ColumnSpec {
-            role: Some(Role::Numeric),
-            bins: user(column).bins,
-            ..ColumnSpec::default()
-        },
-        RowColumn::Reference { .. } => ColumnSpec {
+        | RowColumn::Gap { column, .. } => {
+            let u = user(column);
+            ColumnSpec {
+                role: Some(Role::Numeric),
+                bins: u.bins,
+                bounds: u.bounds,
+                ..ColumnSpec::default()
+            }
+        }
+        RowColumn::Reference { table, .. } => ColumnSpec {
             role: Some(Role::Categorical),
+            domain: public_keys.get(table).cloned(),
             ..ColumnSpec::default()
         },
         // The public table's values: no budget is spent on discovering them.
@@ -1424,22 +1478,30 @@ fn row_spec(spec: &Spec, table: &str, rc: &RowColumn) -> ColumnSpec {
             domain: Some(values.clone()),
             ..ColumnSpec::default()
         },
-        RowColumn::Count { .. } => ColumnSpec {
+        // Counts are clipped at `max_children`, so their range is known without the data.
+        RowColumn::Count { child } => ColumnSpec {
             role: Some(Role::Numeric),
             bins: Some(COUNT_CODES),
+            bounds: Some([
+                0.0,
+                spec.tables
+                    .get(child)
+                    .and_then(|t| t.max_children)
+                    .unwrap_or(relational::DEFAULT_MAX_CHILDREN) as f64,
+            ]),
             ..ColumnSpec::default()
         },
     }
 }
 
 /// The flattened entity: the root's row and the first child's row of each child table.
-fn flat_table(tree: &EntityTree, spec: &Spec, rows: &[TableRows]) -> Result<Wide, FitError> {
+fn flat_table(tree: &EntityTree, spec: &RowSpecs, rows: &[TableRows]) -> Result<Wide, FitError> {
     let root = &tree.tables[0];
     let mut columns: Vec<(String, ArrayRef)> = Vec::new();
     let mut specs = BTreeMap::new();
     for ((name, rc), a) in rows[0].0.iter().zip(&rows[0].1) {
         columns.push((name.clone(), a.clone()));
-        specs.insert(name.clone(), row_spec(spec, &root.name, rc));
+        specs.insert(name.clone(), spec.of(&root.name, rc));
     }
     let n = rows[0].1.first().map_or(0, |a| a.len());
     for &ch in &root.children {
@@ -1469,7 +1531,7 @@ fn flat_table(tree: &EntityTree, spec: &Spec, rows: &[TableRows]) -> Result<Wide
             let wide = format!("{}.{name}", child.name);
             let taken = take(a, &idx, None).map_err(arrow_error(&child.name, name))?;
             columns.push((wide.clone(), taken));
-            specs.insert(wide, row_spec(spec, &child.name, rc));
+            specs.insert(wide, spec.of(&child.name, rc));
         }
     }
     Ok((root.name.clone(), columns, Vec::new(), specs))
@@ -1478,7 +1540,7 @@ fn flat_table(tree: &EntityTree, spec: &Spec, rows: &[TableRows]) -> Result<Wide
 /// A child table's rows with their context: parent's row, previous sibling's row, position.
 fn sequence_table(
     tree: &EntityTree,
-    spec: &Spec,
+    spec: &RowSpecs,
     rows: &[TableRows],
     layouts: &[Layout],
     t: usize,
@@ -1500,19 +1562,19 @@ fn sequence_table(
     let mut given = Vec::new();
     for ((name, rc), a) in rows[t].0.iter().zip(&rows[t].1) {
         columns.push((name.clone(), a.clone()));
-        specs.insert(name.clone(), row_spec(spec, &node.name, rc));
+        specs.insert(name.clone(), spec.of(&node.name, rc));
     }
     let parent = &tree.tables[p];
     for ((name, rc), a) in rows[p].0.iter().zip(&rows[p].1) {
         let wide = format!("{}{name}", relational::PARENT_PREFIX);
         columns.push((wide.clone(), take(a, &parent_idx, None).map_err(err(name))?));
-        specs.insert(wide.clone(), row_spec(spec, &parent.name, rc));
+        specs.insert(wide.clone(), spec.of(&parent.name, rc));
         given.push(wide);
     }
     for ((name, rc), a) in rows[t].0.iter().zip(&rows[t].1) {
         let wide = format!("{}{name}", relational::PREVIOUS_PREFIX);
         columns.push((wide.clone(), take(a, &prev_idx, None).map_err(err(name))?));
-        specs.insert(wide.clone(), row_spec(spec, &node.name, rc));
+        specs.insert(wide.clone(), spec.of(&node.name, rc));
         given.push(wide);
     }
     let position: Int64Array = layout
@@ -1539,6 +1601,8 @@ fn sequence_table(
             name.into(),
             ColumnSpec {
                 role: Some(Role::Numeric),
+                // Capped, so the range is known without the data.
+                bounds: Some([0.0, POSITION_CAP as f64]),
                 ..ColumnSpec::default()
             },
         );

@@ -255,9 +255,11 @@ impl Encoder {
         }
     }
 
-    /// Code of a number (days for dates).
+    /// Code of a number (days for dates). A categorical encoding of a numeric column (a declared
+    /// domain or role) looks the number up by its label (`7`, `0.5`).
     pub fn encode_number(&self, v: Option<f64>) -> Option<Code> {
         match self {
+            Encoder::Categorical { .. } => self.encode_str(v.map(number_label).as_deref()),
             Encoder::Numeric {
                 spikes,
                 cuts,
@@ -293,8 +295,16 @@ impl Encoder {
                 }
                 Some(first_bin + cuts.partition_point(|c| *c <= x) as Code)
             }
-            Encoder::Categorical { .. } => None,
         }
+    }
+}
+
+/// The label of a number as a category: integral values without a fraction (`7`, not `7.0`).
+pub fn number_label(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
     }
 }
 
@@ -444,13 +454,16 @@ fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
 }
 
 /// Settings that shape a numeric encoding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NumericShape {
     pub bins: usize,
     /// At most this many distinct values => every value is its own code.
     pub discrete_limit: usize,
     /// Spikes take codes from the bin budget (under DP, where every code costs noise).
     pub spikes_use_bins: bool,
+    /// Values that always get a code of their own when their fine bucket holds only them (a
+    /// `last_when` rule's "last child" position): chosen without the data, so free under DP.
+    pub exact: Vec<f64>,
 }
 
 /// Builds a numeric encoding from fine-grid weights (already noised and pruned under DP),
@@ -492,6 +505,13 @@ pub fn numeric_from_weights(
                 spikes.push(v);
                 w[i] = 0.0;
             }
+        }
+    }
+    for &v in &shape.exact {
+        let b = grid::bucket_of(grid_kind, v);
+        if grid::exact_value(grid_kind, b) == Some(v) && !spikes.contains(&v) {
+            spikes.push(v);
+            w[b] = 0.0;
         }
     }
     spikes.sort_by(f64::total_cmp);
@@ -563,6 +583,7 @@ mod tests {
             bins: 8,
             discrete_limit: 4,
             spikes_use_bins: false,
+            exact: Vec::new(),
         }
     }
 
@@ -619,6 +640,7 @@ mod tests {
                 bins: 1,
                 discrete_limit: 0,
                 spikes_use_bins: false,
+                exact: Vec::new(),
             },
         );
         assert_eq!(n.bins.len(), 1);
@@ -634,6 +656,44 @@ mod tests {
             );
             assert_eq!(x.fract(), 0.0);
         }
+    }
+
+    #[test]
+    fn exact_values_get_their_own_codes_and_neighbours_never_take_them() {
+        // Under DP only one count survived the noise (5); a "last child" position of 0 and its
+        // neighbour 1 are given codes anyway, so 2 and 3 encode as 1 (the nearest), never as 0.
+        let (w, _) = weights_of(GridKind::Integer, &[5.0; 40]);
+        let with_exact = NumericShape {
+            exact: vec![0.0, 1.0],
+            ..shape()
+        };
+        let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, with_exact);
+        assert_eq!(n.spikes, vec![0.0, 1.0, 5.0]);
+        let e = Encoder::new(&Encoding::Numeric(n));
+        assert_eq!(e.encode_number(Some(0.0)), Some(0));
+        assert_eq!(e.encode_number(Some(2.0)), Some(1));
+        assert_eq!(e.encode_number(Some(3.0)), Some(1));
+        assert_eq!(e.encode_number(Some(4.0)), Some(2));
+        // Without the exact values the same release would encode 0 to 3 as the only code.
+        let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, shape());
+        assert_eq!(n.spikes, vec![5.0]);
+    }
+
+    #[test]
+    fn a_categorical_number_is_looked_up_by_its_label() {
+        // A declared domain on an integer column (`hospital_expire_flag: {domain: ['0', '1']}`).
+        let enc = Encoding::Categorical(CategoricalEncoding {
+            values: vec!["0".into(), "1".into(), "2.5".into()],
+            other: false,
+            null: true,
+            merged: vec![],
+            other_fallback: vec![],
+        });
+        let e = Encoder::new(&enc);
+        assert_eq!(e.encode_number(Some(1.0)), Some(1));
+        assert_eq!(e.encode_number(Some(2.5)), Some(2));
+        assert_eq!(e.encode_number(None), Some(3));
+        assert_eq!(number_label(-3.0), "-3");
     }
 
     #[test]
@@ -741,6 +801,7 @@ mod tests {
             bins: 1,
             discrete_limit: 0,
             spikes_use_bins: false,
+            exact: Vec::new(),
         };
         let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, shape);
         let d = Decoder::new(&Encoding::Numeric(n));

@@ -722,6 +722,28 @@ impl Fitter {
                     *w = 0.0;
                 }
             }
+            // Nothing stands above the noise (a small table, a tight budget), but the spec gives
+            // public bounds: the column is uniform within them, which uses no data.
+            if let Some([lo, hi]) = bounds
+                && weights.iter().all(|&w| w == 0.0)
+            {
+                let top = hi
+                    + if matches!(c.kind, ValueKind::Integer | ValueKind::Date) {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                for (i, w) in weights.iter_mut().enumerate() {
+                    let (a, b) = grid::bounds(n.grid, i);
+                    *w = (b.min(top) - a.max(lo)).max(0.0);
+                }
+                self.notes.push(format!(
+                    "column `{}`: no value range stands above the DP noise at this epsilon; it is \
+                     drawn uniformly within its declared bounds [{lo}, {hi}] (its parents still \
+                     shape it)",
+                    c.name
+                ));
+            }
         } else {
             for (i, (w, &h)) in weights.iter_mut().zip(&n.hist).enumerate() {
                 if in_bounds(i) {
@@ -751,6 +773,7 @@ impl Fitter {
                     None => DISCRETE_LIMIT,
                 },
                 spikes_use_bins: dp,
+                exact: self.exact_values(&c.name, bounds),
             },
         );
         if enc.spikes.is_empty() && enc.bins.is_empty() && !self.shaped_by_release(&c.name) {
@@ -873,6 +896,65 @@ impl Fitter {
                     };
                 }
             }
+        }
+    }
+
+    /// Values of a numeric column that get codes of their own whatever the data (so free under
+    /// DP): a last-child position with its neighbours, and a last-child value, with its
+    /// neighbours inside the declared bounds. A value without its own code is encoded as the
+    /// nearest one, which must never be the last child's position or value when it is not;
+    /// and the value's column keeps a code for another value even when the noise released
+    /// none (a 0/1 flag with `bounds: [0, 1]`).
+    fn exact_values(&self, column: &str, bounds: Option<[f64; 2]>) -> Vec<f64> {
+        let near = |x: f64| [x - 1.0, x, x + 1.0];
+        let inside = |x: &f64| bounds.is_none_or(|[lo, hi]| (lo..=hi).contains(x));
+        let mut exact: Vec<f64> = Vec::new();
+        for l in &self.settings.last_only {
+            if l.position == column {
+                exact.extend(near(l.last).into_iter().filter(|&x| x >= 0.0));
+            }
+            if l.column == column
+                && let Ok(v) = l.value.trim().parse::<f64>()
+            {
+                match bounds {
+                    Some(_) => exact.extend(near(v)),
+                    None => exact.push(v),
+                }
+            }
+        }
+        exact.retain(inside);
+        exact
+    }
+
+    /// `other` never decodes to a `last_only` value: the tables hold that value to the last
+    /// child only through its own code. Its share of `other` goes to the other values (evenly
+    /// when they have none).
+    fn keep_other_off_last(&mut self) {
+        for l in &self.settings.last_only {
+            let Some(col) = self.columns.iter().position(|c| c.schema.name == l.column) else {
+                continue;
+            };
+            let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding else {
+                continue;
+            };
+            let Some(i) = c.values.iter().position(|v| *v == l.value) else {
+                continue;
+            };
+            let n = c.values.len() + c.merged.len();
+            if !c.other || n < 2 {
+                continue;
+            }
+            let mut w = if c.other_fallback.len() == n {
+                c.other_fallback.clone()
+            } else {
+                vec![1.0; n]
+            };
+            w[i] = 0.0;
+            if w.iter().all(|&x| x <= 0.0) {
+                w = vec![1.0; n];
+                w[i] = 0.0;
+            }
+            c.other_fallback = w;
         }
     }
 
@@ -1120,6 +1202,7 @@ impl Fitter {
                     .collect();
             }
         }
+        self.keep_other_off_last();
         let mut notes = self.notes;
         if let Some(fill) = &self.settings.llm
             && fill.exemplars == crate::model::Exemplars::KnnReal
@@ -1189,7 +1272,7 @@ fn joint_sigmas(tables: &[Vec<f64>], rho: f64) -> Vec<f64> {
 fn format_number(x: f64, kind: ValueKind) -> String {
     match kind {
         ValueKind::Integer | ValueKind::Date => format!("{}", x as i64),
-        _ => format!("{x}"),
+        _ => domain::number_label(x),
     }
 }
 

@@ -123,14 +123,7 @@ impl Prepared {
             Encoder::Categorical { .. } => match v {
                 Value::Null => enc.encode_str(None),
                 Value::Str(s) => enc.encode_str(Some(s)),
-                Value::Number(x) => {
-                    let s = if x.fract() == 0.0 && x.abs() < 1e15 {
-                        format!("{}", x as i64)
-                    } else {
-                        format!("{x}")
-                    };
-                    enc.encode_str(Some(&s))
-                }
+                Value::Number(x) => enc.encode_number(Some(x)),
             },
             Encoder::Numeric { .. } => enc.encode_number(v.number()),
         };
@@ -1129,9 +1122,10 @@ fn parent_days(
 }
 
 /// Moves each parent's siblings so that the last one's `order` time is the parent's `end`: times
-/// after the pivot (the parent's anchor, else the first sibling's time) are scaled from it, and
-/// earlier ones kept, a map that keeps every order; when the last sibling is not after the pivot
-/// all are shifted. Siblings are contiguous and in order; a parent without an end is left as is.
+/// after the pivot (the parent's anchor, else the first sibling's time) up to the last one's are
+/// scaled from it, later ones (the last sibling's end) shifted with it, and earlier ones kept, a
+/// map that keeps every order and stretches nothing beyond `end`; when the last sibling is not
+/// after the pivot all are shifted. Siblings are contiguous and in order; a parent without an end is left as is.
 fn end_siblings_at(
     abs: &mut HashMap<String, Vec<Option<f64>>>,
     order: &str,
@@ -1150,7 +1144,9 @@ fn end_siblings_at(
         if let (Some(e), Some(last), Some(pivot)) = (end[p], times[stop - 1], pivot) {
             let map = |v: f64| -> f64 {
                 if last > pivot && e >= pivot {
-                    if v > pivot {
+                    if v > last {
+                        e + (v - last)
+                    } else if v > pivot {
                         pivot + (v - pivot) * (e - pivot) / (last - pivot)
                     } else {
                         v
@@ -1168,5 +1164,53 @@ fn end_siblings_at(
             }
         }
         start = stop;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_end_at_the_parent_and_a_time_after_the_last_is_shifted_not_stretched() {
+        // One parent anchored at day 100 and ending at day 110. Its three siblings start within
+        // a second of the anchor (as a noisy model may draw them), and the last one ends 2 days
+        // after it starts. Scaling that last end by the same factor (~10 days / 1 second) would
+        // throw it millions of days away.
+        let second = 1.0 / 86_400.0;
+        let starts = vec![
+            Some(100.0 + 0.2 * second),
+            Some(100.0 + 0.5 * second),
+            Some(100.0 + second),
+        ];
+        let ends = vec![
+            Some(100.0 + 0.5 * second),
+            Some(100.0 + second),
+            Some(100.0 + second + 2.0),
+        ];
+        let mut abs = HashMap::from([("in".to_string(), starts), ("out".to_string(), ends)]);
+        let columns = ["in".to_string(), "out".to_string()];
+        let anchor = [Some(100.0)];
+        end_siblings_at(
+            &mut abs,
+            "in",
+            &columns,
+            &[0, 0, 0],
+            &[Some(110.0)],
+            Some(&anchor),
+        );
+        let (ins, outs) = (&abs["in"], &abs["out"]);
+        assert_eq!(
+            ins[2],
+            Some(110.0),
+            "the last sibling starts at the parent's end"
+        );
+        assert!((outs[2].unwrap() - 112.0).abs() < 1e-9, "{:?}", outs[2]);
+        let order: Vec<f64> = [ins[0], outs[0], ins[1], outs[1], ins[2], outs[2]]
+            .iter()
+            .map(|x| x.unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+        assert!(order[0] > 100.0 && order[0] < 110.0);
     }
 }

@@ -325,8 +325,10 @@ pub(crate) fn values_array(kind: ValueKind, values: &[Value<'_>]) -> ArrayRef {
             for v in values {
                 match v {
                     // whole seconds: sub-second noise reads as fake precision
+                    // (in f64, so a time beyond the type's range saturates instead of
+                    // overflowing)
                     Value::Number(x) => {
-                        b.append_value(((x * MICROS_PER_DAY) / 1e6).round() as i64 * 1_000_000)
+                        b.append_value((((x * MICROS_PER_DAY) / 1e6).round() * 1e6) as i64)
                     }
                     _ => b.append_null(),
                 }
