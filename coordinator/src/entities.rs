@@ -627,6 +627,9 @@ pub async fn fit_entities(
             l.charge(&format!("model of `{}` ({name})", node.name), spent.spent())?;
         }
         privacy_notes.extend(model.privacy.notes.iter().cloned());
+        if dp {
+            check_references(&model, &tree, &rows, t)?;
+        }
         for c in model.columns.iter().filter(|c| c.role == Role::Identifier) {
             let n = &c.schema.name;
             // The flat row names a child's column `child.column`; a sequence model its own
@@ -1426,6 +1429,57 @@ impl<'a> RowSpecs<'a> {
     fn of(&self, table: &str, rc: &RowColumn) -> ColumnSpec {
         row_spec(self.spec, &self.public_keys, table, rc)
     }
+}
+
+/// Under DP a reference into a public table with more than [`PUBLIC_DOMAIN_LIMIT`] keys is
+/// released like any column's values. When none is, every row would lack its key, which no
+/// foreign key may: the fit stops and says so.
+fn check_references(
+    model: &Model,
+    tree: &EntityTree,
+    rows: &[TableRows],
+    t: usize,
+) -> Result<(), FitError> {
+    // The flat model holds the root's columns and its children's first rows (`child.column`).
+    let tables: Vec<usize> = if t == 0 {
+        (0..tree.tables.len())
+            .filter(|&i| i == 0 || tree.tables[i].parent == Some(0))
+            .collect()
+    } else {
+        vec![t]
+    };
+    for i in tables {
+        let prefix = if t == 0 && i > 0 {
+            format!("{}.", tree.tables[i].name)
+        } else {
+            String::new()
+        };
+        for (name, rc) in &rows[i].0 {
+            let RowColumn::Reference { table, .. } = rc else {
+                continue;
+            };
+            let column = format!("{prefix}{name}");
+            let released = model
+                .columns
+                .iter()
+                .find(|c| c.schema.name == column)
+                .and_then(|c| c.encoding.as_ref())
+                .is_some_and(|e| !e.releases_nothing());
+            if !released {
+                return Err(FitError::Core(CoreError::Column {
+                    table: tree.tables[i].name.clone(),
+                    column: name.clone(),
+                    message: format!(
+                        "no key of the public table `{table}` was released under DP at this \
+                         epsilon, so no row would have one (the table has more than \
+                         {PUBLIC_DOMAIN_LIMIT} keys, too many to give as the column's domain); \
+                         raise epsilon, or trim `{table}` to the keys the data can use"
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The spec of a modelled column, from the user's spec of the column it stands for.

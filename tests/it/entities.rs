@@ -689,6 +689,89 @@ fn households(dir: &Path) -> PathBuf {
     spec
 }
 
+/// Visits coded from a public dictionary of `codes` keys, 60 visits over 60 codes.
+fn coded_visits(dir: &Path, codes: usize) -> PathBuf {
+    let mut dict = String::from("code,label\n");
+    for c in 0..codes {
+        dict.push_str(&format!("C{c:06},label {c}\n"));
+    }
+    let mut people = String::from("id,region\n");
+    let mut visits = String::from("visit,person,code,day\n");
+    for i in 0..60 {
+        people.push_str(&format!("{i},{}\n", ["north", "south"][i % 2]));
+        visits.push_str(&format!(
+            "{i},{i},C{:06},2020-01-{:02}\n",
+            i * 7 % codes,
+            1 + i % 28
+        ));
+    }
+    std::fs::write(dir.join("dict.csv"), dict).unwrap();
+    std::fs::write(dir.join("people.csv"), people).unwrap();
+    std::fs::write(dir.join("visits.csv"), visits).unwrap();
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "tables:
+  people: {input: people.csv, primary_key: id, columns: {region: {domain: [north, south]}}}
+  visits:
+    input: visits.csv
+    primary_key: visit
+    foreign_keys:
+      - {columns: person, references: people}
+      - {columns: code, references: dict}
+    order_by: day
+    max_children: 2
+    columns: {day: {bounds: [0, 30000]}}
+  dict: {input: dict.csv, primary_key: code, public: true}
+",
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn dp_references_take_the_public_keys_as_their_domain_and_stop_when_too_many_release_nothing() {
+    // 60 visits: under DP no code is frequent enough to release. A dictionary of 100 keys is
+    // the column's public domain, so every visit still gets a real code; one of 60,001 keys is
+    // too large a domain, and a release of nothing stops the fit instead of writing empty keys.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |codes: usize| {
+        let sub = dir.path().join(format!("d{codes}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let spec = coded_visits(&sub, codes);
+        let out = sub.join("out");
+        let o = chimera(&[
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            "200",
+            "--epsilon",
+            "1",
+            "--noise-seed",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        (o, out)
+    };
+    let (o, out) = run(100);
+    ok(&o);
+    let visits = synthetic(&out, "visits");
+    let dict = synthetic(&out, "dict");
+    assert!(!visits["code"].is_empty());
+    assert_eq!(dangling(&dict["code"], &visits["code"]), 0);
+    let (o, out) = run(60_001);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("table `visits`, column `code`")
+            && e.contains("no key of the public table `dict` was released"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+}
+
 #[test]
 fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let dir = tempfile::tempdir().unwrap();
