@@ -10,5 +10,5 @@ mkdir -p "$W"
 for s in "$@"; do
   $B run --input "$W/train.parquet" --rows 39074 --output "$W/o-$s" --overwrite --quiet --noise-seed $s --seed $s $EXTRA
   $B eval --real "$W/train.parquet" --synthetic "$W/o-$s" --test "$W/test.parquet" --target income 2>/dev/null \
-    | python3 -c "import json,sys; d=json.load(sys.stdin); print(round(d['one_way']['mean'],4), round(d['two_way']['mean'],4), round(d['correlation']['mean'],4), round(d['ml_efficacy']['auc_synthetic'],4))"
+    | python3 -c "import json,sys; d=json.load(sys.stdin); print(round(d['one_way']['mean'],4), round(d['two_way']['mean'],4), round(d['correlation']['mean'],4), round(d['ml_efficacy']['gradient_boosting']['synthetic']['auc'],4))"
 done | awk '{a+=$1;b+=$2;c+=$3;d+=$4;n++; print} END {printf "MEAN %.4f %.4f %.4f %.4f\n",a/n,b/n,c/n,d/n}'

@@ -740,3 +740,60 @@ fn an_integer_column_declared_categorical_keeps_its_values_and_type() {
         assert!(values.iter().filter(|&&v| v == 9).count() > 80, "HS-grad is 9");
     }
 }
+
+#[test]
+fn dp_reals_with_bounds_do_not_pile_noise_onto_tiny_values() {
+    // Durations of 1 to 100 hours, 300 rows, epsilon 1, bounds [0, 100]. The real grid's
+    // buckets shrink towards zero (down to 1e-9); measured one by one under DP, their noise put
+    // most of the synthetic mass below a tenth of an hour. Measured in units of at least
+    // 1/5000 of the range, the noise lands where the range is.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("stays.csv");
+    let mut text = String::from("ward,hours\n");
+    for i in 0..300 {
+        text.push_str(&format!("{},{}.5\n", ["a", "b"][i % 2], 1 + i * 37 % 99));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "columns:\n  ward: {domain: [a, b]}\n  hours: {bounds: [0, 100]}\n",
+    )
+    .unwrap();
+    for noise in ["1", "2", "3"] {
+        let out = dir.path().join(format!("out{noise}"));
+        ok(&chimera(&[
+            "run",
+            "--input",
+            csv.to_str().unwrap(),
+            "--spec",
+            spec.to_str().unwrap(),
+            "--rows",
+            "2000",
+            "--epsilon",
+            "1",
+            "--noise-seed",
+            noise,
+            "--output",
+            out.to_str().unwrap(),
+        ]));
+        let hours: Vec<f64> = read_parts(&out.join("stays"))
+            .iter()
+            .flat_map(|b| {
+                let i = b.schema().index_of("hours").unwrap();
+                let a = b
+                    .column(i)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .clone();
+                a.iter().flatten().collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(hours.iter().all(|h| (0.0..=100.0).contains(h)));
+        let tiny = hours.iter().filter(|&&h| h < 0.1).count();
+        assert!(
+            tiny * 10 < hours.len(),
+            "noise seed {noise}: {tiny} of {} values under 0.1",
+            hours.len()
+        );
+    }
+}
