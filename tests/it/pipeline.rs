@@ -633,6 +633,37 @@ fn rare_categories_of_a_public_domain_are_merged_for_the_network_but_still_sampl
     }
 }
 
+/// The values of a primitive column across a table folder's parts (nulls left out).
+fn column<T: arrow::datatypes::ArrowPrimitiveType>(table: &Path, name: &str) -> Vec<T::Native> {
+    read_parts(table)
+        .iter()
+        .flat_map(|b| {
+            let i = b.schema().index_of(name).unwrap();
+            let a = b.column(i).as_primitive::<T>().clone();
+            a.iter().flatten().collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `chimera run` of `csv` with `spec` at epsilon 1 and a fixed noise seed.
+fn dp_run(csv: &Path, spec: &Path, rows: &str, noise: &str, out: &Path) -> std::process::Output {
+    chimera(&[
+        "run",
+        "--input",
+        csv.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--rows",
+        rows,
+        "--epsilon",
+        "1",
+        "--noise-seed",
+        noise,
+        "--output",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn a_column_with_nothing_above_the_noise_is_uniform_within_its_declared_bounds() {
     // Eight rows at epsilon 1: with this noise seed no range of `year` stands above the noise
@@ -649,21 +680,7 @@ fn a_column_with_nothing_above_the_noise_is_uniform_within_its_declared_bounds()
     let run = |spec: &str, out: &Path| {
         let spec_path = dir.path().join("spec.yaml");
         std::fs::write(&spec_path, spec).unwrap();
-        chimera(&[
-            "run",
-            "--input",
-            csv.to_str().unwrap(),
-            "--spec",
-            spec_path.to_str().unwrap(),
-            "--rows",
-            "300",
-            "--epsilon",
-            "1",
-            "--noise-seed",
-            "2",
-            "--output",
-            out.to_str().unwrap(),
-        ])
+        dp_run(&csv, &spec_path, "300", "2", out)
     };
     let out = dir.path().join("out");
     ok(&run(
@@ -676,14 +693,7 @@ fn a_column_with_nothing_above_the_noise_is_uniform_within_its_declared_bounds()
             && notes.contains("uniformly within its declared bounds [2100, 2200]"),
         "{notes}"
     );
-    let years: Vec<i64> = read_parts(&out.join("years"))
-        .iter()
-        .flat_map(|b| {
-            let i = b.schema().index_of("year").unwrap();
-            let a = b.column(i).as_primitive::<Int64Type>().clone();
-            a.iter().flatten().collect::<Vec<_>>()
-        })
-        .collect();
+    let years = column::<Int64Type>(&out.join("years"), "year");
     assert_eq!(years.len(), 300);
     assert!(years.iter().all(|y| (2100..=2200).contains(y)), "{years:?}");
     let distinct: std::collections::HashSet<_> = years.iter().collect();
@@ -727,14 +737,7 @@ fn an_integer_column_declared_categorical_keeps_its_values_and_type() {
         ));
         let model = read_json(&out.join("_model.json")).to_string();
         assert!(model.contains("\"13\""), "education-num is not categorical");
-        let values: Vec<i64> = read_parts(&out.join("adult_2000"))
-            .iter()
-            .flat_map(|b| {
-                let i = b.schema().index_of("education-num").unwrap();
-                let a = b.column(i).as_primitive::<Int64Type>().clone();
-                a.iter().flatten().collect::<Vec<_>>()
-            })
-            .collect();
+        let values = column::<Int64Type>(&out.join("adult_2000"), "education-num");
         assert_eq!(values.len(), 400);
         assert!(values.iter().all(|v| (1..=16).contains(v)));
         assert!(values.iter().filter(|&&v| v == 9).count() > 80, "HS-grad is 9");
@@ -762,32 +765,8 @@ fn dp_reals_with_bounds_do_not_pile_noise_onto_tiny_values() {
     .unwrap();
     for noise in ["1", "2", "3"] {
         let out = dir.path().join(format!("out{noise}"));
-        ok(&chimera(&[
-            "run",
-            "--input",
-            csv.to_str().unwrap(),
-            "--spec",
-            spec.to_str().unwrap(),
-            "--rows",
-            "2000",
-            "--epsilon",
-            "1",
-            "--noise-seed",
-            noise,
-            "--output",
-            out.to_str().unwrap(),
-        ]));
-        let hours: Vec<f64> = read_parts(&out.join("stays"))
-            .iter()
-            .flat_map(|b| {
-                let i = b.schema().index_of("hours").unwrap();
-                let a = b
-                    .column(i)
-                    .as_primitive::<arrow::datatypes::Float64Type>()
-                    .clone();
-                a.iter().flatten().collect::<Vec<_>>()
-            })
-            .collect();
+        ok(&dp_run(&csv, &spec, "2000", noise, &out));
+        let hours = column::<arrow::datatypes::Float64Type>(&out.join("stays"), "hours");
         assert!(hours.iter().all(|h| (0.0..=100.0).contains(h)));
         let tiny = hours.iter().filter(|&&h| h < 0.1).count();
         assert!(
