@@ -596,6 +596,20 @@ pub async fn fit_entities(
                 .filter(|(_, rc)| matches!(rc, RowColumn::KeyPart { constant: true, .. }))
                 .map(|(n, _)| (n.clone(), count.clone()))
                 .collect();
+            if !dp {
+                s.parents.extend(repeated_columns(&rows[t], &layouts[t]));
+            }
+        } else if !dp {
+            // The first row of such a column is drawn given how many siblings will repeat it,
+            // so that its share of rows is right (a patient with 20 admissions carries their
+            // race 20 times).
+            for &ch in &node.children {
+                let child = &tree.tables[ch].name;
+                let count = relational::count_column(child);
+                for (column, _) in repeated_columns(&rows[ch], &layouts[ch]) {
+                    s.parents.push((format!("{child}.{column}"), count.clone()));
+                }
+            }
         }
         declare_parents(&tree, spec, &loaded, t, &mut specs)?;
         let schema = Arc::new(Schema::new(
@@ -1390,6 +1404,40 @@ type Wide = (
     Vec<String>,
     BTreeMap<String, ColumnSpec>,
 );
+
+/// A later sibling repeats a column's value from the previous one at least this often for the
+/// column to be drawn given it (see [`repeated_columns`]).
+const REPEATED_SHARE: f64 = 0.9;
+
+/// Without DP: the string columns of a child table whose value a later sibling nearly always
+/// repeats from the previous one (a patient's race, marital status, insurance on each
+/// admission), each with the previous sibling's column as a parent the network must give it.
+/// The cell cap would otherwise keep a 14-value column from its own previous value, and a
+/// patient's race would change from one admission to the next (half the time, on the demo).
+fn repeated_columns(rows: &TableRows, layout: &Layout) -> Vec<(String, String)> {
+    let later: Vec<usize> = (0..layout.position.len())
+        .filter(|&i| layout.position[i] > 0)
+        .collect();
+    let mut out = Vec::new();
+    if later.is_empty() {
+        return out;
+    }
+    for ((name, rc), a) in rows.0.iter().zip(&rows.1) {
+        if !matches!(rc, RowColumn::Plain { .. }) || a.data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let a = a.as_string::<i32>();
+        let value = |i: usize| a.is_valid(i).then(|| a.value(i));
+        let same = later.iter().filter(|&&i| value(i) == value(i - 1)).count();
+        if same as f64 >= REPEATED_SHARE * later.len() as f64 {
+            out.push((
+                name.clone(),
+                format!("{}{name}", relational::PREVIOUS_PREFIX),
+            ));
+        }
+    }
+    out
+}
 
 /// What the specs of the modelled columns are made from: the user's spec and, under DP, the keys
 /// of each public table (a reference's domain, public: no budget is spent on discovering it).
