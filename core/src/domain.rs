@@ -462,7 +462,8 @@ pub struct NumericShape {
     /// Spikes take codes from the bin budget (under DP, where every code costs noise).
     pub spikes_use_bins: bool,
     /// Values that always get a code of their own when their fine bucket holds only them (a
-    /// `last_when` rule's "last child" position): chosen without the data, so free under DP.
+    /// `last_when` rule's last-child position and value, with their neighbours): chosen without
+    /// the data, so free under DP.
     pub exact: Vec<f64>,
 }
 

@@ -1125,7 +1125,8 @@ fn parent_days(
 /// after the pivot (the parent's anchor, else the first sibling's time) up to the last one's are
 /// scaled from it, later ones (the last sibling's end) shifted with it, and earlier ones kept, a
 /// map that keeps every order and stretches nothing beyond `end`; when the last sibling is not
-/// after the pivot all are shifted. Siblings are contiguous and in order; a parent without an end is left as is.
+/// after the pivot all are shifted. Siblings are contiguous and in order; a parent without an
+/// end is left as is.
 fn end_siblings_at(
     abs: &mut HashMap<String, Vec<Option<f64>>>,
     order: &str,
