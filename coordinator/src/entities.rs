@@ -596,17 +596,19 @@ pub async fn fit_entities(
                 .filter(|(_, rc)| matches!(rc, RowColumn::KeyPart { constant: true, .. }))
                 .map(|(n, _)| (n.clone(), count.clone()))
                 .collect();
-            if !dp {
-                s.parents.extend(repeated_columns(&rows[t], &layouts[t]));
-            }
-        } else if !dp {
+            s.parents.extend(
+                repeated_columns(spec, &node.name, &rows[t], &layouts[t], dp)
+                    .into_iter()
+                    .map(|c| (c.clone(), format!("{}{c}", relational::PREVIOUS_PREFIX))),
+            );
+        } else {
             // The first row of such a column is drawn given how many siblings will repeat it,
             // so that its share of rows is right (a patient with 20 admissions carries their
             // race 20 times).
             for &ch in &node.children {
                 let child = &tree.tables[ch].name;
                 let count = relational::count_column(child);
-                for (column, _) in repeated_columns(&rows[ch], &layouts[ch]) {
+                for column in repeated_columns(spec, child, &rows[ch], &layouts[ch], dp) {
                     s.parents.push((format!("{child}.{column}"), count.clone()));
                 }
             }
@@ -690,6 +692,7 @@ pub async fn fit_entities(
             max_children: clip(t),
             key_format: key_formats[t].clone(),
             last_when: spec.tables[&node.name].last_when.clone(),
+            same_for_siblings: spec.tables[&node.name].same_for_siblings.clone(),
             sequence: None,
         })
         .zip(std::iter::once(None).chain(fitted))
@@ -1240,6 +1243,20 @@ fn table_rows(
         arrays.push(Arc::new(Int64Array::from(counts)));
     }
     check_last_when(node, ts, table, layout, layouts)?;
+    for column in &ts.same_for_siblings {
+        if !names
+            .iter()
+            .any(|(n, rc)| n == column && matches!(rc, RowColumn::Plain { .. }))
+        {
+            return Err(table_error(
+                &node.name,
+                format!(
+                    "`same_for_siblings` names `{column}`, which is not a modelled column of the \
+                     table (a key, a time placed by `order_by` or `after`, or a missing column)"
+                ),
+            ));
+        }
+    }
     Ok((names, arrays))
 }
 
@@ -1409,31 +1426,38 @@ type Wide = (
 /// column to be drawn given it (see [`repeated_columns`]).
 const REPEATED_SHARE: f64 = 0.9;
 
-/// Without DP: the string columns of a child table whose value a later sibling nearly always
-/// repeats from the previous one (a patient's race, marital status, insurance on each
-/// admission), each with the previous sibling's column as a parent the network must give it.
-/// The cell cap would otherwise keep a 14-value column from its own previous value, and a
-/// patient's race would change from one admission to the next (half the time, on the demo).
-fn repeated_columns(rows: &TableRows, layout: &Layout) -> Vec<(String, String)> {
+/// The columns of a child table a later sibling repeats from the previous one: the spec's
+/// `same_for_siblings` (copied when sampling), and without DP the string columns the data
+/// nearly always repeats (a patient's race, marital status, insurance on each admission).
+/// Each gets the previous sibling's column as a parent the network must give it: the cell cap
+/// would otherwise keep a 14-value column from its own previous value, and a patient's race
+/// would change from one admission to the next (half the time, on the demo).
+fn repeated_columns(
+    spec: &Spec,
+    table: &str,
+    rows: &TableRows,
+    layout: &Layout,
+    dp: bool,
+) -> Vec<String> {
+    let mut out: Vec<String> = spec.tables[table].same_for_siblings.clone();
     let later: Vec<usize> = (0..layout.position.len())
         .filter(|&i| layout.position[i] > 0)
         .collect();
-    let mut out = Vec::new();
-    if later.is_empty() {
+    if dp || later.is_empty() {
         return out;
     }
     for ((name, rc), a) in rows.0.iter().zip(&rows.1) {
-        if !matches!(rc, RowColumn::Plain { .. }) || a.data_type() != &DataType::Utf8 {
+        if !matches!(rc, RowColumn::Plain { .. })
+            || a.data_type() != &DataType::Utf8
+            || out.contains(name)
+        {
             continue;
         }
         let a = a.as_string::<i32>();
         let value = |i: usize| a.is_valid(i).then(|| a.value(i));
         let same = later.iter().filter(|&&i| value(i) == value(i - 1)).count();
         if same as f64 >= REPEATED_SHARE * later.len() as f64 {
-            out.push((
-                name.clone(),
-                format!("{}{name}", relational::PREVIOUS_PREFIX),
-            ));
+            out.push(name.clone());
         }
     }
     out

@@ -109,6 +109,11 @@ pub struct TableSpec {
     /// `hospital_expire_flag: 1`: a death in hospital is a patient's last admission.
     #[serde(default)]
     pub last_when: BTreeMap<String, String>,
+    /// Columns whose value every sibling shares, e.g. a patient's race on each admission: drawn
+    /// for the first child (given how many siblings will share it) and copied to the later
+    /// ones, with or without DP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_for_siblings: Vec<String>,
     /// Most children per parent (default [`DEFAULT_MAX_CHILDREN`]); more are clipped.
     pub max_children: Option<usize>,
     /// Public reference data (a dictionary): copied to the output as it is, never modelled.
@@ -283,6 +288,7 @@ impl EntityTree {
                 ("max_children", t.max_children.is_some()),
                 ("last_when", !t.last_when.is_empty()),
                 ("ends_at", t.ends_at.is_some()),
+                ("same_for_siblings", !t.same_for_siblings.is_empty()),
             ];
             for (key, set) in child_only {
                 if set && (t.public || name == roots[0]) {
@@ -510,6 +516,10 @@ pub struct EntityTable {
     /// it; an LLM that writes the rows is held to it by its grammar).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_when: BTreeMap<String, String>,
+    /// The spec's `same_for_siblings`: columns a later sibling copies from the previous one
+    /// (given to its sequence model as evidence, so the rest of the row follows the copy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_for_siblings: Vec<String>,
     /// The sequence model (None for the root, which the flat model covers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<Model>,

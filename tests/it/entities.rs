@@ -794,6 +794,140 @@ fn dp_references_take_the_public_keys_as_their_domain_and_stop_when_too_many_rel
     assert!(!out.join("_SUCCESS").exists());
 }
 
+/// Customers with up to 4 orders each; an order's `plan` is the customer's (the same on every
+/// order), its `size` varies.
+fn customers(dir: &Path) -> PathBuf {
+    let mut parents = String::from("id,region\n");
+    let mut orders = String::from("order_id,customer,plan,size,day\n");
+    let mut k = 0;
+    for i in 0..2000 {
+        parents.push_str(&format!("{i},{}\n", ["north", "south", "east"][i % 3]));
+        let plan = ["gold", "silver", "bronze"][(i * 7 / 3) % 3];
+        for j in 0..(1 + i % 4) {
+            k += 1;
+            let size = ["s", "m", "l"][(i + j) % 3];
+            orders.push_str(&format!("{k},{i},{plan},{size},2020-02-{:02}\n", 1 + 3 * j));
+        }
+    }
+    std::fs::write(dir.join("customers.csv"), parents).unwrap();
+    std::fs::write(dir.join("orders.csv"), orders).unwrap();
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "tables:
+  customers: {input: customers.csv, primary_key: id,
+              columns: {region: {domain: [north, south, east]}}}
+  orders:
+    input: orders.csv
+    primary_key: order_id
+    foreign_keys: [{columns: customer, references: customers}]
+    order_by: day
+    max_children: 4
+    same_for_siblings: [plan]
+    columns:
+      plan: {domain: [gold, silver, bronze]}
+      size: {domain: [s, m, l]}
+      day: {bounds: [0, 30000]}
+",
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn same_for_siblings_columns_are_copied_to_every_later_sibling_with_or_without_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = customers(dir.path());
+    // The networks (with and without DP) and an LLM that writes the rows (a tiny random one,
+    // which would write any plan) all keep it.
+    let llm = crate::llm::tiny_model(dir.path());
+    let with_llm = ["--no-dp", "--llm", llm.to_str().unwrap()];
+    for (i, privacy) in [
+        &["--no-dp"][..],
+        &["--epsilon", "2", "--noise-seed", "3"],
+        &with_llm,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("out{i}"));
+        let entities = if i == 2 { "6" } else { "800" };
+        let mut args = vec![
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            entities,
+            "--seed",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(privacy);
+        ok(&chimera(&args));
+        let shown = chimera(&["inspect", out.join("_model.json").to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&shown.stdout)
+                .contains("plan the same on every row of a parent (copied from the first)"),
+            "{}",
+            String::from_utf8_lossy(&shown.stdout)
+        );
+        let orders = synthetic(&out, "orders");
+        let mut plan_of: HashMap<&String, &Option<String>> = HashMap::new();
+        let (mut later, mut sizes) = (0, HashSet::new());
+        for ((c, p), s) in orders["customer"]
+            .iter()
+            .zip(&orders["plan"])
+            .zip(&orders["size"])
+        {
+            sizes.insert(s.clone());
+            if let Some(first) = plan_of.insert(c.as_ref().unwrap(), p) {
+                later += 1;
+                assert_eq!(
+                    first, p,
+                    "{privacy:?}: a customer's orders disagree on the plan"
+                );
+            }
+        }
+        // Later orders exist, and the column that is not declared still varies.
+        let enough = if i == 2 { 3 } else { 100 };
+        assert!(
+            later >= enough && sizes.len() > 1,
+            "{privacy:?}: {later} later orders"
+        );
+    }
+    // A column that is not a modelled column of the table is named.
+    for (column, why) in [("nope", "`nope`"), ("day", "`day`")] {
+        let bad = dir.path().join(format!("bad-{column}.yaml"));
+        let text = std::fs::read_to_string(&spec).unwrap();
+        std::fs::write(
+            &bad,
+            text.replace(
+                "same_for_siblings: [plan]",
+                &format!("same_for_siblings: [{column}]"),
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("bad-{column}"));
+        let o = chimera(&[
+            "run",
+            "--spec",
+            bad.to_str().unwrap(),
+            "--entities",
+            "10",
+            "--no-dp",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains("`orders`") && e.contains("`same_for_siblings` names") && e.contains(why),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let dir = tempfile::tempdir().unwrap();

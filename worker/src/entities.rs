@@ -302,6 +302,20 @@ impl EntitySampler {
         }
         if let Some(w) = &self.writer {
             self.write_entities(w, &mut all, shard.seed)?;
+            // The LLM writes each row's values; a column every sibling shares keeps the first
+            // one's (the networks drew it so already).
+            for (table, rows) in self.model.tables.iter().zip(all.iter_mut()) {
+                for column in &table.same_for_siblings {
+                    let Some(j) = table.row.iter().position(|(n, _)| n == column) else {
+                        continue;
+                    };
+                    for i in 0..rows.position.len() {
+                        if rows.position[i] > 0 {
+                            rows.cols[j][i] = rows.cols[j][i - 1];
+                        }
+                    }
+                }
+            }
         }
         self.assemble(shard, &all)
     }
@@ -418,6 +432,23 @@ impl EntitySampler {
                 evidence.push((a, v.into_iter().map(|x| seq.encode(c, x)).collect()));
             }
         }
+        // Columns every sibling shares: a later sibling's is the previous one's, and the rest
+        // of its row is drawn given it.
+        let same: Vec<usize> = if k > 0 {
+            table
+                .same_for_siblings
+                .iter()
+                .filter_map(|n| table.row.iter().position(|(m, _)| m == n))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for &j in &same {
+            if let Some((c, a)) = seq.attribute(&table.row[j].0) {
+                let codes = at.iter().map(|&i| seq.encode(c, rows.cols[j][i - 1]));
+                evidence.push((a, codes.collect()));
+            }
+        }
         let given: Vec<(usize, &[Code])> =
             evidence.iter().map(|(a, v)| (*a, v.as_slice())).collect();
         let stream = rng::derive_seed(seed, &[0x5E0, t as u64, k as u64]);
@@ -464,6 +495,12 @@ impl EntitySampler {
             let cells = seq.decode(c, &codes[a], stream, &[0xDEC, j as u64]);
             for (&i, v) in at.iter().zip(cells) {
                 rows.cols[j][i] = v;
+            }
+        }
+        // The value itself, not its code (a value merged into `other` decodes as another).
+        for &j in &same {
+            for &i in at {
+                rows.cols[j][i] = rows.cols[j][i - 1];
             }
         }
         Ok(())
