@@ -486,6 +486,17 @@ pub async fn fit_entities(
     }
 
     let row_specs = RowSpecs::new(spec, &loaded, dp)?;
+    // Per table: the columns a later sibling repeats (the flat model and the table's own
+    // sequence model both use them).
+    let repeated: Vec<Vec<String>> = tree
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(t, node)| match node.parent {
+            Some(_) => repeated_columns(spec, &node.name, &rows[t], &layouts[t], dp),
+            None => Vec::new(),
+        })
+        .collect();
 
     // Budget: an equal share of zCDP per model.
     let models = tree.tables.len();
@@ -597,8 +608,8 @@ pub async fn fit_entities(
                 .map(|(n, _)| (n.clone(), count.clone()))
                 .collect();
             s.parents.extend(
-                repeated_columns(spec, &node.name, &rows[t], &layouts[t], dp)
-                    .into_iter()
+                repeated[t]
+                    .iter()
                     .map(|c| (c.clone(), format!("{}{c}", relational::PREVIOUS_PREFIX))),
             );
         } else {
@@ -608,7 +619,7 @@ pub async fn fit_entities(
             for &ch in &node.children {
                 let child = &tree.tables[ch].name;
                 let count = relational::count_column(child);
-                for column in repeated_columns(spec, child, &rows[ch], &layouts[ch], dp) {
+                for column in &repeated[ch] {
                     s.parents.push((format!("{child}.{column}"), count.clone()));
                 }
             }
