@@ -152,6 +152,14 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                     value: value.clone(),
                 });
             }
+            for column in &ts.same_for_siblings {
+                orders.push(Order::SameForSiblings {
+                    table: name.clone(),
+                    parent_columns: tree.tables[i].parent_columns.clone(),
+                    order_by: order_by.clone(),
+                    column: column.clone(),
+                });
+            }
             if let Some(end) = &ts.ends_at {
                 let parent = tree.tables[p].name.clone();
                 orders.push(Order::EndsAt {

@@ -74,6 +74,14 @@ pub enum Order {
         column: String,
         value: String,
     },
+    /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row after
+    /// the first holds the previous one's `column` (`same_for_siblings`).
+    SameForSiblings {
+        table: String,
+        parent_columns: Vec<String>,
+        order_by: String,
+        column: String,
+    },
     /// The last row of `table` (by `order_by`) under each `parent` row (linked by
     /// `parent_columns` to its `key`) has `order_by` within an hour of the parent's `end`
     /// (`ends_at`; the fit's note uses the same hour).
@@ -274,6 +282,9 @@ pub fn evaluate_relational(
                 table,
                 format!("{column} = {value} only on the last row by {order_by}"),
             ),
+            Order::SameForSiblings { table, column, .. } => {
+                (table, format!("{column} the same on every row of a parent"))
+            }
             Order::EndsAt {
                 table,
                 order_by,
@@ -653,6 +664,24 @@ fn violations(
                 let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
                 checked += rows.iter().filter(|r| held(r)).count() as u64;
                 bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
+            }
+            Ok((checked, bad))
+        }
+        Order::SameForSiblings {
+            table,
+            parent_columns,
+            order_by,
+            column,
+        } => {
+            let parents = keys(batches, parent_columns, table, role)?;
+            let start = ordinals(batches, order_by, table, role)?;
+            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let (mut checked, mut bad) = (0u64, 0u64);
+            for rows in sibling_groups(&parents, &start) {
+                for w in rows.windows(2) {
+                    checked += 1;
+                    bad += u64::from(values[w[0]] != values[w[1]]);
+                }
             }
             Ok((checked, bad))
         }

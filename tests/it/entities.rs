@@ -806,6 +806,8 @@ fn customers(dir: &Path) -> PathBuf {
         for j in 0..(1 + i % 4) {
             k += 1;
             let size = ["s", "m", "l"][(i + j) % 3];
+            // One customer changed plan (the rule is the spec's, not the data's).
+            let plan = if i == 7 && j == 3 { "gold" } else { plan };
             orders.push_str(&format!("{k},{i},{plan},{size},2020-02-{:02}\n", 1 + 3 * j));
         }
     }
@@ -895,6 +897,29 @@ fn same_for_siblings_columns_are_copied_to_every_later_sibling_with_or_without_d
             later >= enough && sizes.len() > 1,
             "{privacy:?}: {later} later orders"
         );
+        if i == 0 {
+            // `chimera eval --spec` checks the rule, with the real count beside.
+            let e = chimera(&[
+                "eval",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--synthetic",
+                out.to_str().unwrap(),
+            ]);
+            ok(&e);
+            let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+            let rule = v["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["rule"] == "plan the same on every row of a parent")
+                .unwrap_or_else(|| panic!("{}", v["orders"]))
+                .clone();
+            assert_eq!(rule["table"], "orders");
+            assert_eq!(rule["violations_synthetic"], 0, "{rule}");
+            assert_eq!(rule["violations_real"], 1, "{rule}");
+            assert!(rule["checked_synthetic"].as_u64().unwrap() >= later as u64);
+        }
     }
     // A column that is not a modelled column of the table is named.
     for (column, why) in [("nope", "`nope`"), ("day", "`day`")] {
