@@ -454,6 +454,30 @@ fn relational_entities_sampled_by_worker_processes_match_one_process() {
 }
 
 #[test]
+fn dp_relational_entities_sampled_by_worker_processes_match_one_process() {
+    // Under DP (a seeded noise draw, so that the one-process run fits the same model) the
+    // coordinator's fit and the workers' sampling give the same bytes as one process: the
+    // public domains, dictionary keys and copied columns travel in the model.
+    let c = Cluster::new();
+    let spec = mimic_spec();
+    let mut job = mimic_job(&spec, "6", "600", "300");
+    let dp = job.iter().position(|a| *a == "--no-dp").unwrap();
+    job.splice(dp..=dp, ["--epsilon", "2", "--noise-seed", "9"]);
+    let mut coord = c.relational_coordinator(&job, "3");
+    let mut workers = [c.worker(&c.token, &[])];
+    for w in &mut workers {
+        assert!(w.wait(240).success(), "{}", w.log());
+    }
+    assert!(coord.wait(60).success(), "{}", coord.log());
+    let tables = ["patients", "admissions", "transfers", "diagnoses_icd"];
+    let embedded = c.assert_same_as_embedded(&job, &tables);
+    let (m, e) = (manifest(&c.out()), manifest(&embedded));
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["privacy"]["mode"], "dp");
+    assert_eq!(m["privacy"], e["privacy"]);
+}
+
+#[test]
 fn a_relational_worker_killed_mid_shard_gives_the_single_process_output() {
     let c = Cluster::new();
     let spec = mimic_spec();
