@@ -606,6 +606,25 @@ fn sibling_groups(parents: &[Option<String>], start: &[Option<i64>]) -> Vec<Vec<
         .collect()
 }
 
+/// Sibling groups (row indices, each sorted) and every row's value of one column.
+type SiblingValues = (Vec<Vec<usize>>, Vec<Option<String>>);
+
+/// The sibling groups of `table` (rows sharing `parent_columns`, sorted by `order_by`) and
+/// every row's `column` as text.
+fn sibling_values(
+    batches: &[RecordBatch],
+    table: &str,
+    parent_columns: &[String],
+    order_by: &str,
+    column: &str,
+    role: TableRole,
+) -> Result<SiblingValues, EvalError> {
+    let parents = keys(batches, parent_columns, table, role)?;
+    let start = ordinals(batches, order_by, table, role)?;
+    let values = keys(batches, &[column.to_string()], table, role)?;
+    Ok((sibling_groups(&parents, &start), values))
+}
+
 /// (pairs checked, violations) of one rule in one table.
 fn violations(
     batches: &[RecordBatch],
@@ -656,11 +675,10 @@ fn violations(
             column,
             value,
         } => {
-            let parents = keys(batches, parent_columns, table, role)?;
-            let start = ordinals(batches, order_by, table, role)?;
-            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let (groups, values) =
+                sibling_values(batches, table, parent_columns, order_by, column, role)?;
             let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in sibling_groups(&parents, &start) {
+            for rows in groups {
                 let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
                 checked += rows.iter().filter(|r| held(r)).count() as u64;
                 bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
@@ -673,11 +691,10 @@ fn violations(
             order_by,
             column,
         } => {
-            let parents = keys(batches, parent_columns, table, role)?;
-            let start = ordinals(batches, order_by, table, role)?;
-            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let (groups, values) =
+                sibling_values(batches, table, parent_columns, order_by, column, role)?;
             let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in sibling_groups(&parents, &start) {
+            for rows in groups {
                 for w in rows.windows(2) {
                     checked += 1;
                     bad += u64::from(values[w[0]] != values[w[1]]);
