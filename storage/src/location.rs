@@ -143,13 +143,14 @@ impl Location {
             path: display.clone(),
             source,
         })?;
-        // Cleanup removes folders emptied by a delete (attempt and table folders), never the root.
-        let store = LocalFileSystem::new_with_prefix(&path)
-            .map_err(|source| StorageError::Store {
+        // No automatic cleanup: a delete that removes the folder it emptied races a worker
+        // creating a file in it (object_store's create-folder-then-open is not atomic), so
+        // `Output` removes emptied folders itself once no worker writes.
+        let store =
+            LocalFileSystem::new_with_prefix(&path).map_err(|source| StorageError::Store {
                 path: display.clone(),
                 source,
-            })?
-            .with_automatic_cleanup(true);
+            })?;
         Ok(Location {
             store: Arc::new(store),
             prefix: Path::default(),

@@ -151,6 +151,8 @@ impl Output {
             self.delete_all(parts, table).await?;
         }
         self.delete_attempts().await?;
+        self.remove_empty_local_folders(tables.into_iter().collect())
+            .await?;
         self.delete_if_exists(MODEL_FILE).await?;
         self.delete_if_exists(MANIFEST_FILE).await?;
         Ok(())
@@ -457,11 +459,33 @@ impl Output {
         if !leftovers.is_empty() {
             tracing::debug!(count = leftovers.len(), "removing attempt uploads");
         }
-        self.delete_all(leftovers, ATTEMPTS_DIR).await
+        self.delete_all(leftovers, ATTEMPTS_DIR).await?;
+        self.remove_empty_local_folders(vec![ATTEMPTS_DIR.to_owned()])
+            .await
     }
 
     /// Fsyncs local files and their folders, so `_SUCCESS` never outlives the data after a crash.
     /// Object stores make a put durable before they answer.
+    /// On a local folder, removes each of `relatives` and the folders under it that hold no
+    /// file, deepest first; a folder with a file in it stays. Object stores have no folders.
+    async fn remove_empty_local_folders(&self, relatives: Vec<String>) -> Result<(), StorageError> {
+        let Some(root) = self.location.local_root().map(PathBuf::from) else {
+            return Ok(());
+        };
+        let display = self.location.display().to_owned();
+        tokio::task::spawn_blocking(move || {
+            for relative in &relatives {
+                remove_if_empty(&root.join(relative))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|source| StorageError::Task {
+            path: display,
+            source,
+        })?
+    }
+
     async fn sync_local(&self, relatives: Vec<String>) -> Result<(), StorageError> {
         let Some(root) = self.location.local_root().map(PathBuf::from) else {
             return Ok(());
@@ -561,6 +585,39 @@ pub(crate) fn validate_table_name(table: &str) -> Result<(), StorageError> {
             reason,
         }),
         None => Ok(()),
+    }
+}
+
+/// Removes `folder` and every folder below it that holds no file, deepest first; whether
+/// `folder` is gone is returned. A missing folder counts as removed; a file keeps its folders.
+fn remove_if_empty(folder: &std::path::Path) -> Result<bool, StorageError> {
+    let io_error = |source| StorageError::Io {
+        path: folder.display().to_string(),
+        source,
+    };
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(false),
+        Err(e) => return Err(io_error(e)),
+    };
+    let mut empty = true;
+    for entry in entries {
+        let entry = entry.map_err(io_error)?;
+        let is_folder = entry.file_type().map_err(io_error)?.is_dir();
+        if !(is_folder && remove_if_empty(&entry.path())?) {
+            empty = false;
+        }
+    }
+    if !empty {
+        return Ok(false);
+    }
+    match std::fs::remove_dir(folder) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        // A file written since the listing keeps the folder.
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(e) => Err(io_error(e)),
     }
 }
 

@@ -323,6 +323,28 @@ fn workers_exit_cleanly_when_the_coordinator_has_finished_and_gone() {
 }
 
 #[test]
+fn a_worker_that_cannot_upload_fails_the_job_with_the_reason() {
+    let c = Cluster::new();
+    let mut coord = c.coordinator("20000", "10000", &["--linger", "0"]);
+    wait_for("the coordinator to serve", 120, || {
+        coord.log().contains("coordinator serving")
+    });
+    // A file where the table's attempt folder goes: every upload fails, and not for a
+    // reason a retry can mend.
+    std::fs::create_dir_all(c.out().join("_attempts")).unwrap();
+    std::fs::write(c.out().join("_attempts").join("adult_2000"), "in the way").unwrap();
+    let mut worker = c.worker(&c.token, &[]);
+    assert!(!coord.wait(120).success(), "{}", coord.log());
+    assert!(!worker.wait(60).success(), "{}", worker.log());
+    let log = coord.log();
+    // Where it failed and why, as the store said it.
+    assert!(log.contains("the job failed"), "{log}");
+    assert!(log.contains("part-00000-a1.parquet"), "{log}");
+    assert!(log.to_lowercase().contains("not a directory"), "{log}");
+    assert!(!c.out().join("_SUCCESS").exists());
+}
+
+#[test]
 fn a_worker_asked_to_stop_finishes_its_shard_and_exits_cleanly() {
     let c = Cluster::new();
     let mut coord = c.coordinator("400000", "100000", &["--linger", "3"]);

@@ -627,9 +627,11 @@ async fn run_shard(
                 WorkerError::Storage(s) => s.retryable(),
                 _ => false,
             };
-            report_failure(session, shard, attempt, e.to_string(), retryable).await;
+            // The whole chain: the coordinator's log must say why, not only where.
+            let why = error_chain(&e);
+            report_failure(session, shard, attempt, why.clone(), retryable).await;
             if retryable {
-                tracing::warn!(shard, attempt, error = %e, "attempt failed; the shard will be leased again");
+                tracing::warn!(shard, attempt, error = %why, "attempt failed; the shard will be leased again");
                 return Ok(ShardEnd::Abandoned);
             }
             return Err(e);
