@@ -521,10 +521,12 @@ pub async fn fit_entities(
     // so a later model learns nothing from them (and must not keep their real values).
     let mut identifiers: HashSet<(String, String)> = HashSet::new();
     for (t, node) in tree.tables.iter().enumerate() {
+        // Under DP, the most rows one entity gives this table's model.
+        let cap = spec.tables[&node.name].max_rows_per_entity.filter(|_| dp);
         let (name, mut columns, mut given, mut specs) = if t == 0 {
             flat_table(&tree, &row_specs, &rows)?
         } else {
-            sequence_table(&tree, &row_specs, &rows, &layouts, t)?
+            sequence_table(&tree, &row_specs, &rows, &layouts, t, cap)?
         };
         if t > 0 {
             let parent = &tree.tables[node.parent.unwrap_or(0)].name;
@@ -575,7 +577,7 @@ pub async fn fit_entities(
         s.noise_seed = settings
             .noise_seed
             .map(|n| rng::derive_seed(n, &[0xE7, t as u64]));
-        s.contribution = tree.contribution(t, clip);
+        s.contribution = tree.contribution(t, clip, cap);
         s.given = given;
         s.llm = None;
         // Under DP, a child's columns in the flat row and every column of a sequence model may
@@ -612,6 +614,19 @@ pub async fn fit_entities(
                     .iter()
                     .map(|c| (c.clone(), format!("{}{c}", relational::PREVIOUS_PREFIX))),
             );
+            // The first sibling's `order_by` is set at position 0 only (later ones have a
+            // gap): where the model holds first siblings (below the root's children), that
+            // tie is declared, as the noise of a DP search may miss it and leave a first
+            // sibling without its place in time.
+            if dp && node.parent != Some(0) {
+                s.parents.extend(
+                    rows[t]
+                        .0
+                        .iter()
+                        .filter(|(_, rc)| matches!(rc, RowColumn::First { .. }))
+                        .map(|(n, _)| (n.clone(), relational::POSITION_COLUMN.to_string())),
+                );
+            }
         } else {
             // The first row of such a column is drawn given how many siblings will repeat it,
             // so that its share of rows is right (a patient with 20 admissions carries their
@@ -1681,6 +1696,7 @@ fn sequence_table(
     rows: &[TableRows],
     layouts: &[Layout],
     t: usize,
+    cap: Option<usize>,
 ) -> Result<Wide, FitError> {
     let node = &tree.tables[t];
     let p = node
@@ -1747,15 +1763,50 @@ fn sequence_table(
     }
     // A child of the root takes its first row from the flat model: its sequence model learns
     // the later siblings only, so their distribution is not mixed with the first's.
-    if p == 0 {
-        let later = arrow::array::BooleanArray::from(
-            layout.position.iter().map(|&k| k > 0).collect::<Vec<_>>(),
-        );
+    let mut keep: Vec<bool> = layout.position.iter().map(|&k| p != 0 || k > 0).collect();
+    if let Some(cap) = cap {
+        keep_per_entity(&mut keep, &entity_of(layouts, &tree.tables, t), cap);
+    }
+    if keep.iter().any(|&k| !k) {
+        let keep = arrow::array::BooleanArray::from(keep);
         for (name, a) in &mut columns {
-            *a = arrow::compute::filter(a, &later).map_err(err(name))?;
+            *a = arrow::compute::filter(a, &keep).map_err(err(name))?;
         }
     }
     Ok((format!("{}~sequence", node.name), columns, given, specs))
+}
+
+/// The root entity (its index in the root's layout) of each kept row of table `t`.
+fn entity_of(layouts: &[Layout], tables: &[relational::TableNode], t: usize) -> Vec<u32> {
+    match tables[t].parent {
+        None => (0..layouts[t].rows.len() as u32).collect(),
+        Some(p) => {
+            let up = entity_of(layouts, tables, p);
+            layouts[t].parent.iter().map(|&i| up[i as usize]).collect()
+        }
+    }
+}
+
+/// Leaves at most `cap` of each entity's kept rows kept, spread evenly over them (an entity's
+/// first, middle and last rows alike), so one entity contributes at most `cap` rows. Which
+/// rows are kept depends on the entity's own rows only.
+fn keep_per_entity(keep: &mut [bool], entity: &[u32], cap: usize) {
+    let mut total: HashMap<u32, usize> = HashMap::new();
+    for (&e, _) in entity.iter().zip(keep.iter()).filter(|(_, k)| **k) {
+        *total.entry(e).or_default() += 1;
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for (k, &e) in keep.iter_mut().zip(entity) {
+        if !*k {
+            continue;
+        }
+        let n = total[&e];
+        let c = seen.entry(e).or_default();
+        // Row c of n is kept when it ends one of `cap` equal slices of the n rows: exactly
+        // `cap` rows, the last one among them.
+        *k = n <= cap || (*c * cap) / n != ((*c + 1) * cap) / n;
+        *c += 1;
+    }
 }
 
 /// Share of a column's values that must be keys of another table for the column to be taken as
@@ -1886,4 +1937,25 @@ pub async fn infer_spec(inputs: &[String], opts: &ReadOptions) -> Result<String,
         }
     }
     Ok(yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_per_entity;
+
+    #[test]
+    fn an_entity_keeps_at_most_cap_rows_spread_over_its_own() {
+        // Entity 7: ten rows, the first left out already (a first child the flat model holds);
+        // entity 3: three rows, under the cap.
+        let entity = [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 3, 3, 3];
+        let mut keep = vec![true; entity.len()];
+        keep[0] = false;
+        keep_per_entity(&mut keep, &entity, 4);
+        let kept: Vec<usize> = (0..entity.len()).filter(|&i| keep[i]).collect();
+        // Nine candidates of entity 7 in four equal slices, the last of each; all of entity 3.
+        assert_eq!(kept, [3, 5, 7, 9, 10, 11, 12]);
+        let mut all = vec![true; 5];
+        keep_per_entity(&mut all, &[1, 1, 1, 1, 1], 1);
+        assert_eq!(all, [false, false, false, false, true]);
+    }
 }

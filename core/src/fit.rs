@@ -185,7 +185,7 @@ impl Fitter {
         }
         if ledger.is_some() && settings.contribution > 1.0 {
             notes.push(format!(
-                "table `{table}`: one individual contributes up to {} rows; every mechanism's noise is scaled to that sensitivity",
+                "table `{table}`: one individual contributes up to {} rows; every mechanism's noise is scaled to that sensitivity (a child table's `max_rows_per_entity` lowers it)",
                 settings.contribution
             ));
         }
@@ -1062,8 +1062,13 @@ impl Fitter {
             max_cells,
             beam: 6,
             score: if dp {
+                // The search scores a thinned sample, the noise falls on counts of every row:
+                // the noise penalty is put in the sample's units (from the released total and
+                // the setting, never the exact count). Unscaled, a table of a million rows
+                // weighed 20 times too much noise against each edge and learnt none.
                 Score::Deviation {
-                    sigma: self.sigma_joint,
+                    sigma: self.sigma_joint
+                        * (self.settings.search_rows as f64 / self.rows).min(1.0),
                 }
             } else {
                 Score::MutualInformation

@@ -116,6 +116,13 @@ pub struct TableSpec {
     pub same_for_siblings: Vec<String>,
     /// Most children per parent (default [`DEFAULT_MAX_CHILDREN`]); more are clipped.
     pub max_children: Option<usize>,
+    /// Under DP, the most rows of this table one entity contributes to its model (rows spread
+    /// evenly over the entity's rows are kept, the others left out of the fit, not of the
+    /// output). Without it an entity may contribute the product of `max_children` down the
+    /// tree (20 admissions × 40 diagnoses = 800 rows), and every mechanism's noise is scaled to
+    /// that. No effect without DP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_entity: Option<usize>,
     /// Public reference data (a dictionary): copied to the output as it is, never modelled.
     #[serde(default)]
     pub public: bool,
@@ -286,6 +293,7 @@ impl EntityTree {
                 ("after_previous", t.after_previous.is_some()),
                 ("anchor", t.anchor.is_some()),
                 ("max_children", t.max_children.is_some()),
+                ("max_rows_per_entity", t.max_rows_per_entity.is_some()),
                 ("last_when", !t.last_when.is_empty()),
                 ("ends_at", t.ends_at.is_some()),
                 ("same_for_siblings", !t.same_for_siblings.is_empty()),
@@ -313,6 +321,11 @@ impl EntityTree {
             }
             if t.max_children == Some(0) {
                 return err(format!("table `{name}`: max_children must be at least 1"));
+            }
+            if t.max_rows_per_entity == Some(0) {
+                return err(format!(
+                    "table `{name}`: max_rows_per_entity must be at least 1"
+                ));
             }
         }
         let mut order: Vec<&str> = vec![roots[0]];
@@ -380,15 +393,21 @@ impl EntityTree {
         self.tables.iter().position(|t| t.name == name)
     }
 
-    /// Rows one entity may contribute to table `t`: the product of the clips on the way down.
-    pub fn contribution(&self, t: usize, max_children: impl Fn(usize) -> usize) -> f64 {
+    /// Rows one entity may contribute to table `t`: the product of the clips on the way down,
+    /// or `cap` where that is fewer.
+    pub fn contribution(
+        &self,
+        t: usize,
+        max_children: impl Fn(usize) -> usize,
+        cap: Option<usize>,
+    ) -> f64 {
         let mut m = 1.0;
         let mut cur = t;
         while let Some(p) = self.tables[cur].parent {
             m *= max_children(cur) as f64;
             cur = p;
         }
-        m
+        cap.map_or(m, |c| m.min(c as f64))
     }
 }
 
@@ -651,7 +670,9 @@ d_icd_diagnoses: {public: true, primary_key: [icd_code, icd_version]}
         assert_eq!(t.tables[0].children, [1]);
         assert_eq!(t.tables[1].children, [2, 3]);
         assert_eq!(t.public, ["d_icd_diagnoses"]);
-        assert_eq!(t.contribution(3, |_| 10), 100.0);
+        assert_eq!(t.contribution(3, |_| 10, None), 100.0);
+        assert_eq!(t.contribution(3, |_| 10, Some(30)), 30.0);
+        assert_eq!(t.contribution(3, |_| 10, Some(300)), 100.0);
     }
 
     #[test]

@@ -585,15 +585,52 @@ fn mimic_entities_under_dp_keep_every_rule_that_holds_by_construction() {
                 "{column}: codes {have:?} at epsilon {epsilon}, noise {noise}"
             );
         }
+        // The first diagnosis's `seq_num` is drawn given its position: the tie is declared.
+        let diagnoses = &model["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "diagnoses_icd")
+            .unwrap()["sequence"];
+        let names: Vec<&str> = diagnoses["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                diagnoses["columns"][a.as_u64().unwrap() as usize]["schema"]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        let seq_num = diagnoses["network"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| names[n["child"].as_u64().unwrap() as usize] == "seq_num")
+            .unwrap();
+        assert!(
+            seq_num["parents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| names[p.as_u64().unwrap() as usize] == "#position"),
+            "{seq_num}"
+        );
         let e = check_entities(&out, 400);
         // Nothing the real tables always fill is sampled empty: the key parts come from the
-        // public dictionary, the child counts and positions from their public ranges.
+        // public dictionary, the child counts and positions from their public ranges, and a
+        // first sibling's place in time from its position (declared under DP: the noisy
+        // search could miss that tie, and a diagnosis sequence then started empty, leaving
+        // every `seq_num` of the admission empty).
         for (t, c) in [
             (&e.sa, "admission_type"),
             (&e.sa, "admit_provider_id"),
+            (&e.sa, "admittime"),
             (&e.sd, "icd_code"),
             (&e.sd, "icd_version"),
+            (&e.sd, "seq_num"),
             (&e.st, "eventtype"),
+            (&e.st, "intime"),
         ] {
             assert!(
                 !t[c].is_empty() && t[c].iter().all(Option::is_some),
@@ -1002,6 +1039,81 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let kids = synthetic(&a, "kids");
     let parents = synthetic(&a, "parents");
     assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+}
+
+/// `max_rows_per_entity` lowers what one entity contributes to a child table's model under DP
+/// (the noise is scaled to it), changes nothing without DP, and is refused where it cannot
+/// apply.
+#[test]
+fn max_rows_per_entity_bounds_a_child_tables_contribution_under_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = households(dir.path());
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let capped = dir.path().join("capped.yaml");
+    std::fs::write(
+        &capped,
+        text.replace(
+            "max_children: 4\n",
+            "max_children: 4\n    max_rows_per_entity: 2\n",
+        ),
+    )
+    .unwrap();
+    let run = |spec: &Path, out: &Path, dp: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--entities",
+            "300",
+            "--seed",
+            "5",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(dp);
+        chimera(&args)
+    };
+    let dp = ["--epsilon", "4", "--noise-seed", "11"];
+    let out = dir.path().join("dp");
+    ok(&run(&capped, &out, &dp));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let notes = m["privacy"]["notes"].to_string();
+    assert!(notes.contains("up to 2 rows"), "{notes}");
+    assert!(!notes.contains("up to 4 rows"), "{notes}");
+    let kids = synthetic(&out, "kids");
+    let parents = synthetic(&out, "parents");
+    assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+    // Without DP every row is learnt from: the same bytes as without the option.
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&run(&capped, &a, &["--no-dp"]));
+    ok(&run(&spec, &b, &["--no-dp"]));
+    assert_eq!(
+        parts(&a, &["parents", "kids"]),
+        parts(&b, &["parents", "kids"])
+    );
+    for (bad, says) in [
+        (
+            text.replace(
+                "max_children: 4\n",
+                "max_children: 4\n    max_rows_per_entity: 0\n",
+            ),
+            "table `kids`: max_rows_per_entity must be at least 1",
+        ),
+        (
+            text.replace(
+                "primary_key: id}",
+                "primary_key: id, max_rows_per_entity: 3}",
+            ),
+            "table `parents`: `max_rows_per_entity` applies to child tables",
+        ),
+    ] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, bad).unwrap();
+        let o = run(&path, &dir.path().join("bad"), &dp);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
 }
 
 /// Shops founded in a year (an integer), each with up to 4 sales after 1 January of that year,
