@@ -469,29 +469,34 @@ impl Output {
     /// On a local folder, removes each of `relatives` and the folders under it that hold no
     /// file, deepest first; a folder with a file in it stays. Object stores have no folders.
     async fn remove_empty_local_folders(&self, relatives: Vec<String>) -> Result<(), StorageError> {
-        let Some(root) = self.location.local_root().map(PathBuf::from) else {
-            return Ok(());
-        };
-        let display = self.location.display().to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.on_local_root(move |root| {
             for relative in &relatives {
                 remove_if_empty(&root.join(relative))?;
             }
             Ok(())
         })
         .await
-        .map_err(|source| StorageError::Task {
-            path: display,
-            source,
-        })?
     }
 
-    async fn sync_local(&self, relatives: Vec<String>) -> Result<(), StorageError> {
+    /// Runs `work` on the blocking pool with the local folder's path; nothing on an object store.
+    async fn on_local_root(
+        &self,
+        work: impl FnOnce(PathBuf) -> Result<(), StorageError> + Send + 'static,
+    ) -> Result<(), StorageError> {
         let Some(root) = self.location.local_root().map(PathBuf::from) else {
             return Ok(());
         };
         let display = self.location.display().to_owned();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || work(root))
+            .await
+            .map_err(|source| StorageError::Task {
+                path: display,
+                source,
+            })?
+    }
+
+    async fn sync_local(&self, relatives: Vec<String>) -> Result<(), StorageError> {
+        self.on_local_root(move |root| {
             let io_error = |path: &std::path::Path| {
                 let path = path.display().to_string();
                 move |source| StorageError::Io { path, source }
@@ -515,10 +520,6 @@ impl Output {
             Ok(())
         })
         .await
-        .map_err(|source| StorageError::Task {
-            path: display,
-            source,
-        })?
     }
 }
 
