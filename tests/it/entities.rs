@@ -563,12 +563,15 @@ fn mimic_entities_under_dp_keep_every_rule_that_holds_by_construction() {
                 .unwrap_or_else(|| panic!("no column {column}"));
             serde_json::from_value(c["encoding"]["spikes"].clone()).unwrap()
         };
-        let sequence = &model["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "admissions")
-            .unwrap()["sequence"];
+        let sequence_of = |table: &str| -> &serde_json::Value {
+            &model["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == table)
+                .unwrap()["sequence"]
+        };
+        let sequence = sequence_of("admissions");
         for (m, column, needed) in [
             (
                 &model["flat"],
@@ -586,12 +589,7 @@ fn mimic_entities_under_dp_keep_every_rule_that_holds_by_construction() {
             );
         }
         // The first diagnosis's `seq_num` is drawn given its position: the tie is declared.
-        let diagnoses = &model["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "diagnoses_icd")
-            .unwrap()["sequence"];
+        let diagnoses = sequence_of("diagnoses_icd");
         let names: Vec<&str> = diagnoses["attributes"]
             .as_array()
             .unwrap()
