@@ -596,19 +596,31 @@ pub async fn fit_entities(
             .collect();
         s.last_only = last_only(&tree, spec, t);
         if t > 0 {
-            // A key part siblings share is drawn once, for the first sibling, and copied: drawn
-            // given how many siblings will copy it, so that its share of rows is right.
+            // A key part siblings share is drawn once, for the first sibling, and copied. The
+            // model sees every sibling's row, so it is drawn from the first siblings' rows (given
+            // the position) and given how many siblings will copy it: a diagnosis list's ICD
+            // version then has its share of lists, not of rows (ICD-10 lists are longer). Its
+            // reference is drawn given it, not the reverse: a version read off a code drawn with
+            // every row's weight would carry that weight again.
             let count = format!(
                 "{}{}",
                 relational::PARENT_PREFIX,
                 relational::count_column(&node.name)
             );
-            s.parents = rows[t]
-                .0
-                .iter()
-                .filter(|(_, rc)| matches!(rc, RowColumn::KeyPart { constant: true, .. }))
-                .map(|(n, _)| (n.clone(), count.clone()))
-                .collect();
+            s.parents = Vec::new();
+            for (n, rc) in &rows[t].0 {
+                if let RowColumn::KeyPart {
+                    reference,
+                    constant: true,
+                    ..
+                } = rc
+                {
+                    s.parents.push((n.clone(), count.clone()));
+                    s.parents
+                        .push((n.clone(), relational::POSITION_COLUMN.to_string()));
+                    s.parents.push((reference.clone(), n.clone()));
+                }
+            }
             s.parents.extend(
                 repeated[t]
                     .iter()
