@@ -1071,7 +1071,7 @@ impl Fitter {
                         * (self.settings.search_rows as f64 / self.rows).min(1.0),
                 }
             } else {
-                Score::MutualInformation
+                Score::InformationAboveChance
             },
         };
         let forced = self.forced_parents();
