@@ -119,7 +119,9 @@ pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
 /// of the first attribute and q the configurations of the rest that occur (2n·MI of independent
 /// attributes is asymptotically χ² with (r − 1)(q − 1) degrees of freedom, whose mean that is).
 /// Plain MI of a table with more cells than rows is mostly chance: it reaches the first
-/// attribute's entropy whatever the data.
+/// attribute's entropy whatever the data. The χ² mean understates chance when configurations
+/// hold about a row each; the search's cell cap (rows / 6 of the table) keeps a table scored
+/// whole out of that regime, a thinned sample only partly.
 pub fn information_above_chance(counts: &[f64], c: usize) -> f64 {
     let (total, pc, pp) = margins(counts, c);
     if total <= 0.0 {
