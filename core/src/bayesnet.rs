@@ -115,21 +115,62 @@ pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
 }
 
 /// Mutual information (nats) above what independent attributes show by chance in a table of that
-/// many rows, laid out as for [`mutual_information`]: MI − (r − 1)(q − 1) / 2n, with r the codes
-/// of the first attribute and q the configurations of the rest that occur (2n·MI of independent
-/// attributes is asymptotically χ² with (r − 1)(q − 1) degrees of freedom, whose mean that is).
-/// Plain MI of a table with more cells than rows is mostly chance: it reaches the first
-/// attribute's entropy whatever the data. The χ² mean understates chance when configurations
-/// hold about a row each; the search's cell cap (rows / 6 of the table) keeps a table scored
-/// whole out of that regime, a thinned sample only partly.
+/// many rows, laid out as for [`mutual_information`]. Plain MI of a table with more cells than
+/// rows is mostly chance: it reaches the first attribute's entropy whatever the data.
+///
+/// Chance is the MI's expected value when the first attribute is drawn independently, with its
+/// observed distribution p, into configurations of the observed sizes n_j:
+/// h(n) − Σ_j (n_j / n) h(n_j), where h(m) is the expected plug-in entropy of m draws from p.
+/// For configurations of many rows h(m) ≈ H(p) − (r − 1) / 2m (r codes that occur), and chance
+/// is then (r − 1)(q − 1) / 2n, the mean of 2n·MI's χ² law; for a configuration of one row h is
+/// 0 and all of its entropy is chance. h is exact up to [`EXACT_ENTROPY_ROWS`] rows.
 pub fn information_above_chance(counts: &[f64], c: usize) -> f64 {
     let (total, pc, pp) = margins(counts, c);
     if total <= 0.0 {
         return 0.0;
     }
-    let occurring = |v: &[f64]| v.iter().filter(|&&x| x > 0.0).count().max(1) as f64;
-    let chance = (occurring(&pc) - 1.0) * (occurring(&pp) - 1.0) / (2.0 * total);
-    mutual_information(counts, c) - chance
+    let p: Vec<f64> = pc.iter().map(|x| x / total).collect();
+    // In order of size: the sum, hence the search's choices, must not depend on a hash order.
+    let mut sizes: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for &m in pp.iter().filter(|&&m| m > 0.0) {
+        *sizes.entry(m.round() as u64).or_default() += m;
+    }
+    let within: f64 = sizes
+        .iter()
+        .map(|(&m, &rows)| rows / total * expected_entropy(&p, m))
+        .sum();
+    let chance = expected_entropy(&p, total.round() as u64) - within;
+    mutual_information(counts, c) - chance.max(0.0)
+}
+
+/// Up to this many rows, [`expected_entropy`] sums the binomial terms; beyond, it takes the
+/// first-order bias (r − 1) / 2m.
+pub const EXACT_ENTROPY_ROWS: u64 = 64;
+
+/// Expected plug-in entropy (nats) of `m` independent draws from `p`.
+fn expected_entropy(p: &[f64], m: u64) -> f64 {
+    if m <= 1 {
+        return 0.0;
+    }
+    let mf = m as f64;
+    if m > EXACT_ENTROPY_ROWS {
+        let entropy: f64 = p.iter().filter(|&&x| x > 0.0).map(|x| -x * x.ln()).sum();
+        let r = p.iter().filter(|&&x| x > 0.0).count() as f64;
+        return (entropy - (r - 1.0) / (2.0 * mf)).max(0.0);
+    }
+    let mut h = 0.0;
+    for &pk in p.iter().filter(|&&x| x > 0.0 && x < 1.0) {
+        let (lp, lq) = (pk.ln(), (1.0 - pk).ln());
+        let mut ln_choose = 0.0;
+        for x in 1..=m {
+            ln_choose += ((m - x + 1) as f64 / x as f64).ln();
+            let xf = x as f64;
+            let weight = (ln_choose + xf * lp + (mf - xf) * lq).exp();
+            let share = xf / mf;
+            h -= weight * share * share.ln();
+        }
+    }
+    h
 }
 
 /// How far the joint of the first attribute and the rest is from independence, in rows:
@@ -886,6 +927,37 @@ mod tests {
                 "{score:?}: {s:?}"
             );
         }
+    }
+
+    #[test]
+    fn expected_entropy_is_exact_for_small_draws_and_meets_the_first_order_bias() {
+        // Two draws from a fair coin: entropy 0 half the time, ln 2 the other half.
+        assert!((expected_entropy(&[0.5, 0.5], 2) - 0.5 * 2f64.ln()).abs() < 1e-12);
+        assert_eq!(expected_entropy(&[0.3, 0.7], 1), 0.0);
+        assert_eq!(expected_entropy(&[1.0, 0.0], 40), 0.0);
+        // At the switch to the first-order bias, both agree to a small fraction of the bias.
+        let p = [0.1f64, 0.2, 0.3, 0.4];
+        let entropy: f64 = p.iter().map(|x| -x * x.ln()).sum();
+        let m = EXACT_ENTROPY_ROWS;
+        let exact = expected_entropy(&p, m);
+        let first_order = entropy - 3.0 / (2.0 * m as f64);
+        assert!(
+            (exact - first_order).abs() < 0.1 * (entropy - exact),
+            "{exact} {first_order} {entropy}"
+        );
+        // Independent attributes: MI above chance is about 0 even with a row per configuration,
+        // where plain MI is nearly the first attribute's entropy.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut t = CodedTable::new(vec![2, 40, 40]);
+        for _ in 0..300 {
+            for (col, n) in t.columns.iter_mut().zip([2, 40, 40]) {
+                col.push(rng.random_range(0..n));
+            }
+        }
+        let counts = contingency(&t, &[0, 1, 2]);
+        let plain = mutual_information(&counts, 2);
+        let above = information_above_chance(&counts, 2);
+        assert!(plain > 0.5 && above.abs() < 0.05, "{plain} {above}");
     }
 
     #[test]
