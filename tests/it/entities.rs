@@ -710,6 +710,16 @@ fn same_seed_gives_the_same_entities() {
     assert!(v["models"]["transfers"].is_object());
 }
 
+/// Writes each table to `dir/<name>.csv` and the spec to `dir/spec.yaml`; returns the spec.
+fn write_fixture(dir: &Path, tables: &[(&str, &str)], spec: &str) -> PathBuf {
+    for (name, text) in tables {
+        std::fs::write(dir.join(format!("{name}.csv")), text).unwrap();
+    }
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
 /// Writes `parents.csv` (3,000 rows) and `kids.csv` (0 to 4 per parent) and a spec over them.
 fn households(dir: &Path) -> PathBuf {
     let mut parents = String::from("id,region,size\n");
@@ -727,11 +737,9 @@ fn households(dir: &Path) -> PathBuf {
             ));
         }
     }
-    std::fs::write(dir.join("parents.csv"), parents).unwrap();
-    std::fs::write(dir.join("kids.csv"), kids).unwrap();
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
+    write_fixture(
+        dir,
+        &[("parents", &parents), ("kids", &kids)],
         "tables:
   parents: {input: parents.csv, primary_key: id}
   kids:
@@ -742,8 +750,6 @@ fn households(dir: &Path) -> PathBuf {
     max_children: 4
 ",
     )
-    .unwrap();
-    spec
 }
 
 /// Visits coded from a public dictionary of `codes` keys, 60 visits over 60 codes.
@@ -762,12 +768,9 @@ fn coded_visits(dir: &Path, codes: usize) -> PathBuf {
             1 + i % 28
         ));
     }
-    std::fs::write(dir.join("dict.csv"), dict).unwrap();
-    std::fs::write(dir.join("people.csv"), people).unwrap();
-    std::fs::write(dir.join("visits.csv"), visits).unwrap();
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
+    write_fixture(
+        dir,
+        &[("dict", &dict), ("people", &people), ("visits", &visits)],
         "tables:
   people: {input: people.csv, primary_key: id, columns: {region: {domain: [north, south]}}}
   visits:
@@ -782,8 +785,6 @@ fn coded_visits(dir: &Path, codes: usize) -> PathBuf {
   dict: {input: dict.csv, primary_key: code, public: true}
 ",
     )
-    .unwrap();
-    spec
 }
 
 #[test]
@@ -861,17 +862,14 @@ fn versioned_lists(dir: &Path) -> (PathBuf, f64) {
             }
         }
     }
-    for (name, text) in [
-        ("dict", dict),
-        ("people", people),
-        ("lists", lists),
-        ("items", items),
-    ] {
-        std::fs::write(dir.join(format!("{name}.csv")), text).unwrap();
-    }
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
+    let spec = write_fixture(
+        dir,
+        &[
+            ("dict", &dict),
+            ("people", &people),
+            ("lists", &lists),
+            ("items", &items),
+        ],
         "tables:
   people: {input: people.csv, primary_key: id, columns: {region: {domain: [north, south]}}}
   lists:
@@ -890,8 +888,7 @@ fn versioned_lists(dir: &Path) -> (PathBuf, f64) {
     columns: {code: {type: Utf8}, seq: {bounds: [0, 30]}}
   dict: {input: dict.csv, primary_key: [code, version], public: true}
 ",
-    )
-    .unwrap();
+    );
     (spec, rows[0] as f64 / (rows[0] + rows[1]) as f64)
 }
 
@@ -965,11 +962,9 @@ fn customers(dir: &Path) -> PathBuf {
             orders.push_str(&format!("{k},{i},{plan},{size},2020-02-{:02}\n", 1 + 3 * j));
         }
     }
-    std::fs::write(dir.join("customers.csv"), parents).unwrap();
-    std::fs::write(dir.join("orders.csv"), orders).unwrap();
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
+    write_fixture(
+        dir,
+        &[("customers", &parents), ("orders", &orders)],
         "tables:
   customers: {input: customers.csv, primary_key: id,
               columns: {region: {domain: [north, south, east]}}}
@@ -986,8 +981,6 @@ fn customers(dir: &Path) -> PathBuf {
       day: {bounds: [0, 30000]}
 ",
     )
-    .unwrap();
-    spec
 }
 
 #[test]
@@ -1280,11 +1273,9 @@ fn shops(dir: &Path) -> PathBuf {
             i * 7919 % 1_000_000
         ));
     }
-    std::fs::write(dir.join("shops.csv"), shops).unwrap();
-    std::fs::write(dir.join("sales.csv"), sales).unwrap();
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
+    write_fixture(
+        dir,
+        &[("shops", &shops), ("sales", &sales)],
         "tables:
   shops:
     input: shops.csv
@@ -1301,8 +1292,6 @@ fn shops(dir: &Path) -> PathBuf {
     max_children: 4
 ",
     )
-    .unwrap();
-    spec
 }
 
 #[test]
