@@ -158,6 +158,8 @@ def inside(tr, a):
         "transfers starting over an hour after the discharge": int((t["intime"] > t["dischtime"] + hour).sum()),
         "admissions whose last transfer is over an hour from the discharge":
             int((last & ((t["intime"] - t["dischtime"]).abs() > hour)).sum()),
+        "discharge transfers that are not their admission's last":
+            int(((m.eventtype == "discharge") & ~last).sum()),
     }
 
 

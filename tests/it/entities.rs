@@ -294,6 +294,17 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         last_in.len(),
         "admissions whose last transfer is not at the discharge"
     );
+    // Only an admission's last transfer is its discharge (`last_when: {eventtype: discharge}`,
+    // under DP too).
+    let early_discharges = st["hadm_id"]
+        .iter()
+        .zip(&st["intime"])
+        .zip(&st["eventtype"])
+        .filter(|((h, i), e)| {
+            e.as_deref() == Some("discharge") && i.as_ref().unwrap() < last_in[h.as_ref().unwrap()]
+        })
+        .count();
+    assert_eq!(early_discharges, 0, "discharges before the last transfer");
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
