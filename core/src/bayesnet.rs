@@ -102,9 +102,15 @@ fn margins(counts: &[f64], c: usize) -> (f64, Vec<f64>, Vec<f64>) {
 /// contingency table laid out with the first attribute fastest.
 pub fn mutual_information(counts: &[f64], c: usize) -> f64 {
     let (total, pc, pp) = margins(counts, c);
+    mutual_information_of(counts, total, &pc, &pp)
+}
+
+/// [`mutual_information`] given the table's [`margins`].
+fn mutual_information_of(counts: &[f64], total: f64, pc: &[f64], pp: &[f64]) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }
+    let c = pc.len();
     let mut mi = 0.0;
     for (i, &x) in counts.iter().enumerate() {
         if x > 0.0 {
@@ -140,7 +146,7 @@ pub fn information_above_chance(counts: &[f64], c: usize) -> f64 {
         .map(|(&m, &rows)| rows / total * expected_entropy(&p, m))
         .sum();
     let chance = expected_entropy(&p, total.round() as u64) - within;
-    mutual_information(counts, c) - chance.max(0.0)
+    mutual_information_of(counts, total, &pc, &pp) - chance.max(0.0)
 }
 
 /// Up to this many rows, [`expected_entropy`] sums the binomial terms; beyond, it takes the
