@@ -106,9 +106,12 @@ const FINE_THRESHOLD: f64 = 1.0;
 const USEFULNESS: f64 = 4.0;
 /// Without DP a conditional table keeps at least this many rows per cell on average.
 const ROWS_PER_CELL: f64 = 6.0;
-/// Back-off pseudo-counts: per unit of noise under DP, absolute without.
+/// Back-off pseudo-counts: per unit of noise under DP, absolute without. Without DP they are
+/// what a parent configuration gives to codes it never holds: at 0.5, 1.2% of the demo's
+/// synthetic admissions had two `admit` transfers (the data: none), at 0.1 0.3%, with 2-way
+/// similarity and Adult's figures unchanged (BENCHMARKS.md).
 const SMOOTHING_DP: f64 = 0.5;
-const SMOOTHING_EXACT: f64 = 0.5;
+const SMOOTHING_EXACT: f64 = 0.1;
 /// Under DP, released categories whose noisy count is below this many σ of the conditional
 /// tables are merged into `other` for the network: their rows in a conditional table would be
 /// mostly noise. They are still decoded, with their released frequencies.
