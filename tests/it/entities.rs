@@ -58,8 +58,8 @@ fn synthetic(out: &Path, name: &str) -> Table {
     t
 }
 
-fn run_mimic(out: &Path, entities: &str, extra: &[&str]) -> std::process::Output {
-    let spec = example().join("spec.yaml");
+/// `chimera run --spec SPEC --entities N --output OUT` and the `extra` arguments.
+fn run_entities(spec: &Path, out: &Path, entities: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "run",
         "--spec",
@@ -71,6 +71,10 @@ fn run_mimic(out: &Path, entities: &str, extra: &[&str]) -> std::process::Output
     ];
     args.extend_from_slice(extra);
     chimera(&args)
+}
+
+fn run_mimic(out: &Path, entities: &str, extra: &[&str]) -> std::process::Output {
+    run_entities(&example().join("spec.yaml"), out, entities, extra)
 }
 
 /// Total-variation distance between two distributions given as counts.
@@ -928,18 +932,12 @@ fn a_key_part_siblings_share_keeps_its_share_of_parents() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, real) = versioned_lists(dir.path());
     let out = dir.path().join("out");
-    ok(&chimera(&[
-        "run",
-        "--spec",
-        spec.to_str().unwrap(),
-        "--entities",
+    ok(&run_entities(
+        &spec,
+        &out,
         "2000",
-        "--no-dp",
-        "--seed",
-        "5",
-        "--output",
-        out.to_str().unwrap(),
-    ]));
+        &["--no-dp", "--seed", "5"],
+    ));
     let items = synthetic(&out, "items");
     let mut version: HashMap<&String, HashSet<&String>> = HashMap::new();
     for (l, v) in items["list"].iter().zip(&items["version"]) {
@@ -1195,19 +1193,9 @@ fn max_rows_per_entity_bounds_a_child_tables_contribution_under_dp() {
     )
     .unwrap();
     let run = |spec: &Path, out: &Path, dp: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--entities",
-            "300",
-            "--seed",
-            "5",
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(dp);
-        chimera(&args)
+        let mut extra = vec!["--seed", "5"];
+        extra.extend_from_slice(dp);
+        run_entities(spec, out, "300", &extra)
     };
     let dp = ["--epsilon", "4", "--noise-seed", "11"];
     let out = dir.path().join("dp");
@@ -1660,16 +1648,7 @@ fn edited_spec(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
 }
 
 fn run_spec(spec: &Path, out: &Path) -> std::process::Output {
-    chimera(&[
-        "run",
-        "--spec",
-        spec.to_str().unwrap(),
-        "--entities",
-        "50",
-        "--no-dp",
-        "--output",
-        out.to_str().unwrap(),
-    ])
+    run_entities(spec, out, "50", &["--no-dp"])
 }
 
 #[test]
