@@ -99,6 +99,38 @@ for t, cols in CATEGORICAL.items():
     print(f"| {t} | {len(s[t])} | {sum(one.values()) / len(one):.3f} | {two_way(r[t], s[t], cols):.3f} "
           f"| {worst} {one[worst]:.3f} | {rows_ref} | {entity_ref} |")
 
+
+
+# What admissions' 2-way similarity rewards, with as many patients as the output (means of 5
+# draws; only against the demo). Most admissions belong to a few patients (one has 20 of 275),
+# so the joint of patient-level columns (race, insurance, marital status) over admissions is
+# set by which patients were admitted most:
+# - copies: whole real patients drawn with replacement;
+# - counts shuffled: every real patient's own admissions, each of their columns exact, but as
+#   many (drawn from their own) as another real patient had: what even a model that knew every
+#   real patient's profile would score if it did not know who was admitted most.
+def admission_references(n, draws=5):
+    adm = r["admissions"]
+    rows = adm.groupby("subject_id").indices
+    ids = np.array(sorted(rows))
+    count = np.array([len(rows[i]) for i in ids])
+    copies, shuffled = [], []
+    for i in range(draws):
+        rng = np.random.default_rng(i)
+        picked = rng.integers(len(ids), size=n)
+        copies.append(two_way(adm.iloc[np.concatenate([rows[ids[j]] for j in picked])], adm,
+                              CATEGORICAL["admissions"]))
+        donors = rng.integers(len(ids), size=n)
+        take = [rng.choice(rows[ids[j]], size=count[k]) for j, k in zip(picked, donors)]
+        shuffled.append(two_way(adm.iloc[np.concatenate(take)], adm, CATEGORICAL["admissions"]))
+    return np.mean(copies), np.mean(shuffled)
+
+
+if not POPULATION:
+    print("admissions 2-way of %d real patients drawn whole (copies): %.3f; with each one's number "
+          "of admissions taken from another real patient: %.3f" % (len(s["patients"]),
+                                                                   *admission_references(len(s["patients"]))))
+
 a, tr, d, p = s["admissions"], s["transfers"], s["diagnoses_icd"], s["patients"]
 violations = ((a.dischtime < a.admittime).sum() + (a.edouttime < a.edregtime).sum()
               + (tr.outtime < tr.intime).sum())
