@@ -828,19 +828,7 @@ fn dp_references_take_the_public_keys_as_their_domain_and_stop_when_too_many_rel
         std::fs::create_dir_all(&sub).unwrap();
         let spec = coded_visits(&sub, codes);
         let out = sub.join("out");
-        let o = chimera(&[
-            "run",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--entities",
-            "200",
-            "--epsilon",
-            "1",
-            "--noise-seed",
-            "4",
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let o = run_entities(&spec, &out, "200", &["--epsilon", "1", "--noise-seed", "4"]);
         (o, out)
     };
     let (o, out) = run(100);
@@ -1025,19 +1013,9 @@ fn same_for_siblings_columns_are_copied_to_every_later_sibling_with_or_without_d
     {
         let out = dir.path().join(format!("out{i}"));
         let entities = if i == 2 { "6" } else { "800" };
-        let mut args = vec![
-            "run",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--entities",
-            entities,
-            "--seed",
-            "4",
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(privacy);
-        ok(&chimera(&args));
+        let mut extra = vec!["--seed", "4"];
+        extra.extend_from_slice(privacy);
+        ok(&run_entities(&spec, &out, entities, &extra));
         let shown = chimera(&["inspect", out.join("_model.json").to_str().unwrap()]);
         assert!(
             String::from_utf8_lossy(&shown.stdout)
@@ -1105,16 +1083,7 @@ fn same_for_siblings_columns_are_copied_to_every_later_sibling_with_or_without_d
         )
         .unwrap();
         let out = dir.path().join(format!("bad-{column}"));
-        let o = chimera(&[
-            "run",
-            "--spec",
-            bad.to_str().unwrap(),
-            "--entities",
-            "10",
-            "--no-dp",
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let o = run_entities(&bad, &out, "10", &["--no-dp"]);
         assert!(!o.status.success());
         let e = stderr(&o);
         assert!(
@@ -1129,21 +1098,8 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = households(dir.path());
     let run = |out: &Path, seed: &str| {
-        chimera(&[
-            "run",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--entities",
-            "500",
-            "--epsilon",
-            "4",
-            "--noise-seed",
-            "11",
-            "--seed",
-            seed,
-            "--output",
-            out.to_str().unwrap(),
-        ])
+        let extra = ["--epsilon", "4", "--noise-seed", "11", "--seed", seed];
+        run_entities(&spec, out, "500", &extra)
     };
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     ok(&run(&a, "5"));
@@ -1314,23 +1270,13 @@ fn entity_times_follow_a_year_anchor_and_the_last_child_and_a_last_value_ends_th
     let spec = shops(dir.path());
     for dp in [false, true] {
         let out = dir.path().join(if dp { "dp" } else { "exact" });
-        let mut args = vec![
-            "run",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--entities",
-            "2000",
-            "--seed",
-            "4",
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        args.extend(if dp {
+        let mut extra = vec!["--seed", "4"];
+        extra.extend(if dp {
             ["--epsilon", "4", "--noise-seed", "2"].as_slice()
         } else {
             ["--no-dp"].as_slice()
         });
-        ok(&chimera(&args));
+        ok(&run_entities(&spec, &out, "2000", &extra));
         let (shops, sales) = (synthetic(&out, "shops"), synthetic(&out, "sales"));
         let founded: HashMap<&String, i64> = shops["id"]
             .iter()
@@ -1487,14 +1433,12 @@ fn a_dp_entity_model_has_the_same_shape_on_neighbouring_data_and_publishes_no_co
     let fit = |busy: bool, dp: bool| {
         let spec = lone_or_busy(dir.path(), busy);
         let out = dir.path().join(format!("out_{busy}_{dp}"));
-        let mut args = vec!["run", "--spec", spec.to_str().unwrap(), "--entities", "300"];
-        if dp {
-            args.extend(["--epsilon", "2", "--noise-seed", "3"]);
+        let privacy: &[&str] = if dp {
+            &["--epsilon", "2", "--noise-seed", "3"]
         } else {
-            args.push("--no-dp");
-        }
-        args.extend(["--output", out.to_str().unwrap()]);
-        let o = chimera(&args);
+            &["--no-dp"]
+        };
+        let o = run_entities(&spec, &out, "300", privacy);
         ok(&o);
         let read = |f: &str| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
