@@ -100,7 +100,6 @@ for t, cols in CATEGORICAL.items():
           f"| {worst} {one[worst]:.3f} | {rows_ref} | {entity_ref} |")
 
 
-
 # What admissions' 2-way similarity rewards, with as many patients as the output (means of 5
 # draws; only against the demo). Most admissions belong to a few patients (one has 20 of 275),
 # so the joint of patient-level columns (race, insurance, marital status) over admissions is
@@ -127,9 +126,10 @@ def admission_references(n, draws=5):
 
 
 if not POPULATION:
-    print("admissions 2-way of %d real patients drawn whole (copies): %.3f; with each one's number "
-          "of admissions taken from another real patient: %.3f" % (len(s["patients"]),
-                                                                   *admission_references(len(s["patients"]))))
+    n = len(s["patients"])
+    copied, shuffled = admission_references(n)
+    print(f"admissions 2-way of {n} real patients drawn whole (copies): {copied:.3f}; with each "
+          f"one's number of admissions taken from another real patient: {shuffled:.3f}")
 
 a, tr, d, p = s["admissions"], s["transfers"], s["diagnoses_icd"], s["patients"]
 violations = ((a.dischtime < a.admittime).sum() + (a.edouttime < a.edregtime).sum()
