@@ -140,6 +140,16 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                 });
             }
         }
+        for (column, c) in &ts.columns {
+            for (condition, value) in &c.empty_when {
+                orders.push(Order::EmptyWhen {
+                    table: name.clone(),
+                    column: column.clone(),
+                    condition: condition.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
         if let (Some(order_by), Some(i)) = (&ts.order_by, tree.index(name))
             && let Some(p) = tree.tables[i].parent
         {

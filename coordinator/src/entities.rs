@@ -1381,10 +1381,10 @@ fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
         .collect()
 }
 
-/// The spec's `parents` of the columns in table `t`'s model, named as that model names them:
-/// in the flat row a root child's columns carry its name as a prefix, in a sequence model the
-/// parent table's columns carry [`relational::PARENT_PREFIX`]. `TABLE.COLUMN` names a column of
-/// the parent table.
+/// The spec's `parents` and `empty_when` of the columns in table `t`'s model, named as that
+/// model names them: in the flat row a root child's columns carry its name as a prefix, in a
+/// sequence model the parent table's columns carry [`relational::PARENT_PREFIX`].
+/// `TABLE.COLUMN` in `parents` names a column of the parent table.
 fn declare_parents(
     tree: &EntityTree,
     spec: &Spec,
@@ -1443,6 +1443,13 @@ fn declare_parents(
             if let Some(s) = specs.get_mut(&own(column)) {
                 // Only the columns this model holds: the rest are passed over by the fit.
                 s.parents = mapped.into_iter().filter(|m| held.contains(m)).collect();
+                // Conditions are columns of the same table (the loader checked them); the fit
+                // stops on one it does not model.
+                s.empty_when = cs
+                    .empty_when
+                    .iter()
+                    .map(|(q, v)| (own(q), v.clone()))
+                    .collect();
             }
         }
     }

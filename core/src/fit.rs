@@ -72,6 +72,19 @@ pub struct LastOnly {
     pub last: f64,
 }
 
+/// A spec's `empty_when` rule on a network: `column` (an attribute) takes its `null` code
+/// wherever `condition` (an attribute) takes `code`.
+struct EmptyRule {
+    column: usize,
+    condition: usize,
+    code: usize,
+    null: usize,
+    /// The rule and the condition as the spec says them, and the column's name, for errors.
+    says: String,
+    name: String,
+    held: String,
+}
+
 /// Without DP, a text column's values seen fewer times than this are left to the LLM (the
 /// long tail), so no rare real string is copied into the output.
 pub const TEXT_MIN_COUNT: f64 = 5.0;
@@ -589,7 +602,9 @@ impl Fitter {
         } else {
             s.nulls as f64
         };
-        let null = if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
+        // A column empty by declaration keeps its null code whatever the data (public).
+        let declared_empty = spec.is_some_and(|x| !x.empty_when.is_empty());
+        let null = declared_empty || if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
         let mut kept_mass = 0.0;
         // Without DP, values beyond the category limit (with their counts).
         let mut tail: Vec<(String, f64)> = Vec::new();
@@ -753,11 +768,16 @@ impl Fitter {
                 }
             }
         }
+        let declared_empty = self
+            .spec
+            .columns
+            .get(&c.name)
+            .is_some_and(|x| !x.empty_when.is_empty());
         let null = if dp {
             s.nulls as f64 + privacy::gaussian(sigma, &mut self.noise) > 3.0 * sigma
         } else {
             s.nulls > 0
-        };
+        } || declared_empty;
         let integer = matches!(c.kind, ValueKind::Integer | ValueKind::Date);
         let enc = domain::numeric_from_weights(
             n.grid,
@@ -846,7 +866,135 @@ impl Fitter {
             .last_only
             .iter()
             .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)));
-        declared.chain(settled).chain(last).collect()
+        let empty = self.spec.columns.iter().flat_map(|(name, c)| {
+            c.empty_when
+                .keys()
+                .filter_map(|p| Some((self.attribute(name)?, self.attribute(p)?)))
+        });
+        declared.chain(empty).chain(settled).chain(last).collect()
+    }
+
+    /// The spec's `empty_when` rules on the network's attributes. A column the network does not
+    /// hold has none; a condition it does not hold, or a value without a code of its own, is
+    /// an error.
+    fn empty_rules(&self) -> Result<Vec<EmptyRule>> {
+        let mut rules = Vec::new();
+        for (name, c) in &self.spec.columns {
+            let Some(a) = self.attribute(name) else {
+                continue;
+            };
+            let card = self.cards()[a];
+            for (q_name, value) in &c.empty_when {
+                let err = |message: String| CoreError::Column {
+                    table: self.table.clone(),
+                    column: name.clone(),
+                    message,
+                };
+                let q = self.attribute(q_name).ok_or_else(|| {
+                    err(format!(
+                        "`empty_when: {{{q_name}: {value}}}`: `{q_name}` is not modelled (an \
+                         identifier or a text column cannot be a condition)"
+                    ))
+                })?;
+                let code = match &self.columns[self.attributes[q]].encoding {
+                    Some(Encoding::Categorical(e)) => e.values.iter().position(|v| v == value),
+                    Some(Encoding::Numeric(n)) => value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(|x| n.spikes.iter().position(|&s| s == x)),
+                    None => None,
+                };
+                let code = code.ok_or_else(|| {
+                    err(format!(
+                        "`empty_when: {{{q_name}: {value}}}`: `{value}` is not a value of \
+                         `{q_name}` with a code of its own (declare it in `{q_name}`'s `domain`)"
+                    ))
+                })?;
+                rules.push(EmptyRule {
+                    column: a,
+                    condition: q,
+                    code,
+                    null: card - 1,
+                    says: format!("`empty_when: {{{q_name}: {value}}}`"),
+                    name: name.clone(),
+                    held: format!("`{q_name}` = `{value}`"),
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Stops when the data breaks an `empty_when` rule: `joint` holds the exact counts of each
+    /// edge's child and parents (the child fastest).
+    fn check_empty_when(&self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<()> {
+        let cards = self.cards();
+        for EmptyRule {
+            column: a,
+            condition: q,
+            code,
+            null,
+            says,
+            name,
+            held,
+        } in self.empty_rules()?
+        {
+            let Some((e, counts)) = structure.iter().zip(joint).find(|(e, _)| e.child == a) else {
+                continue;
+            };
+            let Some(k) = e.parents.iter().position(|&p| p == q) else {
+                continue;
+            };
+            let card = cards[a];
+            let stride: usize = e.parents[..k].iter().map(|&p| cards[p]).product();
+            let pc = cards[q];
+            let broken: f64 = counts
+                .chunks(card)
+                .enumerate()
+                .filter(|(c, _)| (c / stride) % pc == code)
+                .map(|(_, row)| row.iter().sum::<f64>() - row[null])
+                .sum();
+            if broken > 0.0 {
+                return Err(CoreError::Column {
+                    table: self.table.clone(),
+                    column: name,
+                    message: format!(
+                        "{says} does not hold in the data: {broken} rows with {held} have a value"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the rows of each `empty_when` condition no other outcome than empty
+    /// (post-processing: under DP it adds no cost).
+    fn enforce_empty_when(&self, net: &mut BayesNet) -> Result<()> {
+        for EmptyRule {
+            column: a,
+            condition: q,
+            code,
+            null,
+            ..
+        } in self.empty_rules()?
+        {
+            let Some(node) = net.nodes.iter_mut().find(|n| n.child == a) else {
+                continue;
+            };
+            let Some(k) = node.parents.iter().position(|&p| p == q) else {
+                continue;
+            };
+            let stride: usize = node.parent_cards[..k].iter().product();
+            let pc = node.parent_cards[k];
+            let card = node.card;
+            for (c, row) in node.probs.chunks_mut(card).enumerate() {
+                if (c / stride) % pc == code {
+                    row.iter_mut().for_each(|p| *p = 0.0);
+                    row[null] = 1.0;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Gives each `last_only` value no weight where its position column says a later sibling
@@ -951,8 +1099,8 @@ impl Fitter {
     }
 
     /// Values of a numeric column that get codes of their own whatever the data (so free under
-    /// DP): a last-child position with its neighbours, and a last-child value, with its
-    /// neighbours inside the declared bounds. A value without its own code is encoded as the
+    /// DP): a last-child position with its neighbours, and a last-child or `empty_when` value,
+    /// with its neighbours inside the declared bounds. A value without its own code is encoded as the
     /// nearest one, which must never be the last child's position or value when it is not;
     /// and the value's column keeps a code for another value even when the noise released
     /// none (a 0/1 flag with `bounds: [0, 1]`).
@@ -971,6 +1119,18 @@ impl Fitter {
                     Some(_) => exact.extend(near(v)),
                     None => exact.push(v),
                 }
+            }
+        }
+        // An `empty_when` condition's value (the same way: its neighbours must not encode as it).
+        let conditions = self
+            .spec
+            .columns
+            .values()
+            .filter_map(|c| c.empty_when.get(column));
+        for v in conditions.filter_map(|v| v.trim().parse::<f64>().ok()) {
+            match bounds {
+                Some(_) => exact.extend(near(v)),
+                None => exact.push(v),
             }
         }
         exact.retain(inside);
@@ -1221,6 +1381,7 @@ impl Fitter {
     /// Turns the exact (child, parents) counts of each edge into the model, noising them under DP.
     pub fn finish(mut self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<Model> {
         let dp = self.ledger.is_some();
+        self.check_empty_when(structure, joint)?;
         let mut joint = joint.to_vec();
         let mut sigmas = vec![0.0; joint.len()];
         if dp {
@@ -1246,6 +1407,7 @@ impl Fitter {
             },
         );
         self.enforce_last_only(&mut net);
+        self.enforce_empty_when(&mut net)?;
         // `other` decodes to a kept value drawn from the released one-way distribution.
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding

@@ -43,6 +43,14 @@ pub struct ColumnSpec {
     /// flag). In a relational spec, `TABLE.COLUMN` names a column of the parent table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<String>,
+    /// Declared structural zeros: the column is empty on every row where a named column of the
+    /// same table holds the given value (a discharge has no care unit:
+    /// `careunit: {empty_when: {eventtype: discharge}}`). The network draws the column given
+    /// those columns and gives their value no other outcome than empty, under DP too (where
+    /// noise would otherwise put care units on a few percent of discharges). The fit stops if
+    /// a row of the data breaks it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub empty_when: BTreeMap<String, String>,
 }
 
 /// Default bound on the characters of an LLM-written value.
@@ -140,6 +148,18 @@ impl Spec {
                 && d.is_empty()
             {
                 return Err(CoreError::Spec(format!("column `{name}`: domain is empty")));
+            }
+            for p in c.empty_when.keys() {
+                if p == name || !columns.iter().any(|s| &s.name == p) {
+                    return Err(CoreError::Spec(format!(
+                        "column `{name}`: `empty_when` names `{p}`, which is {} in table `{table}`",
+                        if p == name {
+                            "the column itself"
+                        } else {
+                            "not a column"
+                        }
+                    )));
+                }
             }
             for p in &c.parents {
                 if p == name || !columns.iter().any(|s| &s.name == p) {

@@ -74,6 +74,13 @@ pub enum Order {
         column: String,
         value: String,
     },
+    /// Each row of `table` whose `condition` holds `value` has `column` empty (`empty_when`).
+    EmptyWhen {
+        table: String,
+        column: String,
+        condition: String,
+        value: String,
+    },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row after
     /// the first holds the previous one's `column` (`same_for_siblings`).
     SameForSiblings {
@@ -285,6 +292,12 @@ pub fn evaluate_relational(
             Order::SameForSiblings { table, column, .. } => {
                 (table, format!("{column} the same on every row of a parent"))
             }
+            Order::EmptyWhen {
+                table,
+                column,
+                condition,
+                value,
+            } => (table, format!("{column} empty where {condition} = {value}")),
             Order::EndsAt {
                 table,
                 order_by,
@@ -701,6 +714,20 @@ fn violations(
                 }
             }
             Ok((checked, bad))
+        }
+        Order::EmptyWhen {
+            table,
+            column,
+            condition,
+            value,
+        } => {
+            let held = keys(batches, std::slice::from_ref(condition), table, role)?;
+            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let rows: Vec<usize> = (0..held.len())
+                .filter(|&r| held[r].as_deref() == Some(value.as_str()))
+                .collect();
+            let bad = rows.iter().filter(|&&r| values[r].is_some()).count();
+            Ok((rows.len() as u64, bad as u64))
         }
         Order::AfterChildren { .. } | Order::EndsAt { .. } => Ok((0, 0)),
     }

@@ -309,6 +309,13 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         })
         .count();
     assert_eq!(early_discharges, 0, "discharges before the last transfer");
+    // A discharge has no care unit (`empty_when: {eventtype: discharge}`, under DP too).
+    let discharge_units = st["eventtype"]
+        .iter()
+        .zip(&st["careunit"])
+        .filter(|(e, u)| e.as_deref() == Some("discharge") && u.is_some())
+        .count();
+    assert_eq!(discharge_units, 0, "discharges with a care unit");
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
@@ -1663,6 +1670,33 @@ fn bad_relational_input_is_named() {
             ),
         "{e}"
     );
+    // A declared structural zero the data breaks, and one naming no column.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "empty_when: {eventtype: discharge}",
+            "empty_when: {eventtype: admit}",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`transfers`")
+            && e.contains("`careunit`")
+            && e.contains("`empty_when: {eventtype: admit}` does not hold in the data: "),
+        "{e}"
+    );
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "empty_when: {eventtype: discharge}",
+            "empty_when: {event: discharge}",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`transfers`")
+            && e.contains("`empty_when` names `event`, which is not a column"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
     // A declared parent outside the table and its parent.
     let spec = edited_spec(dir.path(), |t| {
         t.replace(
@@ -2132,6 +2166,7 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
             "the last intime is within an hour of admissions.dischtime",
             25,
         ),
+        ("transfers", "careunit empty where eventtype = discharge", 0),
     ] {
         assert!(
             orders.iter().any(|o| o["table"] == table
@@ -2151,6 +2186,39 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
             && o["violations_synthetic"] == 0
             && o["violations_real"] == 0
     }));
+
+    // A structural zero the data does not have is counted on both sides: every admit has a
+    // care unit (275 real, as many synthetic as the output has admits).
+    let admits = synthetic(&out, "transfers")["eventtype"]
+        .iter()
+        .filter(|e| e.as_deref() == Some("admit"))
+        .count();
+    let wrong = edited_spec(dir.path(), |t| {
+        t.replace(
+            "empty_when: {eventtype: discharge}",
+            "empty_when: {eventtype: admit}",
+        )
+    });
+    let json2 = dir.path().join("m2.json");
+    ok(&chimera(&[
+        "eval",
+        "--spec",
+        wrong.to_str().unwrap(),
+        "--synthetic",
+        out.to_str().unwrap(),
+        "--json",
+        json2.to_str().unwrap(),
+    ]));
+    let v2: serde_json::Value = serde_json::from_slice(&std::fs::read(&json2).unwrap()).unwrap();
+    let rule = v2["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["rule"] == "careunit empty where eventtype = admit")
+        .unwrap();
+    assert_eq!(rule["violations_real"], 275, "{rule}");
+    assert_eq!(rule["checked_synthetic"], admits as u64, "{rule}");
+    assert_eq!(rule["violations_synthetic"], admits as u64, "{rule}");
 
     // The report draws a chart per child link and per column of every table.
     let charts = 3 + v["tables"]

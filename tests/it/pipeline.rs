@@ -776,3 +776,93 @@ fn dp_reals_with_bounds_do_not_pile_noise_onto_tiny_values() {
         );
     }
 }
+
+#[test]
+fn declared_structural_zeros_hold_under_dp_and_a_broken_one_is_named() {
+    // `unit` is empty on discharges, `days` when `flag` is 0 (a number: its 0 gets a code of
+    // its own). Under DP the noise puts units on discharges and days on unflagged rows unless
+    // the spec declares the rule.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("stays.csv");
+    let mut text = String::from("kind,unit,flag,days\n");
+    for i in 0..600 {
+        let kind = ["ward", "icu", "discharge"][i % 3];
+        let unit = if kind == "discharge" {
+            ""
+        } else {
+            ["A", "B", "C", "D", "E", "F"][i % 6]
+        };
+        let flag = usize::from(i % 5 == 0);
+        let days = if flag == 1 {
+            (i % 30).to_string()
+        } else {
+            String::new()
+        };
+        text.push_str(&format!("{kind},{unit},{flag},{days}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let columns = "columns:\n  kind: {domain: [ward, icu, discharge]}\n  unit: {domain: [A, B, C, D, E, F]RULE_U}\n  flag: {bounds: [0, 1]}\n  days: {bounds: [0, 30]RULE_D}\n";
+    let run = |rules: (&str, &str), out: &Path, dp: bool| {
+        let spec = dir.path().join("spec.yaml");
+        let text = columns
+            .replace("RULE_U", rules.0)
+            .replace("RULE_D", rules.1);
+        std::fs::write(&spec, text).unwrap();
+        if dp {
+            dp_run(&csv, &spec, "3000", "4", out)
+        } else {
+            chimera(&[
+                "run",
+                "--input",
+                csv.to_str().unwrap(),
+                "--spec",
+                spec.to_str().unwrap(),
+                "--rows",
+                "3000",
+                "--no-dp",
+                "--output",
+                out.to_str().unwrap(),
+            ])
+        }
+    };
+    // (discharges with a unit, unflagged rows with days) of an output.
+    let broken = |out: &Path| -> (usize, usize) {
+        let (mut units, mut days) = (0, 0);
+        for b in read_parts(&out.join("stays")) {
+            let kind = b.column_by_name("kind").unwrap().as_string::<i32>().clone();
+            let unit = b.column_by_name("unit").unwrap();
+            let flag = b
+                .column_by_name("flag")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            let d = b.column_by_name("days").unwrap();
+            for i in 0..b.num_rows() {
+                units += usize::from(kind.value(i) == "discharge" && unit.is_valid(i));
+                days += usize::from(flag.is_valid(i) && flag.value(i) == 0 && d.is_valid(i));
+            }
+        }
+        (units, days)
+    };
+    let rules = (", empty_when: {kind: discharge}", ", empty_when: {flag: 0}");
+    let out = dir.path().join("plain");
+    ok(&run(("", ""), &out, true));
+    let (units, days) = broken(&out);
+    assert!(units > 0 && days > 0, "{units} units, {days} days");
+    for dp in [true, false] {
+        let out = dir.path().join(format!("ruled_{dp}"));
+        ok(&run(rules, &out, dp));
+        assert_eq!(broken(&out), (0, 0), "dp: {dp}");
+    }
+    // A rule the data breaks stops the fit, naming the column and the rows.
+    let out = dir.path().join("bad");
+    let o = run((", empty_when: {kind: ward}", ""), &out, false);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("column `unit`")
+            && e.contains("`empty_when: {kind: ward}` does not hold in the data: 200 rows"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+}
