@@ -730,6 +730,15 @@ pub async fn fit_entities(
             max_children: clip(t),
             key_format: key_formats[t].clone(),
             last_when: spec.tables[&node.name].last_when.clone(),
+            empty_when: spec.tables[&node.name]
+                .columns
+                .iter()
+                .flat_map(|(c, cs)| {
+                    cs.empty_when
+                        .iter()
+                        .map(move |(q, v)| (c.clone(), q.clone(), v.clone()))
+                })
+                .collect(),
             same_for_siblings: spec.tables[&node.name].same_for_siblings.clone(),
             sequence: None,
         })

@@ -535,6 +535,11 @@ pub struct EntityTable {
     /// it; an LLM that writes the rows is held to it by its grammar).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_when: BTreeMap<String, String>,
+    /// The spec's `empty_when`, as (column, condition column, value): the networks hold to
+    /// it; an LLM that writes the rows keeps the condition column as drawn and writes the
+    /// column empty where it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty_when: Vec<(String, String, String)>,
     /// The spec's `same_for_siblings`: columns a later sibling copies from the previous one
     /// (given to its sequence model as evidence, so the rest of the row follows the copy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

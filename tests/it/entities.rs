@@ -1876,6 +1876,26 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     };
     assert!(differ(&na["admission_type"], &sa["admission_type"]) > 0);
     assert!(differ(&nt["careunit"], &st["careunit"]) > st["careunit"].len() / 4);
+    // `empty_when`: the event type (its condition) stays as drawn, and the grammar writes a
+    // discharge's care unit empty.
+    assert_eq!(nt["eventtype"], st["eventtype"]);
+    let discharges: Vec<bool> = st["eventtype"]
+        .iter()
+        .map(|e| e.as_deref() == Some("discharge"))
+        .collect();
+    assert!(discharges.iter().any(|&d| d));
+    assert!(
+        discharges
+            .iter()
+            .zip(&st["careunit"])
+            .all(|(&d, u)| !d || u.is_none())
+    );
+    assert!(
+        discharges
+            .iter()
+            .zip(&st["careunit"])
+            .any(|(&d, u)| !d && u.is_some())
+    );
     assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
@@ -2050,6 +2070,13 @@ fn smollm2_writes_whole_entities_that_keep_keys_codes_and_order() {
     let real_units: HashSet<Option<String>> =
         real("transfers")["careunit"].iter().cloned().collect();
     assert!(st["careunit"].iter().all(|u| real_units.contains(u)));
+    // A discharge has no care unit (`empty_when`: forced empty in the grammar).
+    assert!(
+        st["eventtype"]
+            .iter()
+            .zip(&st["careunit"])
+            .all(|(e, u)| e.as_deref() != Some("discharge") || u.is_none())
+    );
     assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
     assert_eq!(order_violations(&st, "intime", "outtime"), 0);
     for (t, c) in [(&sa, "admittime"), (&st, "intime"), (&sd, "seq_num")] {

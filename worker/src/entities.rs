@@ -507,7 +507,8 @@ impl EntitySampler {
     }
 
     /// The LLM writes every entity's child rows (Amalgam's step): the drafts the models drew
-    /// are rewritten in place; child counts, keys and empty times stay as drawn.
+    /// are rewritten in place; child counts, keys, empty times and `empty_when` conditions
+    /// stay as drawn.
     fn write_entities<'m>(
         &'m self,
         w: &ChildWriter,
@@ -523,6 +524,9 @@ impl EntitySampler {
                 .row
                 .iter()
                 .map(|(name, rc)| {
+                    // An `empty_when` condition stays as drawn, so the rule's column can be
+                    // written empty where it holds.
+                    let condition = tables[t].empty_when.iter().any(|(_, q, _)| q == name);
                     let Some(prep) = prep else {
                         return Slot::Keep;
                     };
@@ -538,7 +542,7 @@ impl EntitySampler {
                         (RowColumn::Count { .. }, _) => Slot::Keep,
                         // The LLM writes the whole reference; the part is the model's aid.
                         (RowColumn::KeyPart { .. }, _) => Slot::Skip,
-                        (_, Some(_)) if t == 0 => Slot::Keep,
+                        (_, Some(_)) if t == 0 || condition => Slot::Keep,
                         (RowColumn::First { .. } | RowColumn::Gap { .. }, Some(enc)) => {
                             Slot::Order(enc)
                         }
@@ -630,6 +634,16 @@ impl EntitySampler {
                 })
                 .collect(),
             last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
+            empty_when: tables
+                .iter()
+                .map(|t| {
+                    let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
+                    t.empty_when
+                        .iter()
+                        .filter_map(|(c, q, v)| Some((at(c)?, at(q)?, v.clone())))
+                        .collect()
+                })
+                .collect(),
         };
         let mut entities: Vec<Node<'_, 'm>> = (0..all[0].parent.len())
             .map(|i| node(0, i, all, tree, &ranges, (&flat_slots, &seq_slots)))

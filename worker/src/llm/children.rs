@@ -62,6 +62,10 @@ pub struct Layout {
     pub tables: Vec<(String, Vec<String>, Vec<usize>)>,
     /// Per table: values only a parent's last child may hold, by column (`last_when`).
     pub last_when: Vec<std::collections::BTreeMap<String, String>>,
+    /// Per table: (column, condition column, value) by their places in the row: the column
+    /// is written empty where the condition column (kept as drawn) holds the value
+    /// (`empty_when`).
+    pub empty_when: Vec<Vec<(usize, usize, String)>>,
 }
 
 /// Writes the child rows of entities with a language model.
@@ -96,6 +100,15 @@ fn json_of(v: &Value<'_>) -> Json {
 
 /// Decimals of a fractional number in prompts and forced text (for days, about 9 seconds).
 const SHOWN_DIGITS: i32 = 4;
+
+/// Whether a drawn value is `text` as a spec writes it (a category, or a number such as `0`).
+fn shown_as(v: &Value<'_>, text: &str) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Str(s) => *s == text,
+        Value::Number(x) => text.trim().parse::<f64>().is_ok_and(|y| y == *x),
+    }
+}
 
 /// A category as the LLM reads and writes it: the parts of a composite key joined by ` | `.
 fn label(value: &str) -> String {
@@ -520,10 +533,16 @@ fn grammar_fields(
 ) -> Vec<(String, FieldValue)> {
     let (_, columns, children) = &layout.tables[t];
     let mut fields = Vec::new();
-    for ((name, slot), v) in columns.iter().zip(row.slots).zip(&row.values) {
+    let empty = |j: usize| {
+        layout.empty_when[t]
+            .iter()
+            .any(|(c, q, value)| *c == j && shown_as(&row.values[*q], value))
+    };
+    for (j, ((name, slot), v)) in columns.iter().zip(row.slots).zip(&row.values).enumerate() {
         let field = match slot {
             Slot::Skip => continue,
             Slot::Keep => FieldValue::Fixed(json_of(v)),
+            Slot::Write(_) | Slot::Order(_) if empty(j) => FieldValue::Fixed(Json::Null),
             Slot::Write(enc) => {
                 let mut f = field_schema(name, enc);
                 if let Some(value) = layout.last_when[t].get(name).filter(|_| !last) {
