@@ -192,6 +192,14 @@ def inside(tr, a):
             int((last & ((t["intime"] - t["dischtime"]).abs() > hour)).sum()),
         "discharge transfers that are not their admission's last":
             int(((m.eventtype == "discharge") & ~last).sum()),
+        "admissions whose last transfer is not a discharge":
+            int((last & (m.eventtype != "discharge")).groupby(m.hadm_id).any().sum()),
+        "admissions with no admit transfer, or several":
+            int(((m.eventtype == "admit").groupby(m.hadm_id).sum() != 1).sum()),
+        "ED transfers after another transfer":
+            int(((m.eventtype == "ED") & ~t["intime"].eq(t["intime"].groupby(m.hadm_id).transform("min"))).sum()),
+        "discharge transfers with a care unit":
+            int(((m.eventtype == "discharge") & m.careunit.notna()).sum()),
     }
 
 

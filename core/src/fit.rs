@@ -1293,12 +1293,32 @@ impl Fitter {
             // Declared parents come first, in the order declared: the back-off drops the last
             // parents first, so a sparse cell falls back on what the spec says matters most
             // (a discharge given the death flag, before the admission type).
+            // A last-child value's position comes last, after the learnt parents: its zeros are
+            // set after the estimate, and leading the back-off it would let a sparse cell fall
+            // back on the position alone (a transfer after an ED stay drawn from what the
+            // transfers at that position hold, not from what follows an ED stay).
+            let positions: Vec<usize> = self
+                .settings
+                .last_only
+                .iter()
+                .filter(|l| self.attribute(&l.column) == Some(e.child))
+                .filter_map(|l| self.attribute(&l.position))
+                .collect();
             let declared: Vec<usize> = forced
                 .iter()
-                .filter(|(c, _)| *c == e.child)
+                .filter(|(c, p)| *c == e.child && !positions.contains(p))
                 .map(|(_, p)| *p)
                 .collect();
-            let rank = |p: &usize| declared.iter().position(|d| d == p).unwrap_or(usize::MAX);
+            let rank = |p: &usize| {
+                declared
+                    .iter()
+                    .position(|d| d == p)
+                    .unwrap_or(if positions.contains(p) {
+                        usize::MAX
+                    } else {
+                        usize::MAX - 1
+                    })
+            };
             e.parents.sort_by_key(rank);
         }
         Ok(structure)

@@ -477,9 +477,10 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         "{discharged} of {} admissions end with a discharge",
         last.len()
     );
-    // Every real admission has one `admit` transfer. The sequence model's back-off gives
+    // Every real admission has one `admit` transfer. The sequence model's back-off gave
     // transitions the data never makes a little weight: with 0.5 pseudo-counts, 2.2% of these
-    // admissions had none or two (0.6% with 0.1).
+    // admissions had none or two (0.6% with 0.1), while the sibling position led the back-off;
+    // with the previous transfer's type leading it, none.
     let mut admits: HashMap<&String, usize> = last.keys().map(|h| (*h, 0)).collect();
     for (h, e) in st["hadm_id"].iter().zip(&st["eventtype"]) {
         if e.as_deref() == Some("admit") {
@@ -488,7 +489,7 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
     }
     let not_one = admits.values().filter(|&&n| n != 1).count();
     assert!(
-        not_one * 100 <= admits.len(),
+        not_one * 1000 <= admits.len(),
         "{not_one} of {} admissions have no admit transfer or several",
         admits.len()
     );
