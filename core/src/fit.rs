@@ -72,6 +72,28 @@ pub struct LastOnly {
     pub last: f64,
 }
 
+/// Calls `edit` with each row of `child`'s conditional table and the code `parent` takes in
+/// that row's configuration (post-processing of the estimate). Nothing when `child` is not in
+/// the network or has no such parent.
+fn edit_rows(
+    net: &mut BayesNet,
+    child: usize,
+    parent: usize,
+    mut edit: impl FnMut(usize, &mut [f32]),
+) {
+    let Some(node) = net.nodes.iter_mut().find(|n| n.child == child) else {
+        return;
+    };
+    let Some(k) = node.parents.iter().position(|&p| p == parent) else {
+        return;
+    };
+    let stride: usize = node.parent_cards[..k].iter().product();
+    let pc = node.parent_cards[k];
+    for (c, row) in node.probs.chunks_mut(node.card).enumerate() {
+        edit((c / stride) % pc, row);
+    }
+}
+
 /// A spec's `empty_when` rule on a network: `column` (an attribute) takes its `null` code
 /// wherever `condition` (an attribute) takes `code`.
 struct EmptyRule {
@@ -978,21 +1000,12 @@ impl Fitter {
             ..
         } in self.empty_rules()?
         {
-            let Some(node) = net.nodes.iter_mut().find(|n| n.child == a) else {
-                continue;
-            };
-            let Some(k) = node.parents.iter().position(|&p| p == q) else {
-                continue;
-            };
-            let stride: usize = node.parent_cards[..k].iter().product();
-            let pc = node.parent_cards[k];
-            let card = node.card;
-            for (c, row) in node.probs.chunks_mut(card).enumerate() {
-                if (c / stride) % pc == code {
+            edit_rows(net, a, q, |parent, row| {
+                if parent == code {
                     row.iter_mut().for_each(|p| *p = 0.0);
                     row[null] = 1.0;
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -1021,19 +1034,11 @@ impl Fitter {
             };
             let mut not_last: Vec<bool> = pos.spikes.iter().map(|&s| s != l.last).collect();
             not_last.extend(pos.bins.iter().map(|b| l.last < b.lo || l.last >= b.hi));
-            let Some(node) = net.nodes.iter_mut().find(|n| n.child == a) else {
-                continue;
-            };
-            let Some(k) = node.parents.iter().position(|&p| p == q) else {
-                continue;
-            };
-            let stride: usize = node.parent_cards[..k].iter().product();
-            let pc = node.parent_cards[k];
-            let card = node.card;
-            for (c, row) in node.probs.chunks_mut(card).enumerate() {
-                if !not_last.get((c / stride) % pc).copied().unwrap_or(false) {
-                    continue;
+            edit_rows(net, a, q, |position, row| {
+                if !not_last.get(position).copied().unwrap_or(false) {
+                    return;
                 }
+                let card = row.len();
                 row[term] = 0.0;
                 let sum: f32 = row.iter().sum();
                 for (i, p) in row.iter_mut().enumerate() {
@@ -1045,7 +1050,7 @@ impl Fitter {
                         1.0 / (card - 1).max(1) as f32
                     };
                 }
-            }
+            });
         }
     }
 

@@ -489,19 +489,7 @@ fn categories_beyond_the_limit_keep_their_share_without_dp() {
     let spec = dir.path().join("spec.yaml");
     std::fs::write(&spec, "columns:\n  code: {role: categorical}\n").unwrap();
     let out = dir.path().join("out");
-    let o = chimera(&[
-        "run",
-        "--input",
-        csv.to_str().unwrap(),
-        "--spec",
-        spec.to_str().unwrap(),
-        "--rows",
-        "9000",
-        "--no-dp",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    ok(&o);
+    ok(&no_dp_run(&csv, &spec, "9000", &out));
     let mut rare = 0;
     for b in read_parts(&out.join("codes")) {
         let codes = b.column(0).as_string::<i32>();
@@ -664,6 +652,22 @@ fn dp_run(csv: &Path, spec: &Path, rows: &str, noise: &str, out: &Path) -> std::
     ])
 }
 
+/// `chimera run` of `csv` with `spec` without DP.
+fn no_dp_run(csv: &Path, spec: &Path, rows: &str, out: &Path) -> std::process::Output {
+    chimera(&[
+        "run",
+        "--input",
+        csv.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--rows",
+        rows,
+        "--no-dp",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn a_column_with_nothing_above_the_noise_is_uniform_within_its_declared_bounds() {
     // Eight rows at epsilon 1: with this noise seed no range of `year` stands above the noise
@@ -811,18 +815,7 @@ fn declared_structural_zeros_hold_under_dp_and_a_broken_one_is_named() {
         if dp {
             dp_run(&csv, &spec, "3000", "4", out)
         } else {
-            chimera(&[
-                "run",
-                "--input",
-                csv.to_str().unwrap(),
-                "--spec",
-                spec.to_str().unwrap(),
-                "--rows",
-                "3000",
-                "--no-dp",
-                "--output",
-                out.to_str().unwrap(),
-            ])
+            no_dp_run(&csv, &spec, "3000", out)
         }
     };
     // (discharges with a unit, unflagged rows with days) of an output.
