@@ -633,39 +633,40 @@ fn column<T: arrow::datatypes::ArrowPrimitiveType>(table: &Path, name: &str) -> 
         .collect()
 }
 
+/// `chimera run` of `csv` with `spec`, `rows` rows into `out`, and the privacy arguments.
+fn run_csv(
+    csv: &Path,
+    spec: &Path,
+    rows: &str,
+    out: &Path,
+    privacy: &[&str],
+) -> std::process::Output {
+    let (csv, spec, out) = (
+        csv.to_str().unwrap(),
+        spec.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let mut args = vec![
+        "run", "--input", csv, "--spec", spec, "--rows", rows, "--output", out,
+    ];
+    args.extend_from_slice(privacy);
+    chimera(&args)
+}
+
 /// `chimera run` of `csv` with `spec` at epsilon 1 and a fixed noise seed.
 fn dp_run(csv: &Path, spec: &Path, rows: &str, noise: &str, out: &Path) -> std::process::Output {
-    chimera(&[
-        "run",
-        "--input",
-        csv.to_str().unwrap(),
-        "--spec",
-        spec.to_str().unwrap(),
-        "--rows",
+    run_csv(
+        csv,
+        spec,
         rows,
-        "--epsilon",
-        "1",
-        "--noise-seed",
-        noise,
-        "--output",
-        out.to_str().unwrap(),
-    ])
+        out,
+        &["--epsilon", "1", "--noise-seed", noise],
+    )
 }
 
 /// `chimera run` of `csv` with `spec` without DP.
 fn no_dp_run(csv: &Path, spec: &Path, rows: &str, out: &Path) -> std::process::Output {
-    chimera(&[
-        "run",
-        "--input",
-        csv.to_str().unwrap(),
-        "--spec",
-        spec.to_str().unwrap(),
-        "--rows",
-        rows,
-        "--no-dp",
-        "--output",
-        out.to_str().unwrap(),
-    ])
+    run_csv(csv, spec, rows, out, &["--no-dp"])
 }
 
 #[test]
