@@ -1105,8 +1105,8 @@ impl Fitter {
 
     /// Values of a numeric column that get codes of their own whatever the data (so free under
     /// DP): a last-child position with its neighbours, and a last-child or `empty_when` value,
-    /// with its neighbours inside the declared bounds. A value without its own code is encoded as the
-    /// nearest one, which must never be the last child's position or value when it is not;
+    /// with its neighbours inside the declared bounds. A value without its own code is encoded
+    /// as the nearest one, which must never be the last child's position or value when it is not;
     /// and the value's column keeps a code for another value even when the noise released
     /// none (a 0/1 flag with `bounds: [0, 1]`).
     fn exact_values(&self, column: &str, bounds: Option<[f64; 2]>) -> Vec<f64> {
