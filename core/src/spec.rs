@@ -149,22 +149,13 @@ impl Spec {
             {
                 return Err(CoreError::Spec(format!("column `{name}`: domain is empty")));
             }
-            for p in c.empty_when.keys() {
+            // Columns this one is declared to depend on: each must be another column.
+            let named = (c.empty_when.keys().map(|p| ("empty_when", p)))
+                .chain(c.parents.iter().map(|p| ("parents", p)));
+            for (key, p) in named {
                 if p == name || !columns.iter().any(|s| &s.name == p) {
                     return Err(CoreError::Spec(format!(
-                        "column `{name}`: `empty_when` names `{p}`, which is {} in table `{table}`",
-                        if p == name {
-                            "the column itself"
-                        } else {
-                            "not a column"
-                        }
-                    )));
-                }
-            }
-            for p in &c.parents {
-                if p == name || !columns.iter().any(|s| &s.name == p) {
-                    return Err(CoreError::Spec(format!(
-                        "column `{name}`: `parents` names `{p}`, which is {} in table `{table}`",
+                        "column `{name}`: `{key}` names `{p}`, which is {} in table `{table}`",
                         if p == name {
                             "the column itself"
                         } else {
