@@ -900,12 +900,13 @@ impl Fitter {
     /// hold has none; a condition it does not hold, or a value without a code of its own, is
     /// an error.
     fn empty_rules(&self) -> Result<Vec<EmptyRule>> {
+        let cards = self.cards();
         let mut rules = Vec::new();
         for (name, c) in &self.spec.columns {
             let Some(a) = self.attribute(name) else {
                 continue;
             };
-            let card = self.cards()[a];
+            let card = cards[a];
             for (q_name, value) in &c.empty_when {
                 let err = |message: String| CoreError::Column {
                     table: self.table.clone(),
@@ -949,39 +950,39 @@ impl Fitter {
 
     /// Stops when the data breaks an `empty_when` rule: `joint` holds the exact counts of each
     /// edge's child and parents (the child fastest).
-    fn check_empty_when(&self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<()> {
+    fn check_empty_when(
+        &self,
+        rules: &[EmptyRule],
+        structure: &[Edge],
+        joint: &[Vec<f64>],
+    ) -> Result<()> {
         let cards = self.cards();
-        for EmptyRule {
-            column: a,
-            condition: q,
-            code,
-            null,
-            says,
-            name,
-            held,
-        } in self.empty_rules()?
-        {
-            let Some((e, counts)) = structure.iter().zip(joint).find(|(e, _)| e.child == a) else {
+        for r in rules {
+            let Some((e, counts)) = structure
+                .iter()
+                .zip(joint)
+                .find(|(e, _)| e.child == r.column)
+            else {
                 continue;
             };
-            let Some(k) = e.parents.iter().position(|&p| p == q) else {
+            let Some(k) = e.parents.iter().position(|&p| p == r.condition) else {
                 continue;
             };
-            let card = cards[a];
             let stride: usize = e.parents[..k].iter().map(|&p| cards[p]).product();
-            let pc = cards[q];
+            let pc = cards[r.condition];
             let broken: f64 = counts
-                .chunks(card)
+                .chunks(cards[r.column])
                 .enumerate()
-                .filter(|(c, _)| (c / stride) % pc == code)
-                .map(|(_, row)| row.iter().sum::<f64>() - row[null])
+                .filter(|(c, _)| (c / stride) % pc == r.code)
+                .map(|(_, row)| row.iter().sum::<f64>() - row[r.null])
                 .sum();
             if broken > 0.0 {
                 return Err(CoreError::Column {
                     table: self.table.clone(),
-                    column: name,
+                    column: r.name.clone(),
                     message: format!(
-                        "{says} does not hold in the data: {broken} rows with {held} have a value"
+                        "{} does not hold in the data: {broken} rows with {} have a value",
+                        r.says, r.held
                     ),
                 });
             }
@@ -991,23 +992,15 @@ impl Fitter {
 
     /// Gives the rows of each `empty_when` condition no other outcome than empty
     /// (post-processing: under DP it adds no cost).
-    fn enforce_empty_when(&self, net: &mut BayesNet) -> Result<()> {
-        for EmptyRule {
-            column: a,
-            condition: q,
-            code,
-            null,
-            ..
-        } in self.empty_rules()?
-        {
-            edit_rows(net, a, q, |parent, row| {
-                if parent == code {
+    fn enforce_empty_when(rules: &[EmptyRule], net: &mut BayesNet) {
+        for r in rules {
+            edit_rows(net, r.column, r.condition, |parent, row| {
+                if parent == r.code {
                     row.iter_mut().for_each(|p| *p = 0.0);
-                    row[null] = 1.0;
+                    row[r.null] = 1.0;
                 }
             });
         }
-        Ok(())
     }
 
     /// Gives each `last_only` value no weight where its position column says a later sibling
@@ -1406,7 +1399,8 @@ impl Fitter {
     /// Turns the exact (child, parents) counts of each edge into the model, noising them under DP.
     pub fn finish(mut self, structure: &[Edge], joint: &[Vec<f64>]) -> Result<Model> {
         let dp = self.ledger.is_some();
-        self.check_empty_when(structure, joint)?;
+        let empty_rules = self.empty_rules()?;
+        self.check_empty_when(&empty_rules, structure, joint)?;
         let mut joint = joint.to_vec();
         let mut sigmas = vec![0.0; joint.len()];
         if dp {
@@ -1432,7 +1426,7 @@ impl Fitter {
             },
         );
         self.enforce_last_only(&mut net);
-        self.enforce_empty_when(&mut net)?;
+        Self::enforce_empty_when(&empty_rules, &mut net);
         // `other` decodes to a kept value drawn from the released one-way distribution.
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding
