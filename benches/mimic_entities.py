@@ -49,7 +49,13 @@ def tvd(a, b):
 
 
 def dist(df, cols):
-    values = df[cols].astype(object)
+    values = df[cols].copy()
+    # A whole-number column with empty cells is read as floats: compare 1 with 1, not 1.0.
+    for c in cols:
+        v = values[c]
+        if v.dtype.kind == "f" and (v.dropna() % 1 == 0).all():
+            values[c] = v.astype("Int64")
+    values = values.astype(object)
     return values.where(values.notna(), "<null>").astype(str).value_counts(normalize=True)
 
 

@@ -271,6 +271,25 @@ pub struct SearchSettings {
     pub score: Score,
 }
 
+/// A parent an attribute must have (declared, not learnt). With `outside_cap`, its codes are
+/// left out of the cells held to the cell cap: the cap then bounds what the learnt parents add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forced {
+    pub child: usize,
+    pub parent: usize,
+    pub outside_cap: bool,
+}
+
+impl Forced {
+    pub fn new(child: usize, parent: usize) -> Forced {
+        Forced {
+            child,
+            parent,
+            outside_cap: false,
+        }
+    }
+}
+
 /// Greedy structure search. Returns the attributes in sampling order, each with its parents.
 /// Under DP this makes `cards.len()` exponential-mechanism choices.
 pub fn learn_structure<R: Rng>(
@@ -288,13 +307,13 @@ pub fn learn_structure<R: Rng>(
 ///
 /// `forced` pairs an attribute with a parent it must have (declared, not learnt): the attribute
 /// is placed after that parent, and every parent set offered for it contains it, even one over
-/// the cell limit on its own.
+/// the cell limit on its own (or, `outside_cap`, one whose other parents fit the limit).
 pub fn learn_structure_given<R: Rng>(
     table: &CodedTable,
     settings: SearchSettings,
     mut selection: Selection<'_, R>,
     given: &[usize],
-    forced: &[(usize, usize)],
+    forced: &[Forced],
 ) -> Vec<Edge> {
     let d = table.cards.len();
     if d == 0 {
@@ -357,7 +376,11 @@ pub fn learn_structure_given<R: Rng>(
     if order.is_empty() {
         // An attribute with a forced parent cannot be the first (unless every one has one).
         let free: Vec<usize> = (0..d)
-            .filter(|&a| !forced.iter().any(|&(c, p)| c == a && p != a && p < d))
+            .filter(|&a| {
+                !forced
+                    .iter()
+                    .any(|f| f.child == a && f.parent != a && f.parent < d)
+            })
             .collect();
         let eligible: Vec<usize> = if free.is_empty() {
             (0..d).collect()
@@ -389,12 +412,25 @@ pub fn learn_structure_given<R: Rng>(
         let must = |a: usize| -> Vec<usize> {
             let mut m: Vec<usize> = forced
                 .iter()
-                .filter(|(c, p)| *c == a && *p != a && *p < d)
-                .map(|(_, p)| *p)
+                .filter(|f| f.child == a && f.parent != a && f.parent < d)
+                .map(|f| f.parent)
                 .collect();
             m.sort_unstable();
             m.dedup();
             m
+        };
+        // Whether a parent set stays within the cell cap (its forced parents aside, when
+        // they are outside it).
+        let fits = |a: usize, s: &[usize]| -> bool {
+            let mut outside: Vec<usize> = forced
+                .iter()
+                .filter(|f| f.child == a && f.outside_cap && s.contains(&f.parent))
+                .map(|f| f.parent)
+                .collect();
+            outside.sort_unstable();
+            outside.dedup();
+            let room: f64 = outside.iter().map(|&p| table.cards[p] as f64).product();
+            cells(a, s) <= settings.max_cells * room
         };
         let ready: Vec<usize> = {
             let r: Vec<usize> = (0..d)
@@ -410,7 +446,7 @@ pub fn learn_structure_given<R: Rng>(
             let required: Vec<usize> = must(a).into_iter().filter(|&p| placed[p]).collect();
             let mut sets: Vec<Vec<usize>> = Vec::new();
             for &p in &in_net {
-                if cells(a, &[p]) <= settings.max_cells {
+                if fits(a, &[p]) {
                     sets.push(vec![p]);
                 }
             }
@@ -419,7 +455,7 @@ pub fn learn_structure_given<R: Rng>(
                     for &q in &in_net[i + 1..] {
                         let mut s = vec![p, q];
                         s.sort_unstable();
-                        if cells(a, &s) <= settings.max_cells {
+                        if fits(a, &s) {
                             sets.push(s);
                         }
                     }
@@ -454,7 +490,7 @@ pub fn learn_structure_given<R: Rng>(
                         let mut t = s.clone();
                         t.push(p);
                         t.sort_unstable();
-                        if cells(a, &t) <= settings.max_cells && !grown.contains(&(a, t.clone())) {
+                        if fits(a, &t) && !grown.contains(&(a, t.clone())) {
                             grown.push((a, t));
                         }
                     }
@@ -1061,7 +1097,7 @@ mod tests {
             },
             Selection::Exact,
             &[],
-            &[(3, 0)],
+            &[Forced::new(3, 0)],
         );
         assert_eq!(s.len(), 4);
         let pos = |a: usize| s.iter().position(|e| e.child == a).unwrap();
@@ -1078,6 +1114,35 @@ mod tests {
         );
         let x3 = free.iter().find(|e| e.child == 3).unwrap();
         assert!(!x3.parents.contains(&0), "{free:?}");
+    }
+
+    #[test]
+    fn a_forced_parent_outside_the_cap_leaves_room_for_a_learnt_one() {
+        let t = toy(5000, 7);
+        // x2 = (x0 + x1) % 3 is forced to take x3 (pure noise, 5 codes). A cap of 15 cells
+        // holds x2 x x3 and nothing more; outside the cap, x3 leaves room for x0 or x1.
+        let search = |outside_cap: bool| {
+            learn_structure_given::<rand_chacha::ChaCha8Rng>(
+                &t,
+                SearchSettings {
+                    max_cells: 15.0,
+                    ..settings()
+                },
+                Selection::Exact,
+                &[],
+                &[Forced {
+                    child: 2,
+                    parent: 3,
+                    outside_cap,
+                }],
+            )
+        };
+        let parents = |s: &[Edge]| s.iter().find(|e| e.child == 2).unwrap().parents.clone();
+        assert_eq!(parents(&search(false)), vec![3]);
+        let inside = parents(&search(true));
+        assert_eq!(inside.len(), 2, "{inside:?}");
+        assert!(inside.contains(&3), "{inside:?}");
+        assert!(inside.contains(&0) || inside.contains(&1), "{inside:?}");
     }
 
     #[test]

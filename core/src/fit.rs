@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::bayesnet::{
-    self, BayesNet, CodedTable, CountNoise, Edge, Score, SearchSettings, Selection,
+    self, BayesNet, CodedTable, CountNoise, Edge, Forced, Score, SearchSettings, Selection,
 };
 use crate::domain::{self, CategoricalEncoding, Code, Encoding, NumericShape};
 use crate::error::{CoreError, Result};
@@ -55,6 +55,8 @@ pub struct FitSettings {
     /// Parents the network must give a column, as (column, parent), besides the spec's
     /// `parents`: what a relational fit knows a column needs.
     pub parents: Vec<(String, String)>,
+    /// Columns whose presence a count or a position decides (a first child's place in time).
+    pub set_where: Vec<SetWhere>,
 }
 
 /// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
@@ -70,6 +72,51 @@ pub struct LastOnly {
     pub position: String,
     /// The value of `position` on a last child (0 remaining; a count of 1).
     pub last: f64,
+}
+
+/// A column set exactly where a numeric column `by` (a count or a position) lies in `set`, and
+/// empty elsewhere: a first sibling's place in time is set at position 0 and only there; a
+/// first child's columns in the flat row are set where the parent has children. Where `by` is
+/// a parent of the column (always when `declare`d and the column has a null code), its
+/// conditional tables give the null code no weight where the column is set and all of it where
+/// it is empty (post-processing, so it holds under DP too). Codes of `by` that hold values on
+/// both sides are left alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetWhere {
+    pub column: String,
+    pub by: String,
+    pub set: std::ops::Range<f64>,
+    /// Whether the column must have `by` as a parent. A parent of many codes can crowd out
+    /// better ones under the cell cap, so a relational fit declares it only under DP (where the
+    /// noise may put weight on the null code; without DP the data sets the place on every first
+    /// child), and only in sequence models (in the flat row "empty" also means "no child").
+    pub declare: bool,
+}
+
+/// Counts probed for the side of a `set_where` rule each code of `by` is on.
+const SET_WHERE_PROBES: u32 = 100_000;
+
+/// Gives `code` no weight in a conditional table's row, the others keeping their proportions
+/// (evenly when they had none).
+fn rule_out(row: &mut [f32], code: usize) {
+    row[code] = 0.0;
+    let sum: f32 = row.iter().sum();
+    let others = (row.len() - 1).max(1) as f32;
+    for (i, p) in row.iter_mut().enumerate() {
+        *p = if i == code {
+            0.0
+        } else if sum > 0.0 {
+            *p / sum
+        } else {
+            1.0 / others
+        };
+    }
+}
+
+/// Gives `code` all the weight in a conditional table's row.
+fn only(row: &mut [f32], code: usize) {
+    row.iter_mut().for_each(|p| *p = 0.0);
+    row[code] = 1.0;
 }
 
 /// Calls `edit` with each row of `child`'s conditional table and the code `parent` takes in
@@ -129,6 +176,7 @@ impl Default for FitSettings {
             derived: Vec::new(),
             last_only: Vec::new(),
             parents: Vec::new(),
+            set_where: Vec::new(),
         }
     }
 }
@@ -595,7 +643,7 @@ impl Fitter {
         text: bool,
     ) -> Result<(Encoding, f64, f64)> {
         let dp = self.ledger.is_some();
-        let counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
+        let mut counts: Vec<(String, f64)> = match (&s.strings, &s.numbers) {
             (Some(st), _) => st
                 .counts
                 .iter()
@@ -619,6 +667,9 @@ impl Fitter {
             },
             (None, None) => Vec::new(),
         };
+        // In a fixed order: the noise each value draws must not follow a hash map's order
+        // (which changes from process to process), or a noise seed would not repeat a fit.
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
         let nulls = if dp {
             s.nulls as f64 + privacy::gaussian(sigma, &mut self.noise)
         } else {
@@ -868,32 +919,44 @@ impl Fitter {
             .position(|&c| self.columns[c].schema.name == name)
     }
 
-    /// Declared parents (attribute, parent): the spec's `parents`, and a `last_only` column's
-    /// position column. Columns the network does not hold are passed over.
-    fn forced_parents(&self) -> Vec<(usize, usize)> {
-        let declared = self.spec.columns.iter().flat_map(|(name, c)| {
-            c.parents
-                .iter()
-                .filter_map(|p| Some((self.attribute(name)?, self.attribute(p)?)))
-        });
-        let settled = self
-            .settings
-            .parents
+    /// Declared parents: the spec's `parents` and `empty_when` conditions, a relational fit's
+    /// `parents`, a `last_only` column's position column, and a declared `set_where` count or
+    /// position. Columns the network does not hold are passed over. Under DP a last-child
+    /// position is outside the cell cap: its nine codes alone would leave a transfer's type no
+    /// room for the previous one's, and draw admissions without an `admit` or with several.
+    fn forced_parents(&self) -> Vec<Forced> {
+        let pair = |c: &str, p: &str| Some(Forced::new(self.attribute(c)?, self.attribute(p)?));
+        let declared = self
+            .spec
+            .columns
             .iter()
-            .filter_map(|(c, p)| Some((self.attribute(c)?, self.attribute(p)?)));
+            .flat_map(|(name, c)| c.parents.iter().filter_map(|p| pair(name, p)));
+        let settled = self.settings.parents.iter().filter_map(|(c, p)| pair(c, p));
         // In this order: the back-off ranks a column's declared parents so (the position of a
         // last-child value needs none, its zeros are set after the estimate).
-        let last = self
-            .settings
-            .last_only
-            .iter()
-            .filter_map(|l| Some((self.attribute(&l.column)?, self.attribute(&l.position)?)));
-        let empty = self.spec.columns.iter().flat_map(|(name, c)| {
-            c.empty_when
-                .keys()
-                .filter_map(|p| Some((self.attribute(name)?, self.attribute(p)?)))
+        let dp = self.ledger.is_some();
+        let last = self.settings.last_only.iter().filter_map(|l| {
+            Some(Forced {
+                outside_cap: dp,
+                ..pair(&l.column, &l.position)?
+            })
         });
-        declared.chain(empty).chain(settled).chain(last).collect()
+        let empty = self
+            .spec
+            .columns
+            .iter()
+            .flat_map(|(name, c)| c.empty_when.keys().filter_map(|p| pair(name, p)));
+        let set = self
+            .set_rules()
+            .into_iter()
+            .filter(|&(_, _, declare, _)| declare)
+            .map(|(a, q, ..)| Forced::new(a, q));
+        declared
+            .chain(empty)
+            .chain(settled)
+            .chain(last)
+            .chain(set)
+            .collect()
     }
 
     /// The spec's `empty_when` rules on the network's attributes. A column the network does not
@@ -996,8 +1059,7 @@ impl Fitter {
         for r in rules {
             edit_rows(net, r.column, r.condition, |parent, row| {
                 if parent == r.code {
-                    row.iter_mut().for_each(|p| *p = 0.0);
-                    row[r.null] = 1.0;
+                    only(row, r.null);
                 }
             });
         }
@@ -1028,20 +1090,73 @@ impl Fitter {
             let mut not_last: Vec<bool> = pos.spikes.iter().map(|&s| s != l.last).collect();
             not_last.extend(pos.bins.iter().map(|b| l.last < b.lo || l.last >= b.hi));
             edit_rows(net, a, q, |position, row| {
-                if !not_last.get(position).copied().unwrap_or(false) {
-                    return;
+                if not_last.get(position).copied().unwrap_or(false) {
+                    rule_out(row, term);
                 }
-                let card = row.len();
-                row[term] = 0.0;
-                let sum: f32 = row.iter().sum();
-                for (i, p) in row.iter_mut().enumerate() {
-                    *p = if i == term {
-                        0.0
-                    } else if sum > 0.0 {
-                        *p / sum
-                    } else {
-                        1.0 / (card - 1).max(1) as f32
+            });
+        }
+    }
+
+    /// The `set_where` rules whose column has a null code, as (column, by) attributes, whether
+    /// `by` is declared, and the side of the rule each code of `by` is on (`Some(true)`: set;
+    /// `None`: values on both sides, or null).
+    fn set_rules(&self) -> Vec<(usize, usize, bool, Vec<Option<bool>>)> {
+        self.settings
+            .set_where
+            .iter()
+            .filter_map(|s| {
+                let (a, q) = (self.attribute(&s.column)?, self.attribute(&s.by)?);
+                let has_null = match self.columns[self.attributes[a]].encoding.as_ref()? {
+                    Encoding::Categorical(c) => c.null,
+                    Encoding::Numeric(n) => n.null,
+                };
+                let enc = self.columns[self.attributes[q]].encoding.as_ref()?;
+                let Encoding::Numeric(by) = enc else {
+                    return None;
+                };
+                if !by.integer {
+                    return None;
+                }
+                // The side of each code, from the counts that encode to it (a value beyond
+                // the bins takes the outer bin; under DP one without a code takes the nearest).
+                let top = by
+                    .bounds
+                    .map(|[_, hi]| hi)
+                    .or_else(|| by.bins.last().map(|b| b.hi))
+                    .into_iter()
+                    .chain(by.spikes.last().copied())
+                    .fold(0.0, f64::max)
+                    .min(SET_WHERE_PROBES as f64) as u32;
+                let encoder = domain::Encoder::new(enc);
+                let mut sides: Vec<Option<bool>> = vec![None; enc.cardinality()];
+                let mut seen = vec![false; sides.len()];
+                for x in 0..=top + 1 {
+                    let x = x as f64;
+                    let Some(c) = encoder.encode_number(Some(x)).map(usize::from) else {
+                        continue;
                     };
+                    let here = s.set.contains(&x);
+                    sides[c] = if seen[c] && sides[c] != Some(here) {
+                        None
+                    } else {
+                        Some(here)
+                    };
+                    seen[c] = true;
+                }
+                has_null.then_some((a, q, s.declare, sides))
+            })
+            .collect()
+    }
+
+    /// Holds each `set_where` column to its rule: no null where it is set, only null elsewhere.
+    fn enforce_set_where(&self, net: &mut BayesNet) {
+        for (a, q, _, sides) in self.set_rules() {
+            edit_rows(net, a, q, |code, row| {
+                let null = row.len() - 1;
+                match sides.get(code).copied().flatten() {
+                    Some(true) if row.len() > 1 => rule_out(row, null),
+                    Some(false) => only(row, null),
+                    _ => {}
                 }
             });
         }
@@ -1097,7 +1212,8 @@ impl Fitter {
     }
 
     /// Values of a numeric column that get codes of their own whatever the data (so free under
-    /// DP): a last-child position with its neighbours, and a last-child or `empty_when` value,
+    /// DP): a last-child position with its neighbours, the counts on either side of a
+    /// `set_where` range's ends, and a last-child or `empty_when` value,
     /// with its neighbours inside the declared bounds. A value without its own code is encoded
     /// as the nearest one, which must never be the last child's position or value when it is not;
     /// and the value's column keeps a code for another value even when the noise released
@@ -1118,6 +1234,11 @@ impl Fitter {
                     None => exact.push(v),
                 }
             }
+        }
+        // A `set_where` count or position: the values on either side of each end of the range.
+        for w in self.settings.set_where.iter().filter(|w| w.by == column) {
+            let ends = [w.set.start - 1.0, w.set.start, w.set.end - 1.0, w.set.end];
+            exact.extend(ends.into_iter().filter(|x| x.is_finite() && *x >= 0.0));
         }
         // An `empty_when` condition's value (the same way: its neighbours must not encode as it).
         let conditions = self
@@ -1269,6 +1390,7 @@ impl Fitter {
             .enumerate()
             .map(|(i, e)| (e.child, i))
             .collect();
+        let set_rules = self.set_rules();
         for e in &mut structure {
             if dp {
                 e.parents.sort_by_key(|p| std::cmp::Reverse(pos[p]));
@@ -1295,17 +1417,24 @@ impl Fitter {
             // set after the estimate, and leading the back-off it would let a sparse cell fall
             // back on the position alone (a transfer after an ED stay drawn from what the
             // transfers at that position hold, not from what follows an ED stay).
+            // So does a `set_where` column's count or position (also post-processing).
             let positions: Vec<usize> = self
                 .settings
                 .last_only
                 .iter()
                 .filter(|l| self.attribute(&l.column) == Some(e.child))
                 .filter_map(|l| self.attribute(&l.position))
+                .chain(
+                    set_rules
+                        .iter()
+                        .filter(|(a, ..)| *a == e.child)
+                        .map(|(_, q, ..)| *q),
+                )
                 .collect();
             let declared: Vec<usize> = forced
                 .iter()
-                .filter(|(c, p)| *c == e.child && !positions.contains(p))
-                .map(|(_, p)| *p)
+                .filter(|f| f.child == e.child && !positions.contains(&f.parent))
+                .map(|f| f.parent)
                 .collect();
             let rank = |p: &usize| {
                 declared
@@ -1427,6 +1556,7 @@ impl Fitter {
         );
         self.enforce_last_only(&mut net);
         Self::enforce_empty_when(&empty_rules, &mut net);
+        self.enforce_set_where(&mut net);
         // `other` decodes to a kept value drawn from the released one-way distribution.
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding

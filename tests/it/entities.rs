@@ -626,32 +626,17 @@ fn mimic_entities_under_dp_keep_every_rule_that_holds_by_construction() {
                 "{column}: codes {have:?} at epsilon {epsilon}, noise {noise}"
             );
         }
-        // The first diagnosis's `seq_num` is drawn given its position: the tie is declared.
+        // Where the first diagnosis's `seq_num` may be drawn empty, it is drawn given its
+        // position, and never empty at position 0
+        // (`under_dp_a_first_sibling_always_has_its_place_and_later_ones_never_do`).
         let diagnoses = sequence_of("diagnoses_icd");
-        let names: Vec<&str> = diagnoses["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                diagnoses["columns"][a.as_u64().unwrap() as usize]["schema"]["name"]
-                    .as_str()
-                    .unwrap()
-            })
-            .collect();
-        let seq_num = diagnoses["network"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| names[n["child"].as_u64().unwrap() as usize] == "seq_num")
-            .unwrap();
-        assert!(
-            seq_num["parents"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| names[p.as_u64().unwrap() as usize] == "#position"),
-            "{seq_num}"
-        );
+        if encoding_of(diagnoses, "seq_num").1 {
+            let (spikes, _) = encoding_of(diagnoses, "#position");
+            let at = spikes.iter().position(|&x| x == 0.0).unwrap();
+            for row in &table_by(diagnoses, "seq_num", "#position")[at] {
+                assert_eq!(row[row.len() - 1], 0.0, "{row:?}");
+            }
+        }
         let e = check_entities(&out, 400);
         // Nothing the real tables always fill is sampled empty: the key parts come from the
         // public dictionary, the child counts and positions from their public ranges, and a
@@ -1137,6 +1122,149 @@ fn dp_entities_account_every_table_and_repeat_with_a_noise_seed() {
     let kids = synthetic(&a, "kids");
     let parents = synthetic(&a, "parents");
     assert_eq!(dangling(&parents["id"], &kids["parent"]), 0);
+}
+
+/// Stores (one in five without visits), their visits (up to 3, by day) and each visit's items
+/// (1 to 6, by line number): the items' model holds first siblings, whose `line` is set at
+/// position 0 only.
+fn stores(dir: &Path) -> PathBuf {
+    let mut stores = String::from("id,kind\n");
+    let mut visits = String::from("visit,store,day\n");
+    let mut items = String::from("item,visit,line,what\n");
+    let (mut v, mut k) = (0, 0);
+    for i in 0..3000usize {
+        stores.push_str(&format!("{i},{}\n", ["corner", "mall"][i % 2]));
+        for j in 0..(i % 5 > 0) as usize * (1 + i % 3) {
+            v += 1;
+            visits.push_str(&format!("{v},{i},2021-0{}-{:02}\n", 1 + 2 * j, 1 + i % 28));
+            for l in 0..1 + (i + j) % 6 {
+                k += 1;
+                let what = ["bread", "milk", "eggs"][(i + l) % 3];
+                items.push_str(&format!("{k},{v},{},{what}\n", 1 + l));
+            }
+        }
+    }
+    write_fixture(
+        dir,
+        &[("stores", &stores), ("visits", &visits), ("items", &items)],
+        "tables:
+  stores: {input: stores.csv, primary_key: id, columns: {kind: {domain: [corner, mall]}}}
+  visits:
+    input: visits.csv
+    primary_key: visit
+    foreign_keys: [{columns: store, references: stores}]
+    order_by: day
+    max_children: 3
+    columns: {day: {bounds: [0, 30000]}}
+  items:
+    input: items.csv
+    primary_key: item
+    foreign_keys: [{columns: visit, references: visits}]
+    order_by: line
+    max_children: 6
+    columns: {line: {bounds: [0, 10]}, what: {domain: [bread, milk, eggs]}}
+",
+    )
+}
+
+/// The conditional table of `column` in a fitted network (`model["flat"]` or a sequence model):
+/// for each code of its parent `by`, the weights of the column's codes.
+fn table_by(model: &serde_json::Value, column: &str, by: &str) -> Vec<Vec<Vec<f64>>> {
+    let names: Vec<&str> = model["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            model["columns"][a.as_u64().unwrap() as usize]["schema"]["name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    let node = model["network"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| names[n["child"].as_u64().unwrap() as usize] == column)
+        .unwrap_or_else(|| panic!("no node {column}"));
+    let parents: Vec<&str> = node["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| names[p.as_u64().unwrap() as usize])
+        .collect();
+    let k = parents
+        .iter()
+        .position(|p| *p == by)
+        .unwrap_or_else(|| panic!("{column} has parents {parents:?}, not {by}"));
+    let cards: Vec<usize> = serde_json::from_value(node["parent_cards"].clone()).unwrap();
+    let card = node["card"].as_u64().unwrap() as usize;
+    let probs: Vec<f64> = serde_json::from_value(node["probs"].clone()).unwrap();
+    let stride: usize = cards[..k].iter().product();
+    let mut by_code = vec![Vec::new(); cards[k]];
+    for (c, row) in probs.chunks(card).enumerate() {
+        by_code[(c / stride) % cards[k]].push(row.to_vec());
+    }
+    by_code
+}
+
+/// The spikes and whether there is a null code, of a column of a fitted network.
+fn encoding_of(model: &serde_json::Value, column: &str) -> (Vec<f64>, bool) {
+    let c = model["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["schema"]["name"] == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    let spikes = serde_json::from_value(c["encoding"]["spikes"].clone()).unwrap();
+    (spikes, c["encoding"]["null"] == true)
+}
+
+#[test]
+fn under_dp_a_first_sibling_always_has_its_place_and_later_ones_never_do() {
+    // A first sibling's `order_by` is set exactly at position 0 (later ones have a gap). Under
+    // DP the noise puts weight on the wrong side; the fit takes it off (the rule is the
+    // layout's, so public). Below the root's children the sequence model holds first siblings.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = stores(dir.path());
+    for noise in ["1", "2"] {
+        let out = dir.path().join(format!("out-{noise}"));
+        let extra = ["--epsilon", "4", "--noise-seed", noise, "--seed", "5"];
+        ok(&run_entities(&spec, &out, "2000", &extra));
+        let model: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_model.json")).unwrap()).unwrap();
+        let items = &model["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "items")
+            .unwrap()["sequence"];
+        let (spikes, has_null) = encoding_of(items, "#position");
+        assert!(
+            spikes.contains(&0.0) && spikes.contains(&1.0),
+            "#position: {spikes:?}"
+        );
+        assert!(encoding_of(items, "line").1, "`line` has no null code");
+        let table = table_by(items, "line", "#position");
+        for (code, rows) in table.iter().enumerate() {
+            // The position's codes are its spikes, then its bins (all above 1 here).
+            let first = match spikes.get(code) {
+                Some(x) => *x == 0.0,
+                None if code + 1 == table.len() && has_null => continue,
+                None => false,
+            };
+            for row in rows {
+                let null = row[row.len() - 1];
+                assert_eq!(
+                    null,
+                    if first { 0.0 } else { 1.0 },
+                    "line given #position code {code} (noise {noise}): {row:?}"
+                );
+            }
+        }
+        let items = synthetic(&out, "items");
+        assert!(!items["line"].is_empty());
+        assert!(items["line"].iter().all(Option::is_some));
+    }
 }
 
 /// `max_rows_per_entity` lowers what one entity contributes to a child table's model under DP
