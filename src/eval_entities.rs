@@ -149,6 +149,16 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                     value: value.clone(),
                 });
             }
+            if c.required {
+                orders.push(Order::Required {
+                    table: name.clone(),
+                    column: column.clone(),
+                    unless: c
+                        .empty_when
+                        .first_key_value()
+                        .map(|(q, v)| (q.clone(), v.clone())),
+                });
+            }
         }
         if let (Some(order_by), Some(i)) = (&ts.order_by, tree.index(name))
             && let Some(p) = tree.tables[i].parent

@@ -750,6 +750,12 @@ pub async fn fit_entities(
                         .map(move |(q, v)| (c.clone(), q.clone(), v.clone()))
                 })
                 .collect(),
+            required: spec.tables[&node.name]
+                .columns
+                .iter()
+                .filter(|(_, cs)| cs.required)
+                .map(|(c, _)| c.clone())
+                .collect(),
             same_for_siblings: spec.tables[&node.name].same_for_siblings.clone(),
             sequence: None,
         })
@@ -1409,7 +1415,7 @@ fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
         .collect()
 }
 
-/// The spec's `parents` and `empty_when` of the columns in table `t`'s model, named as that
+/// The spec's `parents`, `empty_when` and `required` of the columns in table `t`'s model, named as that
 /// model names them: in the flat row a root child's columns carry its name as a prefix, in a
 /// sequence model the parent table's columns carry [`relational::PARENT_PREFIX`].
 /// `TABLE.COLUMN` in `parents` names a column of the parent table.
@@ -1478,6 +1484,9 @@ fn declare_parents(
                     .iter()
                     .map(|(q, v)| (own(q), v.clone()))
                     .collect();
+                // In the flat row a child's columns are also empty where there is no child:
+                // there the sampler draws a first child with one empty again.
+                s.required = cs.required && (t > 0 || k == 0);
             }
         }
     }

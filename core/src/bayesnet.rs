@@ -758,13 +758,18 @@ impl Sampler {
                 }
                 let mut cum = Vec::with_capacity(n.probs.len());
                 for row in n.probs.chunks(n.card) {
+                    let start = cum.len();
                     let mut acc = 0f32;
                     for &p in row {
                         acc += p;
                         cum.push(acc);
                     }
-                    let last = cum.len() - 1;
-                    cum[last] = f32::INFINITY; // guard against rounding
+                    // Guard against rounding (the sums may end just under 1): a draw past the
+                    // last sum takes the last code with weight, never a code the table gives
+                    // none. (Before, it took the last code, often the null code: about one
+                    // draw in a million wrote an empty value a rule forbids.)
+                    let last = row.iter().rposition(|&p| p > 0.0).unwrap_or(n.card - 1);
+                    cum[start + last..].fill(f32::INFINITY);
                 }
                 SamplerNode {
                     child: n.child,
@@ -858,6 +863,29 @@ impl Sampler {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_draw_past_the_last_sum_takes_the_last_code_with_weight() {
+        // Weights 0.5, 0.49999994 and 0 (a null code a rule gave none): the sums end under 1.
+        let net = BayesNet {
+            nodes: vec![Node {
+                child: 0,
+                parents: vec![],
+                card: 3,
+                parent_cards: vec![],
+                probs: vec![0.5, 0.499_999_94, 0.0],
+            }],
+        };
+        let cum = &Sampler::new(&net, 1).nodes[0].cum;
+        let code = |u: f32| cum.partition_point(|&x| x <= u).min(2);
+        assert_eq!(code(0.25), 0);
+        assert_eq!(code(0.75), 1);
+        // 0.99999997 is past the last sum: before, it took code 2.
+        let sum: f32 = net.nodes[0].probs.iter().sum();
+        assert!(0.999_999_97 >= sum);
+        assert_eq!(code(0.999_999_97), 1);
+        assert_eq!(code(1.0), 1);
+    }
 
     /// x0 uniform over 4; x1 = x0 % 2 with 5% noise; x2 = (x0 + x1) % 3; x3 independent.
     fn toy(n: usize, seed: u64) -> CodedTable {

@@ -316,7 +316,14 @@ fn draw_cumulative(cum: &[f64], u: f64) -> (usize, f64) {
         return (0, u);
     }
     let x = u * total;
-    let i = cum.partition_point(|c| *c <= x).min(cum.len() - 1);
+    // Past the last sum (rounding): the last index with weight.
+    let i = match cum.partition_point(|c| *c <= x) {
+        i if i < cum.len() => i,
+        _ => (1..cum.len())
+            .rev()
+            .find(|&j| cum[j] > cum[j - 1])
+            .unwrap_or(0),
+    };
     let lo = if i == 0 { 0.0 } else { cum[i - 1] };
     let w = cum[i] - lo;
     let rest = if w > 0.0 {

@@ -148,6 +148,8 @@ struct EmptyRule {
     condition: usize,
     code: usize,
     null: usize,
+    /// The column is `required`: empty nowhere else.
+    required: bool,
     /// The rule and the condition as the spec says them, and the column's name, for errors.
     says: String,
     name: String,
@@ -373,6 +375,18 @@ impl Fitter {
         for (c, s) in self.schemas.iter().zip(stats) {
             if !self.shaped_by_release(&c.name) {
                 profile::check_column(&self.table, c, s)?;
+            }
+            // A `required` column with an `empty_when` rule is checked against the rule.
+            let required = self.spec.column(&c.name).filter(|x| x.required);
+            if required.is_some_and(|x| x.empty_when.is_empty()) && s.nulls > 0 {
+                return Err(CoreError::Column {
+                    table: self.table.clone(),
+                    column: c.name.clone(),
+                    message: format!(
+                        "`required` does not hold in the data: {} rows are empty",
+                        s.nulls
+                    ),
+                });
             }
         }
         // One more unit releases the row count, when a string column's role depends on it.
@@ -675,9 +689,12 @@ impl Fitter {
         } else {
             s.nulls as f64
         };
-        // A column empty by declaration keeps its null code whatever the data (public).
+        // A column empty by declaration keeps its null code whatever the data (public); a
+        // required one has none (unless it is empty by declaration).
         let declared_empty = spec.is_some_and(|x| !x.empty_when.is_empty());
-        let null = declared_empty || if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
+        let required = spec.is_some_and(|x| x.required);
+        let null =
+            declared_empty || !required && if dp { nulls > 3.0 * sigma } else { nulls > 0.0 };
         let mut kept_mass = 0.0;
         // Without DP, values beyond the category limit (with their counts).
         let mut tail: Vec<(String, f64)> = Vec::new();
@@ -841,16 +858,15 @@ impl Fitter {
                 }
             }
         }
-        let declared_empty = self
-            .spec
-            .columns
-            .get(&c.name)
-            .is_some_and(|x| !x.empty_when.is_empty());
+        let declared = self.spec.columns.get(&c.name);
+        let declared_empty = declared.is_some_and(|x| !x.empty_when.is_empty());
+        let required = declared.is_some_and(|x| x.required);
         let null = if dp {
             s.nulls as f64 + privacy::gaussian(sigma, &mut self.noise) > 3.0 * sigma
         } else {
             s.nulls > 0
-        } || declared_empty;
+        } && !required
+            || declared_empty;
         let integer = matches!(c.kind, ValueKind::Integer | ValueKind::Date);
         let enc = domain::numeric_from_weights(
             n.grid,
@@ -1002,6 +1018,7 @@ impl Fitter {
                     condition: q,
                     code,
                     null: card - 1,
+                    required: c.required,
                     says: format!("`empty_when: {{{q_name}: {value}}}`"),
                     name: name.clone(),
                     held: format!("`{q_name}` = `{value}`"),
@@ -1033,33 +1050,46 @@ impl Fitter {
             };
             let stride: usize = e.parents[..k].iter().map(|&p| cards[p]).product();
             let pc = cards[r.condition];
-            let broken: f64 = counts
-                .chunks(cards[r.column])
-                .enumerate()
-                .filter(|(c, _)| (c / stride) % pc == r.code)
-                .map(|(_, row)| row.iter().sum::<f64>() - row[r.null])
-                .sum();
+            let (mut broken, mut empty) = (0.0, 0.0);
+            for (c, row) in counts.chunks(cards[r.column]).enumerate() {
+                if (c / stride) % pc == r.code {
+                    broken += row.iter().sum::<f64>() - row[r.null];
+                } else if r.required {
+                    empty += row[r.null];
+                }
+            }
+            let err = |message: String| CoreError::Column {
+                table: self.table.clone(),
+                column: r.name.clone(),
+                message,
+            };
             if broken > 0.0 {
-                return Err(CoreError::Column {
-                    table: self.table.clone(),
-                    column: r.name.clone(),
-                    message: format!(
-                        "{} does not hold in the data: {broken} rows with {} have a value",
-                        r.says, r.held
-                    ),
-                });
+                return Err(err(format!(
+                    "{} does not hold in the data: {broken} rows with {} have a value",
+                    r.says, r.held
+                )));
+            }
+            if empty > 0.0 {
+                return Err(err(format!(
+                    "`required` does not hold in the data: {empty} rows are empty where {} \
+                     does not apply",
+                    r.says
+                )));
             }
         }
         Ok(())
     }
 
-    /// Gives the rows of each `empty_when` condition no other outcome than empty
-    /// (post-processing: under DP it adds no cost).
+    /// Gives the rows of each `empty_when` condition no other outcome than empty, and, for a
+    /// `required` column, the other rows no weight on empty (post-processing: under DP it adds
+    /// no cost).
     fn enforce_empty_when(rules: &[EmptyRule], net: &mut BayesNet) {
         for r in rules {
             edit_rows(net, r.column, r.condition, |parent, row| {
                 if parent == r.code {
                     only(row, r.null);
+                } else if r.required && row.len() > 1 {
+                    rule_out(row, r.null);
                 }
             });
         }

@@ -540,6 +540,11 @@ pub struct EntityTable {
     /// column empty where it holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub empty_when: Vec<(String, String, String)>,
+    /// The spec's `required` columns: never empty, except where their `empty_when` holds (the
+    /// networks hold to it; a first child drawn with one empty is drawn again; an LLM that
+    /// writes the rows may not write them empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
     /// The spec's `same_for_siblings`: columns a later sibling copies from the previous one
     /// (given to its sequence model as evidence, so the rest of the row follows the copy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -51,6 +51,12 @@ pub struct ColumnSpec {
     /// a row of the data breaks it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub empty_when: BTreeMap<String, String>,
+    /// The column is never empty (a `NOT NULL` column), except where its `empty_when` rule (at
+    /// most one) holds: it has no null code, or one that only the rule's rows draw, under DP
+    /// too (where noise would otherwise leave a few rows empty). The fit stops if a row of the
+    /// data breaks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
 }
 
 /// Default bound on the characters of an LLM-written value.
@@ -148,6 +154,12 @@ impl Spec {
                 && d.is_empty()
             {
                 return Err(CoreError::Spec(format!("column `{name}`: domain is empty")));
+            }
+            if c.required && c.empty_when.len() > 1 {
+                return Err(CoreError::Spec(format!(
+                    "column `{name}`: `required` takes at most one `empty_when` condition, got {}",
+                    c.empty_when.len()
+                )));
             }
             // Columns this one is declared to depend on: each must be another column.
             let named = (c.empty_when.keys().map(|p| ("empty_when", p)))

@@ -81,6 +81,13 @@ pub enum Order {
         condition: String,
         value: String,
     },
+    /// No row of `table` has `column` empty, except a row whose `unless` column holds its
+    /// value (`required`, with the column's `empty_when`).
+    Required {
+        table: String,
+        column: String,
+        unless: Option<(String, String)>,
+    },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row after
     /// the first holds the previous one's `column` (`same_for_siblings`).
     SameForSiblings {
@@ -298,6 +305,19 @@ pub fn evaluate_relational(
                 condition,
                 value,
             } => (table, format!("{column} empty where {condition} = {value}")),
+            Order::Required {
+                table,
+                column,
+                unless,
+            } => (
+                table,
+                match unless {
+                    Some((condition, value)) => {
+                        format!("{column} not empty where {condition} != {value}")
+                    }
+                    None => format!("{column} not empty"),
+                },
+            ),
             Order::EndsAt {
                 table,
                 order_by,
@@ -728,6 +748,27 @@ fn violations(
                 .collect();
             let bad = rows.iter().filter(|&&r| values[r].is_some()).count();
             Ok((rows.len() as u64, bad as u64))
+        }
+        Order::Required {
+            table,
+            column,
+            unless,
+        } => {
+            let values = keys(batches, std::slice::from_ref(column), table, role)?;
+            let exempt = match unless {
+                Some((condition, value)) => {
+                    let held = keys(batches, std::slice::from_ref(condition), table, role)?;
+                    held.into_iter()
+                        .map(|h| h.as_deref() == Some(value.as_str()))
+                        .collect()
+                }
+                None => vec![false; values.len()],
+            };
+            let rows = (0..values.len()).filter(|&r| !exempt[r]);
+            let (checked, bad) = rows.fold((0u64, 0u64), |(n, b), r| {
+                (n + 1, b + u64::from(values[r].is_none()))
+            });
+            Ok((checked, bad))
         }
         Order::AfterChildren { .. } | Order::EndsAt { .. } => Ok((0, 0)),
     }

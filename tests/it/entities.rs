@@ -316,6 +316,15 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         .filter(|(e, u)| e.as_deref() == Some("discharge") && u.is_some())
         .count();
     assert_eq!(discharge_units, 0, "discharges with a care unit");
+    // And every other transfer has one (`required`), as every admission has its death flag.
+    let without_unit = st["eventtype"]
+        .iter()
+        .zip(&st["careunit"])
+        .filter(|(e, u)| e.as_deref() != Some("discharge") && u.is_none())
+        .count();
+    assert_eq!(without_unit, 0, "other transfers without a care unit");
+    assert!(st["eventtype"].iter().all(Option::is_some));
+    assert!(sa["hospital_expire_flag"].iter().all(Option::is_some));
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
@@ -2019,11 +2028,12 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
             .zip(&st["careunit"])
             .all(|(&d, u)| !d || u.is_none())
     );
+    // Every other transfer has one (`required`: not nullable in the grammar).
     assert!(
         discharges
             .iter()
             .zip(&st["careunit"])
-            .any(|(&d, u)| !d && u.is_some())
+            .all(|(&d, u)| d || u.is_some())
     );
     assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
@@ -2199,12 +2209,13 @@ fn smollm2_writes_whole_entities_that_keep_keys_codes_and_order() {
     let real_units: HashSet<Option<String>> =
         real("transfers")["careunit"].iter().cloned().collect();
     assert!(st["careunit"].iter().all(|u| real_units.contains(u)));
-    // A discharge has no care unit (`empty_when`: forced empty in the grammar).
+    // A discharge has no care unit (`empty_when`: forced empty in the grammar), and every
+    // other transfer has one (`required`: not nullable).
     assert!(
         st["eventtype"]
             .iter()
             .zip(&st["careunit"])
-            .all(|(e, u)| e.as_deref() != Some("discharge") || u.is_none())
+            .all(|(e, u)| (e.as_deref() == Some("discharge")) == u.is_none())
     );
     assert_eq!(order_violations(&sa, "admittime", "dischtime"), 0);
     assert_eq!(order_violations(&st, "intime", "outtime"), 0);
@@ -2323,6 +2334,12 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
             25,
         ),
         ("transfers", "careunit empty where eventtype = discharge", 0),
+        (
+            "transfers",
+            "careunit not empty where eventtype != discharge",
+            0,
+        ),
+        ("admissions", "hospital_expire_flag not empty", 0),
     ] {
         assert!(
             orders.iter().any(|o| o["table"] == table
@@ -2375,6 +2392,27 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
     assert_eq!(rule["violations_real"], 275, "{rule}");
     assert_eq!(rule["checked_synthetic"], admits as u64, "{rule}");
     assert_eq!(rule["violations_synthetic"], admits as u64, "{rule}");
+    // And `required` now asks every discharge for a care unit (the real side without the
+    // transfers `orphans: drop` leaves out).
+    let discharges = |t: &Table| {
+        (t["eventtype"].iter().zip(&t["hadm_id"]))
+            .filter(|(e, a)| e.as_deref() == Some("discharge") && a.is_some())
+            .count() as u64
+    };
+    let rule = v2["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["rule"] == "careunit not empty where eventtype != admit")
+        .unwrap();
+    let (rt, st) = (real("transfers"), synthetic(&out, "transfers"));
+    assert_eq!(
+        rule["checked_synthetic"],
+        st["eventtype"].len() as u64 - admits as u64
+    );
+    assert_eq!(rule["violations_real"], discharges(&rt), "{rule}");
+    assert_eq!(rule["violations_synthetic"], discharges(&st), "{rule}");
+    assert!(discharges(&st) > 10);
 
     // The report draws a chart per child link and per column of every table.
     let charts = 3 + v["tables"]

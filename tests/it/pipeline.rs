@@ -818,8 +818,9 @@ fn dp_reals_with_bounds_do_not_pile_noise_onto_tiny_values() {
 #[test]
 fn declared_structural_zeros_hold_under_dp_and_a_broken_one_is_named() {
     // `unit` is empty on discharges, `days` when `flag` is 0 (a number: its 0 gets a code of
-    // its own). Under DP the noise puts units on discharges and days on unflagged rows unless
-    // the spec declares the rule.
+    // its own), and both are set everywhere else. Under DP the noise puts units on discharges
+    // and days on unflagged rows unless the spec declares the rule, and leaves other rows
+    // empty unless it also says `required`.
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("stays.csv");
     let mut text = String::from("kind,unit,flag,days\n");
@@ -852,9 +853,10 @@ fn declared_structural_zeros_hold_under_dp_and_a_broken_one_is_named() {
             no_dp_run(&csv, &spec, "3000", out)
         }
     };
-    // (discharges with a unit, unflagged rows with days) of an output.
-    let broken = |out: &Path| -> (usize, usize) {
-        let (mut units, mut days) = (0, 0);
+    // (discharges with a unit, unflagged rows with days; other rows without a unit, flagged
+    // rows without days) of an output.
+    let broken = |out: &Path| -> [usize; 4] {
+        let (mut units, mut days, mut no_unit, mut no_days) = (0, 0, 0, 0);
         for b in read_parts(&out.join("stays")) {
             let kind = b.column_by_name("kind").unwrap().as_string::<i32>().clone();
             let unit = b.column_by_name("unit").unwrap();
@@ -865,22 +867,51 @@ fn declared_structural_zeros_hold_under_dp_and_a_broken_one_is_named() {
                 .clone();
             let d = b.column_by_name("days").unwrap();
             for i in 0..b.num_rows() {
-                units += usize::from(kind.value(i) == "discharge" && unit.is_valid(i));
+                let discharge = kind.value(i) == "discharge";
+                let flagged = flag.is_valid(i) && flag.value(i) == 1;
+                units += usize::from(discharge && unit.is_valid(i));
                 days += usize::from(flag.is_valid(i) && flag.value(i) == 0 && d.is_valid(i));
+                no_unit += usize::from(!discharge && unit.is_null(i));
+                no_days += usize::from(flagged && d.is_null(i));
             }
         }
-        (units, days)
+        [units, days, no_unit, no_days]
     };
     let rules = (", empty_when: {kind: discharge}", ", empty_when: {flag: 0}");
     let out = dir.path().join("plain");
     ok(&run(("", ""), &out, true));
-    let (units, days) = broken(&out);
+    let [units, days, ..] = broken(&out);
     assert!(units > 0 && days > 0, "{units} units, {days} days");
+    // `empty_when` says one direction: the noise still leaves some other rows empty.
+    let out = dir.path().join("one_way");
+    ok(&run(rules, &out, true));
+    let [units, days, no_unit, no_days] = broken(&out);
+    assert_eq!((units, days), (0, 0));
+    assert!(
+        no_unit + no_days > 0,
+        "{no_unit} rows without a unit, {no_days} without days"
+    );
+    // With `required`, the other: empty exactly where the rule holds.
+    let rules = (
+        ", empty_when: {kind: discharge}, required: true",
+        ", empty_when: {flag: 0}, required: true",
+    );
     for dp in [true, false] {
         let out = dir.path().join(format!("ruled_{dp}"));
         ok(&run(rules, &out, dp));
-        assert_eq!(broken(&out), (0, 0), "dp: {dp}");
+        assert_eq!(broken(&out), [0; 4], "dp: {dp}");
     }
+    // A required column the data leaves empty stops the fit, naming the column and the rows.
+    let out = dir.path().join("not_required");
+    let o = run(("", ", required: true"), &out, true);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("column `days`")
+            && e.contains("`required` does not hold in the data: 480 rows are empty"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
     // A rule the data breaks stops the fit, naming the column and the rows.
     let out = dir.path().join("bad");
     let o = run((", empty_when: {kind: ward}", ""), &out, false);

@@ -320,24 +320,31 @@ impl EntitySampler {
         self.assemble(shard, &all)
     }
 
-    /// A first child needs its place in time: flat rows that may have a child of a root's child
-    /// table but drew its `order_by` empty are drawn again, whole, with fresh streams.
+    /// A first child needs its place in time, and a value in each `required` column (without
+    /// an `empty_when` rule): flat rows that may have a child of a root's child table but drew
+    /// one of those empty are drawn again, whole, with fresh streams. (In the flat row empty
+    /// also means "no child", so the network alone does not hold them.)
     fn place_first_children(&self, codes: &mut [Vec<Code>], seed: u64) {
         let tree = &self.model.tree;
         let checks: Vec<(usize, usize, usize, usize)> = tree.tables[0]
             .children
             .iter()
-            .filter_map(|&ch| {
+            .flat_map(|&ch| {
                 let table = &self.model.tables[ch];
-                let first = table.row.iter().find_map(|(name, rc)| match rc {
+                let first = table.row.iter().filter_map(|(name, rc)| match rc {
                     RowColumn::First { .. } => Some(name),
                     _ => None,
-                })?;
-                let (fc, fa) = self.flat.attribute(&format!("{}.{first}", table.name))?;
-                let (cc, ca) = self
-                    .flat
-                    .attribute(&relational::count_column(&table.name))?;
-                Some((cc, ca, fc, fa))
+                });
+                let required = table
+                    .required
+                    .iter()
+                    .filter(|c| !table.empty_when.iter().any(|(e, ..)| e == *c));
+                let count = self.flat.attribute(&relational::count_column(&table.name));
+                first.chain(required).filter_map(move |name| {
+                    let (fc, fa) = self.flat.attribute(&format!("{}.{name}", table.name))?;
+                    let (cc, ca) = count?;
+                    Some((cc, ca, fc, fa))
+                })
             })
             .collect();
         if checks.is_empty() {
@@ -634,6 +641,13 @@ impl EntitySampler {
                 })
                 .collect(),
             last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
+            required: tables
+                .iter()
+                .map(|t| {
+                    let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
+                    t.required.iter().filter_map(|c| at(c)).collect()
+                })
+                .collect(),
             empty_when: tables
                 .iter()
                 .map(|t| {

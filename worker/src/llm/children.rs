@@ -66,6 +66,9 @@ pub struct Layout {
     /// is written empty where the condition column (kept as drawn) holds the value
     /// (`empty_when`).
     pub empty_when: Vec<Vec<(usize, usize, String)>>,
+    /// Per table: the places of its `required` columns, never written empty (except where
+    /// their `empty_when` holds).
+    pub required: Vec<Vec<usize>>,
 }
 
 /// Writes the child rows of entities with a language model.
@@ -547,6 +550,9 @@ fn grammar_fields(
                 let mut f = field_schema(name, enc);
                 if let Some(value) = layout.last_when[t].get(name).filter(|_| !last) {
                     exclude(&mut f, enc, value);
+                }
+                if layout.required[t].contains(&j) {
+                    f.nullable = false;
                 }
                 FieldValue::Generate(f)
             }
