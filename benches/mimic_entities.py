@@ -185,11 +185,16 @@ def coherence(a, p):
 # Transfers inside their admission: the first starts at the emergency registration (or the
 # admission), the last one is the discharge, at `dischtime`.
 def inside(tr, a):
+    tr = tr.assign(_row=np.arange(len(tr)))
     m = tr.merge(a[["hadm_id", "admittime", "dischtime", "edregtime"]], on="hadm_id")
     t = {c: when(m[c]) for c in ["intime", "outtime", "admittime", "dischtime", "edregtime"]}
     hour = np.timedelta64(3600, "s")
     start = pd.concat([t["admittime"], t["edregtime"]], axis=1).min(axis=1)
-    last = t["intime"] == t["intime"].groupby(m.hadm_id).transform("max")
+    # The last transfer: the latest `intime`; of transfers that start together, the one
+    # written last (chimera writes siblings in order).
+    order = pd.DataFrame({"hadm_id": m.hadm_id, "intime": t["intime"], "row": m._row})
+    last_rows = order.sort_values(["intime", "row"]).groupby("hadm_id").tail(1).index
+    last = pd.Series(m.index.isin(last_rows), index=m.index)
     return {
         "transfers starting over an hour before the admission (or its ED registration)":
             int((t["intime"] < start - hour).sum()),

@@ -714,6 +714,9 @@ fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -
         for (column, value) in &table.last_when {
             println!("    {column} = {value} only on a parent's last row");
         }
+        for (column, value) in &table.last_is {
+            println!("    {column} = {value} on every parent's last row");
+        }
         for column in &table.same_for_siblings {
             println!("    {column} the same on every row of a parent (copied from the first)");
         }

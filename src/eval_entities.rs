@@ -172,6 +172,15 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                     value: value.clone(),
                 });
             }
+            for (column, value) in &ts.last_is {
+                orders.push(Order::LastIs {
+                    table: name.clone(),
+                    parent_columns: tree.tables[i].parent_columns.clone(),
+                    order_by: order_by.clone(),
+                    column: column.clone(),
+                    value: value.clone(),
+                });
+            }
             for column in &ts.same_for_siblings {
                 orders.push(Order::SameForSiblings {
                     table: name.clone(),

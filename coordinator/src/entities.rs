@@ -131,6 +131,8 @@ struct Layout {
     parent: Vec<u32>,
     /// Per kept row: position among its siblings.
     position: Vec<u32>,
+    /// Per row of the parent: its last child in the data (before clipping), if any.
+    last: Vec<Option<u32>>,
 }
 
 /// Logs a note about the data with its exact counts and keeps it for the manifest; under DP the
@@ -368,6 +370,7 @@ pub async fn fit_entities(
                 parent: vec![0; rows.len()],
                 position: vec![0; rows.len()],
                 rows,
+                last: Vec::new(),
             }
         } else {
             let p = node.parent.unwrap_or(0);
@@ -387,6 +390,7 @@ pub async fn fit_entities(
                 rows: Vec::new(),
                 parent: Vec::new(),
                 position: Vec::new(),
+                last: Vec::with_capacity(groups.len()),
             };
             for (pi, g) in groups.iter_mut().enumerate() {
                 if let Some(o) = &order {
@@ -403,6 +407,7 @@ pub async fn fit_entities(
                         key(a).total_cmp(&key(b))
                     });
                 }
+                layout.last.push(g.last().copied());
                 if g.len() > max {
                     clipped_parents += 1;
                     clipped_rows += g.len() - max;
@@ -741,6 +746,7 @@ pub async fn fit_entities(
             max_children: clip(t),
             key_format: key_formats[t].clone(),
             last_when: spec.tables[&node.name].last_when.clone(),
+            last_is: spec.tables[&node.name].last_is.clone(),
             empty_when: spec.tables[&node.name]
                 .columns
                 .iter()
@@ -1324,7 +1330,8 @@ fn table_rows(
     Ok((names, arrays))
 }
 
-/// `last_when` must hold in the data: no row with the value has a later sibling.
+/// `last_when` must hold in the data: no row with the value has a later sibling; and
+/// `last_is`: every parent's last child (before clipping) holds its value.
 fn check_last_when(
     node: &relational::TableNode,
     ts: &relational::TableSpec,
@@ -1337,7 +1344,9 @@ fn check_last_when(
     for &pi in &layout.parent {
         siblings[pi as usize] += 1;
     }
-    for (column, value) in &ts.last_when {
+    let rules = (ts.last_when.iter().map(|r| ("last_when", r)))
+        .chain(ts.last_is.iter().map(|r| ("last_is", r)));
+    for (key, (column, value)) in rules {
         let i = table.index(column)?;
         let holds: Box<dyn Fn(usize) -> bool> = match column_values(
             &table.name,
@@ -1353,12 +1362,26 @@ fn check_last_when(
                 let x: f64 = value.trim().parse().map_err(|_| {
                         table_error(
                             &node.name,
-                            format!("`last_when: {{{column}: {value}}}`: `{column}` holds numbers, and `{value}` is not one"),
+                            format!("`{key}: {{{column}: {value}}}`: `{column}` holds numbers, and `{value}` is not one"),
                         )
                     })?;
                 Box::new(move |r| a.is_valid(r) && a.value(r) == x)
             }
         };
+        if key == "last_is" {
+            let without = (layout.last.iter().flatten())
+                .filter(|&&r| !holds(r as usize))
+                .count();
+            if without > 0 {
+                return Err(table_error(
+                    &node.name,
+                    format!(
+                        "`last_is: {{{column}: {value}}}` does not hold in the data: the last child of {without} parent rows does not hold it"
+                    ),
+                ));
+            }
+            continue;
+        }
         let early = layout
             .rows
             .iter()
@@ -1386,17 +1409,23 @@ fn first_places(rows: &TableRows) -> impl Iterator<Item = &String> {
         .map(|(n, _)| n)
 }
 
-/// The declared last-child values of table `t`'s model: in a sequence model against the
-/// siblings still to come; in the flat row, the first child of a root's child table is the
-/// last one when the count is 1.
+/// The declared last-child values of table `t`'s model (`last_when`, `last_is`): in a sequence
+/// model against the siblings still to come; in the flat row, the first child of a root's child
+/// table is the last one when the count is 1.
 fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
     let of = |c: usize, prefix: &str, position: String, last: f64| {
-        spec.tables[&tree.tables[c].name]
-            .last_when
-            .iter()
-            .map(|(column, value)| LastOnly {
+        let ts = &spec.tables[&tree.tables[c].name];
+        let is = |column: &String, value: &String| ts.last_is.get(column) == Some(value);
+        let only = ts.last_when.iter().map(|(c, v)| (c, v, true, is(c, v)));
+        let always = (ts.last_is.iter())
+            .filter(|(c, v)| ts.last_when.get(*c) != Some(*v))
+            .map(|(c, v)| (c, v, false, true));
+        only.chain(always)
+            .map(|(column, value, only_last, always)| LastOnly {
                 column: format!("{prefix}{column}"),
                 value: value.clone(),
+                only_last,
+                always,
                 position: position.clone(),
                 last,
             })

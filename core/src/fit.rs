@@ -50,7 +50,8 @@ pub struct FitSettings {
     /// whose columns are all derived may have no rows. Columns the user gives are checked as
     /// usual.
     pub derived: Vec<String>,
-    /// Values a column takes only on a parent's last child (`last_when` in a relational spec).
+    /// Values a column takes only on a parent's last child (`last_when` in a relational spec),
+    /// or on every last child (`last_is`).
     pub last_only: Vec<LastOnly>,
     /// Parents the network must give a column, as (column, parent), besides the spec's
     /// `parents`: what a relational fit knows a column needs.
@@ -60,13 +61,18 @@ pub struct FitSettings {
 }
 
 /// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
-/// admissions): `column` always has `position` as a parent, and wherever `position` says a
-/// later sibling follows, its conditional tables give `value` no weight (post-processing, so
-/// it holds under DP too).
+/// admissions), or that every last child holds (a discharge ends an admission's transfers):
+/// `column` always has `position` as a parent, and wherever `position` says a later sibling
+/// follows, its conditional tables give `value` no weight (`only_last`); wherever it says the
+/// row is the last, all of it (`always`). Post-processing, so it holds under DP too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastOnly {
     pub column: String,
     pub value: String,
+    /// No row but the last holds the value (`last_when`).
+    pub only_last: bool,
+    /// The last row always holds it (`last_is`).
+    pub always: bool,
     /// The column that tells whether the row is the last child: `#remaining` in a sequence
     /// model, the child count for the first child in the flat row.
     pub position: String,
@@ -1096,7 +1102,8 @@ impl Fitter {
     }
 
     /// Gives each `last_only` value no weight where its position column says a later sibling
-    /// follows. Codes of the position column that mix last and not-last values are left alone.
+    /// follows (`only_last`), and all of it where it says the row is the last (`always`).
+    /// Codes of the position column that mix last and not-last values are left alone.
     fn enforce_last_only(&self, net: &mut BayesNet) {
         for l in &self.settings.last_only {
             let (Some(a), Some(q)) = (self.attribute(&l.column), self.attribute(&l.position))
@@ -1119,9 +1126,19 @@ impl Fitter {
             };
             let mut not_last: Vec<bool> = pos.spikes.iter().map(|&s| s != l.last).collect();
             not_last.extend(pos.bins.iter().map(|b| l.last < b.lo || l.last >= b.hi));
+            // Positions are whole numbers: a bin holds only the last when the one whole
+            // number in it is the last.
+            let mut last: Vec<bool> = pos.spikes.iter().map(|&s| s == l.last).collect();
+            last.extend(
+                pos.bins
+                    .iter()
+                    .map(|b| b.lo.ceil() == l.last && b.hi.ceil() - 1.0 == l.last),
+            );
             edit_rows(net, a, q, |position, row| {
-                if not_last.get(position).copied().unwrap_or(false) {
+                if l.only_last && not_last.get(position).copied().unwrap_or(false) {
                     rule_out(row, term);
+                } else if l.always && last.get(position).copied().unwrap_or(false) {
+                    only(row, term);
                 }
             });
         }

@@ -109,6 +109,11 @@ pub struct TableSpec {
     /// `hospital_expire_flag: 1`: a death in hospital is a patient's last admission.
     #[serde(default)]
     pub last_when: BTreeMap<String, String>,
+    /// Values every parent's last child holds, by column (in `order_by` order), e.g.
+    /// `eventtype: discharge`: an admission's last transfer is its discharge. With the same
+    /// value in `last_when`, the value marks the last child exactly.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_is: BTreeMap<String, String>,
     /// Columns whose value every sibling shares, e.g. a patient's race on each admission: drawn
     /// for the first child (given how many siblings will share it) and copied to the later
     /// ones, with or without DP.
@@ -295,6 +300,7 @@ impl EntityTree {
                 ("max_children", t.max_children.is_some()),
                 ("max_rows_per_entity", t.max_rows_per_entity.is_some()),
                 ("last_when", !t.last_when.is_empty()),
+                ("last_is", !t.last_is.is_empty()),
                 ("ends_at", t.ends_at.is_some()),
                 ("same_for_siblings", !t.same_for_siblings.is_empty()),
             ];
@@ -309,10 +315,23 @@ impl EntityTree {
             if t.order_by.is_none() && t.ends_at.is_some() {
                 return err(format!("table `{name}`: `ends_at` needs `order_by`"));
             }
-            if t.order_by.is_none() && !t.last_when.is_empty() {
-                return err(format!(
-                    "table `{name}`: `last_when` needs `order_by` (it says which child is last)"
-                ));
+            for (key, set) in [("last_when", &t.last_when), ("last_is", &t.last_is)] {
+                if t.order_by.is_none() && !set.is_empty() {
+                    return err(format!(
+                        "table `{name}`: `{key}` needs `order_by` (it says which child is last)"
+                    ));
+                }
+                // A value outside the column's declared domain is a typing slip: the rule
+                // would hold for no row (`last_when`) or for none of the output (`last_is`).
+                for (column, value) in set {
+                    let domain = t.columns.get(column).and_then(|c| c.domain.as_ref());
+                    if domain.is_some_and(|d| !d.contains(value)) {
+                        return err(format!(
+                            "table `{name}`: `{key}: {{{column}: {value}}}`: `{value}` is not in \
+                             the `domain` of `{column}`"
+                        ));
+                    }
+                }
             }
             if t.order_by.is_none() && (t.after_previous.is_some() || t.anchor.is_some()) {
                 return err(format!(
@@ -535,6 +554,10 @@ pub struct EntityTable {
     /// it; an LLM that writes the rows is held to it by its grammar).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_when: BTreeMap<String, String>,
+    /// The spec's `last_is`: values every parent's last child holds (the networks hold to it;
+    /// an LLM that writes the rows writes the value on the last one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_is: BTreeMap<String, String>,
     /// The spec's `empty_when`, as (column, condition column, value): the networks hold to
     /// it; an LLM that writes the rows keeps the condition column as drawn and writes the
     /// column empty where it holds.
@@ -735,6 +758,7 @@ b: {foreign_keys: [{columns: a_id, references: a}], anchor: t}
         for (key, alone) in [
             ("ends_at", "ends_at: end"),
             ("last_when", "last_when: {kind: final}"),
+            ("last_is", "last_is: {kind: final}"),
         ] {
             let text = format!(
                 "\na: {{primary_key: id}}\nb: {{foreign_keys: [{{columns: a_id, references: a}}], {alone}}}\n"
@@ -742,6 +766,22 @@ b: {foreign_keys: [{columns: a_id, references: a}], anchor: t}
             let e = EntityTree::from_spec(&spec(&text)).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}` needs `order_by`")), "{e}");
         }
+        // A last-child value outside the column's declared domain.
+        let slip = "
+a: {primary_key: id}
+b:
+  foreign_keys: [{columns: a_id, references: a}]
+  order_by: t
+  last_is: {kind: fnal}
+  columns: {kind: {domain: [sale, final]}}
+";
+        let e = EntityTree::from_spec(&spec(slip)).unwrap_err().to_string();
+        assert!(
+            e.contains("`last_is: {kind: fnal}`: `fnal` is not in the `domain` of `kind`"),
+            "{e}"
+        );
+        let fixed = slip.replace("fnal", "final");
+        assert!(EntityTree::from_spec(&spec(&fixed)).is_ok());
         // An anchor may list columns, the first set one used.
         let listed = "
 a: {primary_key: id}

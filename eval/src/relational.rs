@@ -74,6 +74,15 @@ pub enum Order {
         column: String,
         value: String,
     },
+    /// Among the rows of `table` sharing `parent_columns`, the last by `order_by` has `value` in
+    /// `column` (`last_is`).
+    LastIs {
+        table: String,
+        parent_columns: Vec<String>,
+        order_by: String,
+        column: String,
+        value: String,
+    },
     /// Each row of `table` whose `condition` holds `value` has `column` empty (`empty_when`).
     EmptyWhen {
         table: String,
@@ -295,6 +304,16 @@ pub fn evaluate_relational(
             } => (
                 table,
                 format!("{column} = {value} only on the last row by {order_by}"),
+            ),
+            Order::LastIs {
+                table,
+                order_by,
+                column,
+                value,
+                ..
+            } => (
+                table,
+                format!("the last row by {order_by} has {column} = {value}"),
             ),
             Order::SameForSiblings { table, column, .. } => {
                 (table, format!("{column} the same on every row of a parent"))
@@ -715,6 +734,22 @@ fn violations(
                 let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
                 checked += rows.iter().filter(|r| held(r)).count() as u64;
                 bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
+            }
+            Ok((checked, bad))
+        }
+        Order::LastIs {
+            table,
+            parent_columns,
+            order_by,
+            column,
+            value,
+        } => {
+            let (groups, values) =
+                sibling_values(batches, table, parent_columns, order_by, column, role)?;
+            let (mut checked, mut bad) = (0u64, 0u64);
+            for rows in groups.iter().filter(|g| !g.is_empty()) {
+                checked += 1;
+                bad += u64::from(values[rows[rows.len() - 1]].as_deref() != Some(value.as_str()));
             }
             Ok((checked, bad))
         }

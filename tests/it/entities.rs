@@ -309,6 +309,16 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         })
         .count();
     assert_eq!(early_discharges, 0, "discharges before the last transfer");
+    // And every admission's last transfer, as written, is its discharge (`last_is`).
+    let mut last_type: HashMap<&String, Option<&str>> = HashMap::new();
+    for (h, e) in st["hadm_id"].iter().zip(&st["eventtype"]) {
+        last_type.insert(h.as_ref().unwrap(), e.as_deref());
+    }
+    let not_discharged = last_type
+        .values()
+        .filter(|e| **e != Some("discharge"))
+        .count();
+    assert_eq!(not_discharged, 0, "admissions not ending with a discharge");
     // A discharge has no care unit (`empty_when: {eventtype: discharge}`, under DP too).
     let discharge_units = st["eventtype"]
         .iter()
@@ -1808,6 +1818,22 @@ fn bad_relational_input_is_named() {
             ),
         "{e}"
     );
+    // A last child's value the data's last children do not hold.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "last_is: {eventtype: discharge}",
+            "last_is: {eventtype: admit}",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`transfers`")
+            && e.contains(
+                "`last_is: {eventtype: admit}` does not hold in the data: the last child of 275 \
+                 parent rows"
+            ),
+        "{e}"
+    );
     // A declared structural zero the data breaks, and one naming no column.
     let spec = edited_spec(dir.path(), |t| {
         t.replace(
@@ -2035,6 +2061,36 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
             .zip(&st["careunit"])
             .all(|(&d, u)| d || u.is_some())
     );
+    // Without the care unit's rules the LLM writes the event type too, held by its grammar to
+    // `last_is` and `last_when`: an admission's last transfer is its discharge, and only the
+    // last.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("empty_when: {eventtype: discharge}", "")
+            .replace("required: true                       #", "#")
+    });
+    let (free, drawn) = (dir.path().join("free"), dir.path().join("drawn"));
+    ok(&run_entities(&spec, &free, "6", &args));
+    ok(&run_entities(&spec, &drawn, "6", &args[..3]));
+    let (ft, dt) = (
+        synthetic(&free, "transfers"),
+        synthetic(&drawn, "transfers"),
+    );
+    assert_eq!(dt["hadm_id"], ft["hadm_id"]);
+    assert!(
+        differ(&dt["eventtype"], &ft["eventtype"]) > 0,
+        "written by the LLM"
+    );
+    let last: Vec<bool> = (0..ft["hadm_id"].len())
+        .map(|i| ft["hadm_id"].get(i + 1) != Some(&ft["hadm_id"][i]))
+        .collect();
+    for (l, e) in last.iter().zip(&ft["eventtype"]) {
+        assert_eq!(
+            *l,
+            e.as_deref() == Some("discharge"),
+            "{:?}",
+            ft["eventtype"]
+        );
+    }
     assert_eq!(dangling(&sp["subject_id"], &sa["subject_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &st["hadm_id"]), 0);
     assert_eq!(dangling(&sa["hadm_id"], &sd["hadm_id"]), 0);
@@ -2340,6 +2396,11 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
             0,
         ),
         ("admissions", "hospital_expire_flag not empty", 0),
+        (
+            "transfers",
+            "the last row by intime has eventtype = discharge",
+            0,
+        ),
     ] {
         assert!(
             orders.iter().any(|o| o["table"] == table

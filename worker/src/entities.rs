@@ -641,6 +641,7 @@ impl EntitySampler {
                 })
                 .collect(),
             last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
+            last_is: tables.iter().map(|t| t.last_is.clone()).collect(),
             required: tables
                 .iter()
                 .map(|t| {

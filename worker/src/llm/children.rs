@@ -62,6 +62,8 @@ pub struct Layout {
     pub tables: Vec<(String, Vec<String>, Vec<usize>)>,
     /// Per table: values only a parent's last child may hold, by column (`last_when`).
     pub last_when: Vec<std::collections::BTreeMap<String, String>>,
+    /// Per table: values a parent's last child must hold, by column (`last_is`).
+    pub last_is: Vec<std::collections::BTreeMap<String, String>>,
     /// Per table: (column, condition column, value) by their places in the row: the column
     /// is written empty where the condition column (kept as drawn) holds the value
     /// (`empty_when`).
@@ -181,6 +183,20 @@ fn exclude(f: &mut FieldSchema, enc: &Encoding, value: &str) {
                 f.maximum = n.spikes.iter().rev().find(|&&s| s < x).copied();
             } else if f.minimum == Some(x) {
                 f.minimum = n.spikes.iter().find(|&&s| s > x).copied();
+            }
+        }
+    }
+}
+
+/// Leaves `value` the field's only choice (a one-value enum; a number's two ends at it), not
+/// empty.
+fn only_value(f: &mut FieldSchema, enc: &Encoding, value: &str) {
+    f.nullable = false;
+    match enc {
+        Encoding::Categorical(_) => f.enum_values = Some(vec![label(value)]),
+        Encoding::Numeric(_) => {
+            if let Ok(x) = value.trim().parse::<f64>() {
+                (f.minimum, f.maximum) = (Some(x), Some(x));
             }
         }
     }
@@ -527,7 +543,8 @@ fn draft(layout: &Layout, t: usize, row: &Node<'_, '_>, nested: bool) -> Map<Str
 }
 
 /// The grammar's fields of a row of table `t`, its child rows nested. A row that is not its
-/// parent's last child may not write a `last_when` value.
+/// parent's last child may not write a `last_when` value; the last child writes its `last_is`
+/// value.
 fn grammar_fields(
     layout: &Layout,
     t: usize,
@@ -550,6 +567,9 @@ fn grammar_fields(
                 let mut f = field_schema(name, enc);
                 if let Some(value) = layout.last_when[t].get(name).filter(|_| !last) {
                     exclude(&mut f, enc, value);
+                }
+                if let Some(value) = layout.last_is[t].get(name).filter(|_| last) {
+                    only_value(&mut f, enc, value);
                 }
                 if layout.required[t].contains(&j) {
                     f.nullable = false;
