@@ -1004,16 +1004,7 @@ impl Fitter {
                          identifier or a text column cannot be a condition)"
                     ))
                 })?;
-                let code = match &self.columns[self.attributes[q]].encoding {
-                    Some(Encoding::Categorical(e)) => e.values.iter().position(|v| v == value),
-                    Some(Encoding::Numeric(n)) => value
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .and_then(|x| n.spikes.iter().position(|&s| s == x)),
-                    None => None,
-                };
-                let code = code.ok_or_else(|| {
+                let code = self.code_of(q, value).ok_or_else(|| {
                     err(format!(
                         "`empty_when: {{{q_name}: {value}}}`: `{value}` is not a value of \
                          `{q_name}` with a code of its own (declare it in `{q_name}`'s `domain`)"
@@ -1104,23 +1095,29 @@ impl Fitter {
     /// Gives each `last_only` value no weight where its position column says a later sibling
     /// follows (`only_last`), and all of it where it says the row is the last (`always`).
     /// Codes of the position column that mix last and not-last values are left alone.
-    fn enforce_last_only(&self, net: &mut BayesNet) {
+    /// A value that every last child must hold needs a code of its own: without one the rule
+    /// could not hold, and the fit stops. (A value only the last may hold and that has no code
+    /// is never drawn at all.)
+    fn enforce_last_only(&self, net: &mut BayesNet) -> Result<(), CoreError> {
         for l in &self.settings.last_only {
             let (Some(a), Some(q)) = (self.attribute(&l.column), self.attribute(&l.position))
             else {
                 continue;
             };
-            let term = match &self.columns[self.attributes[a]].encoding {
-                Some(Encoding::Categorical(c)) => c.values.iter().position(|v| *v == l.value),
-                Some(Encoding::Numeric(n)) => l
-                    .value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|x| n.spikes.iter().position(|&s| s == x)),
-                None => None,
+            let Some(term) = self.code_of(a, &l.value) else {
+                if l.always {
+                    let (name, value) = (&l.column, &l.value);
+                    return Err(CoreError::Column {
+                        table: self.table.clone(),
+                        column: name.clone(),
+                        message: format!(
+                            "`last_is`: `{value}` is not a value of `{name}` with a code of its \
+                             own (declare it in the column's `domain`)"
+                        ),
+                    });
+                }
+                continue;
             };
-            let Some(term) = term else { continue };
             let Some(Encoding::Numeric(pos)) = &self.columns[self.attributes[q]].encoding else {
                 continue;
             };
@@ -1141,6 +1138,20 @@ impl Fitter {
                     only(row, term);
                 }
             });
+        }
+        Ok(())
+    }
+
+    /// The code of `value` in attribute `a`: a category, or a number with a spike of its own.
+    fn code_of(&self, a: usize, value: &str) -> Option<usize> {
+        match &self.columns[self.attributes[a]].encoding {
+            Some(Encoding::Categorical(c)) => c.values.iter().position(|v| v == value),
+            Some(Encoding::Numeric(n)) => value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|x| n.spikes.iter().position(|&s| s == x)),
+            None => None,
         }
     }
 
@@ -1601,7 +1612,7 @@ impl Fitter {
                 smoothing: if dp { SMOOTHING_DP } else { SMOOTHING_EXACT },
             },
         );
-        self.enforce_last_only(&mut net);
+        self.enforce_last_only(&mut net)?;
         Self::enforce_empty_when(&empty_rules, &mut net);
         self.enforce_set_where(&mut net);
         // `other` decodes to a kept value drawn from the released one-way distribution.

@@ -762,6 +762,76 @@ fn write_fixture(dir: &Path, tables: &[(&str, &str)], spec: &str) -> PathBuf {
     path
 }
 
+/// 60 patients, each with 2 to 4 visits of which the last, and only the last, is an `end`.
+fn visits(dir: &Path, kind: &str) -> PathBuf {
+    let mut patients = String::from("id,age\n");
+    let mut visits = String::from("visit,patient,day,kind\n");
+    let mut v = 0;
+    for i in 0..60usize {
+        patients.push_str(&format!("P{i:03},{}\n", 20 + i % 50));
+        let n = 2 + i % 3;
+        for j in 0..n {
+            v += 1;
+            let kind = if j + 1 == n { "end" } else { "mid" };
+            visits.push_str(&format!("V{v:04},P{i:03},{},{kind}\n", 10 * j + i % 7));
+        }
+    }
+    write_fixture(
+        dir,
+        &[("patients", &patients), ("visits", &visits)],
+        &format!(
+            "tables:
+  patients:
+    input: patients.csv
+    primary_key: id
+    columns:
+      age: {{bounds: [0, 100]}}
+  visits:
+    input: visits.csv
+    primary_key: visit
+    foreign_keys: [{{columns: patient, references: patients}}]
+    order_by: day
+    last_is: {{kind: end}}
+    columns:
+      day: {{bounds: [0, 40]}}
+      {kind}
+"
+        ),
+    )
+}
+
+#[test]
+fn a_last_child_value_needs_a_code_of_its_own_and_then_ends_every_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let dp = ["--epsilon", "1", "--seed", "1", "--noise-seed", "1"];
+    // Under DP, 60 patients' visits release no value of `kind`: the rule could not hold.
+    let spec = visits(dir.path(), "kind: {}");
+    let o = run_entities(&spec, &out, "200", &dp);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("`last_is`: `end` is not a value of") && e.contains("`domain`"),
+        "{e}"
+    );
+    assert!(!out.join("_SUCCESS").exists());
+    // With the values declared public it holds, whatever the noise.
+    let spec = visits(dir.path(), "kind: {domain: [mid, end]}");
+    for noise in ["1", "2", "3"] {
+        let dp = ["--epsilon", "1", "--seed", "1", "--noise-seed", noise];
+        let out = dir.path().join(format!("out{noise}"));
+        ok(&run_entities(&spec, &out, "200", &dp));
+        let sv = synthetic(&out, "visits");
+        let mut last: HashMap<&String, Option<&str>> = HashMap::new();
+        for (p, k) in sv["patient"].iter().zip(&sv["kind"]) {
+            last.insert(p.as_ref().unwrap(), k.as_deref());
+        }
+        assert!(last.len() > 50, "{} patients with visits", last.len());
+        let other = last.values().filter(|k| **k != Some("end")).count();
+        assert_eq!(other, 0, "patients whose last visit is not an `end`");
+    }
+}
+
 /// Writes `parents.csv` (3,000 rows) and `kids.csv` (0 to 4 per parent) and a spec over them.
 fn households(dir: &Path) -> PathBuf {
     let mut parents = String::from("id,region,size\n");
