@@ -382,7 +382,8 @@ impl Fitter {
             if !self.shaped_by_release(&c.name) {
                 profile::check_column(&self.table, c, s)?;
             }
-            // A `required` column with an `empty_when` rule is checked against the rule.
+            // A `required` column is never empty in the data (one with an `empty_when` rule
+            // may be where the rule holds: `check_empty_when` checks it).
             let required = self.spec.column(&c.name).filter(|x| x.required);
             if required.is_some_and(|x| x.empty_when.is_empty()) && s.nulls > 0 {
                 return Err(CoreError::Column {

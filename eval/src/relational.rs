@@ -726,18 +726,8 @@ fn violations(
             order_by,
             column,
             value,
-        } => {
-            let (groups, values) =
-                sibling_values(batches, table, parent_columns, order_by, column, role)?;
-            let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in groups {
-                let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
-                checked += rows.iter().filter(|r| held(r)).count() as u64;
-                bad += rows[..rows.len() - 1].iter().filter(|r| held(r)).count() as u64;
-            }
-            Ok((checked, bad))
         }
-        Order::LastIs {
+        | Order::LastIs {
             table,
             parent_columns,
             order_by,
@@ -746,10 +736,22 @@ fn violations(
         } => {
             let (groups, values) =
                 sibling_values(batches, table, parent_columns, order_by, column, role)?;
+            let held = |r: &usize| values[*r].as_deref() == Some(value.as_str());
+            let every_last = matches!(order, Order::LastIs { .. });
             let (mut checked, mut bad) = (0u64, 0u64);
-            for rows in groups.iter().filter(|g| !g.is_empty()) {
-                checked += 1;
-                bad += u64::from(values[rows[rows.len() - 1]].as_deref() != Some(value.as_str()));
+            for rows in &groups {
+                let Some((last, earlier)) = rows.split_last() else {
+                    continue;
+                };
+                if every_last {
+                    // Each parent's last row, which must hold the value.
+                    checked += 1;
+                    bad += u64::from(!held(last));
+                } else {
+                    // Each row holding the value, which must be the last.
+                    checked += rows.iter().filter(|r| held(r)).count() as u64;
+                    bad += earlier.iter().filter(|r| held(r)).count() as u64;
+                }
             }
             Ok((checked, bad))
         }
