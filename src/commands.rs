@@ -717,6 +717,14 @@ fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -
         for (column, value) in &table.last_is {
             println!("    {column} = {value} on every parent's last row");
         }
+        for (column, condition, value) in &table.empty_when {
+            println!("    {column} empty where {condition} = {value}");
+        }
+        for column in &table.required {
+            let elsewhere = table.empty_when.iter().any(|(c, ..)| c == column);
+            let elsewhere = if elsewhere { " elsewhere" } else { "" };
+            println!("    {column} never empty{elsewhere}");
+        }
         for column in &table.same_for_siblings {
             println!("    {column} the same on every row of a parent (copied from the first)");
         }

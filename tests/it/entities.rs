@@ -742,6 +742,10 @@ fn same_seed_gives_the_same_entities() {
         "hospital_expire_flag = 1 only on a parent's last row",
         "first intime placed from edregtime, else admittime",
         "last intime placed at the parent's dischtime",
+        "eventtype = discharge on every parent's last row",
+        "careunit empty where eventtype = discharge",
+        "careunit never empty elsewhere",
+        "hospital_expire_flag never empty",
     ] {
         assert!(text.contains(rule), "{rule}: {text}");
     }
