@@ -1397,6 +1397,13 @@ fn check_last_when(
                 ),
             ));
         }
+        // A value no row holds may be a typing slip (a batch with no such row is not an error).
+        if !layout.rows.iter().any(|&r| holds(r as usize)) {
+            tracing::warn!(
+                "table `{}`: `last_when: {{{column}: {value}}}`: no row of the data holds `{value}` (is it spelt as in the data?)",
+                node.name
+            );
+        }
     }
     Ok(())
 }

@@ -1892,6 +1892,20 @@ fn bad_relational_input_is_named() {
             ),
         "{e}"
     );
+    // A last-child value no row holds: warned (perhaps a typing slip), not stopped.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace("{hospital_expire_flag: 1}", "{hospital_expire_flag: 2}")
+    });
+    let slip = dir.path().join("slip");
+    let o = run_spec(&spec, &slip);
+    ok(&o);
+    assert!(
+        stderr(&o).contains(
+            "`last_when: {hospital_expire_flag: 2}`: no row of the data holds `2` (is it spelt"
+        ),
+        "{}",
+        stderr(&o)
+    );
     // A last child's value the data's last children do not hold.
     let spec = edited_spec(dir.path(), |t| {
         t.replace(
