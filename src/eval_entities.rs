@@ -2,19 +2,21 @@
 //! each table (real from the spec's inputs, synthetic from the run's output folder), works out
 //! the keys, links and datetime orders from the spec, and hands them to the eval crate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
 use chimera_coordinator::read::{ReadOptions, declared_types, read_all};
-use chimera_core::relational::EntityTree;
+use chimera_core::relational::{EntityModel, EntityTree};
+use chimera_core::schema::Role;
 use chimera_core::spec::Spec;
 use chimera_eval::{Link, Order, RelationalInput, RelationalTable};
 
 use crate::cli::EvalArgs;
 use crate::commands::{finished_manifest, guarantee, report_title, write_eval};
 use crate::entities::table_inputs;
+use chimera_storage::MODEL_FILE;
 
 /// Evaluates the run in `a.synthetic` against the tables of the spec at `spec_path`.
 pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
@@ -36,6 +38,22 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
         );
     };
     let inputs = table_inputs(&spec, spec_path)?;
+    // Columns sampling regenerates as fresh identifiers (the run's model says which; the
+    // spec's `role: identifier` without one): their values say nothing of the real ones.
+    let model_file = Path::new(&a.synthetic).join(MODEL_FILE);
+    let mut identifiers: BTreeSet<(String, String)> = match std::fs::read(&model_file) {
+        Ok(bytes) => EntityModel::from_json(&bytes)
+            .with_context(|| format!("{} is not a relational model", model_file.display()))?
+            .identifier_columns(),
+        Err(_) => BTreeSet::new(),
+    };
+    for (name, ts) in &spec.tables {
+        for (column, c) in &ts.columns {
+            if c.role == Some(Role::Identifier) {
+                identifiers.insert((name.clone(), column.clone()));
+            }
+        }
+    }
 
     // Real tables in entity order (parents first), so orphans are dropped top-down.
     let mut names: Vec<String> = tree.tables.iter().map(|t| t.name.clone()).collect();
@@ -209,6 +227,23 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| order_by.clone()),
             });
+        }
+        let fresh: Vec<&String> = identifiers
+            .iter()
+            .filter(|(t, _)| t == name)
+            .map(|(_, c)| c)
+            .collect();
+        if !fresh.is_empty() {
+            notes.push(format!(
+                "{name}: {} regenerated as fresh identifiers, so left out of fidelity and \
+                 privacy metrics as keys are",
+                fresh
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            keys.extend(fresh.into_iter().cloned());
         }
         keys.sort();
         keys.dedup();

@@ -9,7 +9,7 @@
 //! child's row of every child table. Every other table has a *sequence* model: its row given its
 //! parent's row, its previous sibling's row and its position among the siblings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -651,6 +651,36 @@ impl EntityModel {
     pub fn digest(&self) -> Result<String> {
         use sha2::{Digest, Sha256};
         Ok(crate::model::hex(&Sha256::digest(self.to_json()?)))
+    }
+
+    /// The (table, column) pairs sampling regenerates as fresh identifiers: declared or found
+    /// so by a fit. Their synthetic values say nothing of the real ones.
+    pub fn identifier_columns(&self) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        let identifiers = |m: &'_ Model| -> Vec<String> {
+            m.columns
+                .iter()
+                .filter(|c| c.role == crate::schema::Role::Identifier)
+                .map(|c| c.schema.name.clone())
+                .collect()
+        };
+        let root = self.tables.first().map_or("", |t| t.name.as_str());
+        for n in identifiers(&self.flat) {
+            // The flat row names a child's columns `child.column`.
+            let child = self.tables.iter().skip(1).find_map(|t| {
+                n.strip_prefix(&format!("{}.", t.name))
+                    .map(|c| (t.name.clone(), c.to_owned()))
+            });
+            out.insert(child.unwrap_or_else(|| (root.to_owned(), n)));
+        }
+        for t in &self.tables {
+            for n in t.sequence.as_ref().map(identifiers).unwrap_or_default() {
+                if !n.starts_with(PARENT_PREFIX) && !n.starts_with(PREVIOUS_PREFIX) {
+                    out.insert((t.name.clone(), n));
+                }
+            }
+        }
+        out
     }
 }
 

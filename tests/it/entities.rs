@@ -2412,6 +2412,16 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
         .collect();
     assert!(columns.contains(&"admission_type"));
     assert!(!columns.contains(&"hadm_id") && !columns.contains(&"subject_id"));
+    // So are the columns the run regenerates as identifiers (the admitting provider).
+    assert!(!columns.contains(&"admit_provider_id"), "{columns:?}");
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("admissions: `admit_provider_id` regenerated as fresh identifiers")),
+        "{}",
+        v["notes"]
+    );
     // The spec drops the 54 transfers without an admission from the real side too.
     assert!(
         v["notes"]
