@@ -179,6 +179,26 @@ def coherence(a, p):
         "died in hospital, no dod": int((died & dod.isna()).sum()),
         "discharged to DIED without hospital_expire_flag, or the reverse":
             int(((m.discharge_location == "DIED") != died).sum()),
+        "deathtime without hospital_expire_flag, or the reverse":
+            int((m.deathtime.notna() != died).sum()),
+    }
+
+
+# The emergency department: an admission's registration (`edregtime`, `edouttime`) and its
+# `ED` transfer are one stay.
+def emergency(a, tr):
+    reg = a.edregtime.notna()
+    ed = a.hadm_id.isin(tr.hadm_id[tr.eventtype == "ED"])
+    er = a.admission_location == "EMERGENCY ROOM"
+    return {
+        "ED registrations without their end, or ends without one":
+            int((reg != a.edouttime.notna()).sum()),
+        "admissions from the emergency room without an ED registration":
+            int((er & ~reg).sum()),
+        "admissions with an ED transfer but no ED registration": int((ed & ~reg).sum()),
+        "admissions with an ED registration but no ED transfer": int((reg & ~ed).sum()),
+        "transfers other than a discharge without an outtime, or discharges with one":
+            int(((tr.eventtype == "discharge") == tr.outtime.notna()).sum()),
     }
 
 
@@ -219,5 +239,7 @@ print("|---|---|---|")
 cr, cs = coherence(r["admissions"], r["patients"]), coherence(a, p)
 cr.update(inside(r["transfers"], r["admissions"]))
 cs.update(inside(tr, a))
+cr.update(emergency(r["admissions"], r["transfers"]))
+cs.update(emergency(a, tr))
 for k in cr:
     print(f"| {k} | {cr[k]} | {cs[k]} |")

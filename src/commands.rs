@@ -708,6 +708,11 @@ fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -
                     child,
                     base,
                 } => println!("    {column} after the latest {child}.{base}"),
+                RowColumn::Set { columns } => println!(
+                    "    {} set or empty as {} says (drawn first)",
+                    columns.join(" and "),
+                    chimera_core::relational::set_column(&columns[0])
+                ),
                 _ => {}
             }
         }

@@ -18,8 +18,8 @@ use chimera_core::idformat::IdFormat;
 use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
 use chimera_core::relational::{
-    self, EntityModel, EntityTable, EntityTree, KEY_SEPARATOR, Orphans, POSITION_CAP, PublicTable,
-    RealChild, RealEntities, RowColumn,
+    self, EntityModel, EntityTable, EntityTree, KEY_SEPARATOR, Orphans, POSITION_CAP,
+    PRESENCE_SUFFIX, PublicTable, RealChild, RealEntities, RowColumn,
 };
 use chimera_core::rng;
 use chimera_core::schema::{ColumnSchema, Role, ValueKind, year_start_days};
@@ -668,6 +668,7 @@ pub async fn fit_entities(
             }
         }
         declare_parents(&tree, spec, &loaded, t, &mut specs)?;
+        s.leaves = presence_rules(&tree, &rows, t, &mut specs);
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -1298,6 +1299,9 @@ fn table_rows(
             arrays.push(take(&a, &idx, None).map_err(arrow_err(&c.name))?);
         }
     }
+    if !dp {
+        presence_columns(&mut names, &mut arrays, ts);
+    }
     // Child counts.
     for &ch in &node.children {
         let mut counts = vec![0i64; layout.rows.len()];
@@ -1328,6 +1332,60 @@ fn table_rows(
         }
     }
     Ok((names, arrays))
+}
+
+/// Without DP, a [`RowColumn::Set`] column for each time or number of the row that is empty on
+/// some rows and set on others, shared by a time `after` another that is set exactly where
+/// that one is. Columns the spec rules on (`empty_when`, `required`) and identifiers are left
+/// as they are.
+fn presence_columns(
+    names: &mut Vec<(String, RowColumn)>,
+    arrays: &mut Vec<ArrayRef>,
+    ts: &relational::TableSpec,
+) {
+    let n = arrays.first().map_or(0, |a| a.len());
+    let partly_empty = |j: usize| {
+        let (name, rc) = &names[j];
+        let a = &arrays[j];
+        let kind = match rc {
+            RowColumn::Plain { .. } => a.data_type().is_numeric(),
+            RowColumn::After { .. } | RowColumn::AfterLast { .. } => true,
+            _ => false,
+        };
+        let declared = ts.columns.get(name).is_some_and(|c| {
+            !c.empty_when.is_empty()
+                || c.required
+                || c.role
+                    .is_some_and(|r| !matches!(r, Role::Numeric | Role::Datetime))
+        });
+        kind && !declared && a.null_count() > 0 && a.null_count() < a.len()
+    };
+    // Groups of columns set together, by the place of their first column.
+    let mut groups: Vec<(usize, Vec<String>)> = Vec::new();
+    for j in (0..names.len()).filter(|&j| partly_empty(j)) {
+        let shared = match &names[j].1 {
+            RowColumn::After { base, .. } => groups.iter().position(|(g, members)| {
+                members.contains(base) && {
+                    let (a, b) = (&arrays[j], &arrays[*g]);
+                    (0..n).all(|r| a.is_null(r) == b.is_null(r))
+                }
+            }),
+            _ => None,
+        };
+        match shared {
+            Some(g) => groups[g].1.push(names[j].0.clone()),
+            None => groups.push((j, vec![names[j].0.clone()])),
+        }
+    }
+    for (g, columns) in groups {
+        let a = &arrays[g];
+        let set: Int64Array = (0..n).map(|r| Some(a.is_valid(r) as i64)).collect();
+        names.push((
+            relational::set_column(&columns[0]),
+            RowColumn::Set { columns },
+        ));
+        arrays.push(Arc::new(set));
+    }
 }
 
 /// `last_when` must hold in the data: no row with the value has a later sibling; and
@@ -1507,7 +1565,16 @@ fn declare_parents(
                         ),
                     ));
                 };
-                loaded[table].index(name)?;
+                // A presence column (`X~set`) is named after its column.
+                let of = name.strip_suffix(PRESENCE_SUFFIX);
+                loaded[table].index(of.unwrap_or(name))?;
+                if of.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
+                    tracing::warn!(
+                        table = %node.name,
+                        "column `{column}`: the declared parent `{p}` is passed over: presence \
+                         columns are made without DP only, for a column empty on some rows"
+                    );
+                }
                 mapped.push(named);
             }
             if let Some(s) = specs.get_mut(&own(column)) {
@@ -1527,6 +1594,76 @@ fn declare_parents(
         }
     }
     Ok(())
+}
+
+/// The rule of each [`RowColumn::Set`] column in table `t`'s model (named as that model names
+/// them, as in [`declare_parents`]): its columns are empty exactly where it is 0 (an
+/// `empty_when` condition on a `required` column, so the networks hold to it by construction).
+/// A column's declared `parents` go to its presence: two codes, where the column's own many
+/// would make a table too sparse to learn from. Returns the leaves of the search: in a
+/// sequence model, the parent's and the previous sibling's presence columns (their columns are
+/// given too). Learnt, they reshaped the demo's small networks: the later admissions' number
+/// of transfers took the patient's `dod~set` for a parent and came out with too long a tail.
+/// A declared parent may still name one (`parents: [admissions.edregtime~set]`).
+fn presence_rules(
+    tree: &EntityTree,
+    rows: &[TableRows],
+    t: usize,
+    specs: &mut BTreeMap<String, ColumnSpec>,
+) -> Vec<String> {
+    let mut leaves = Vec::new();
+    let tables: Vec<usize> = if t == 0 {
+        std::iter::once(0)
+            .chain(tree.tables[0].children.iter().copied())
+            .collect()
+    } else {
+        vec![t]
+    };
+    for k in tables {
+        let own = |c: &str| {
+            if t == 0 && k > 0 {
+                format!("{}.{c}", tree.tables[k].name)
+            } else {
+                c.to_owned()
+            }
+        };
+        for (name, rc) in &rows[k].0 {
+            let RowColumn::Set { columns } = rc else {
+                continue;
+            };
+            let set = own(name);
+            if !specs.contains_key(&set) {
+                continue;
+            }
+            let mut parents = Vec::new();
+            for c in columns {
+                if let Some(s) = specs.get_mut(&own(c)) {
+                    s.empty_when = BTreeMap::from([(set.clone(), "0".to_owned())]);
+                    s.required = true;
+                    parents.append(&mut s.parents);
+                }
+            }
+            if let Some(s) = specs.get_mut(&set) {
+                s.parents = parents;
+            }
+        }
+    }
+    if t > 0 {
+        let p = tree.tables[t].parent.unwrap_or(0);
+        for (prefix, k) in [
+            (relational::PARENT_PREFIX, p),
+            (relational::PREVIOUS_PREFIX, t),
+        ] {
+            leaves.extend(
+                rows[k]
+                    .0
+                    .iter()
+                    .filter(|(_, rc)| matches!(rc, RowColumn::Set { .. }))
+                    .map(|(n, _)| format!("{prefix}{n}")),
+            );
+        }
+    }
+    leaves
 }
 
 /// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code
@@ -1735,6 +1872,11 @@ fn row_spec(
             ]),
             ..ColumnSpec::default()
         },
+        RowColumn::Set { .. } => ColumnSpec {
+            role: Some(Role::Numeric),
+            bounds: Some([0.0, 1.0]),
+            ..ColumnSpec::default()
+        },
     }
 }
 
@@ -1773,7 +1915,14 @@ fn flat_table(tree: &EntityTree, spec: &RowSpecs, rows: &[TableRows]) -> Result<
                 continue;
             }
             let wide = format!("{}.{name}", child.name);
-            let taken = take(a, &idx, None).map_err(arrow_error(&child.name, name))?;
+            let mut taken = take(a, &idx, None).map_err(arrow_error(&child.name, name))?;
+            if matches!(rc, RowColumn::Set { .. }) {
+                // No child: nothing is set.
+                let set = taken.as_primitive::<arrow::datatypes::Int64Type>();
+                taken = Arc::new(Int64Array::from_iter_values(
+                    set.iter().map(|v| v.unwrap_or(0)),
+                ));
+            }
             columns.push((wide.clone(), taken));
             specs.insert(wide, spec.of(&child.name, rc));
         }
@@ -2033,7 +2182,70 @@ pub async fn infer_spec(inputs: &[String], opts: &ReadOptions) -> Result<String,
 
 #[cfg(test)]
 mod tests {
-    use super::keep_per_entity;
+    use super::{keep_per_entity, presence_columns};
+    use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+    use chimera_core::relational::{RowColumn, TableSpec};
+    use std::sync::Arc;
+
+    #[test]
+    fn times_empty_on_some_rows_get_presence_columns_shared_by_times_set_with_them() {
+        let plain = |c: &str| RowColumn::Plain { column: c.into() };
+        let after = |c: &str, b: &str| RowColumn::After {
+            column: c.into(),
+            base: b.into(),
+            signed: false,
+        };
+        let f = |v: &[Option<f64>]| Arc::new(Float64Array::from(v.to_vec())) as ArrayRef;
+        let mut names = vec![
+            ("start".to_owned(), plain("start")),
+            ("reg".to_owned(), plain("reg")),
+            ("reg_end".to_owned(), after("reg_end", "reg")),
+            ("death".to_owned(), after("death", "start")),
+            ("seen".to_owned(), after("seen", "reg")),
+            ("kind".to_owned(), plain("kind")),
+            ("lab".to_owned(), plain("lab")),
+        ];
+        let mut arrays = vec![
+            f(&[Some(1.0), Some(2.0), Some(3.0)]),
+            f(&[Some(0.5), None, Some(0.1)]),
+            f(&[Some(0.2), None, Some(0.3)]),
+            f(&[None, None, Some(4.0)]),
+            // Set where `reg` is, but not everywhere: a presence column of its own.
+            f(&[None, None, Some(1.0)]),
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("b")])) as ArrayRef,
+            f(&[Some(1.0), None, Some(2.0)]),
+        ];
+        // A column with a rule of its own in the spec is left to it.
+        let spec: TableSpec = serde_json::from_value(serde_json::json!(
+            {"columns": {"lab": {"required": true, "empty_when": {"kind": "x"}}}}
+        ))
+        .unwrap();
+        presence_columns(&mut names, &mut arrays, &spec);
+        let sets: Vec<(&str, Vec<String>, Vec<i64>)> = names
+            .iter()
+            .zip(&arrays)
+            .filter_map(|((n, rc), a)| match rc {
+                RowColumn::Set { columns } => Some((
+                    n.as_str(),
+                    columns.clone(),
+                    a.as_primitive::<arrow::datatypes::Int64Type>()
+                        .values()
+                        .to_vec(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let cols = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            sets,
+            vec![
+                ("reg~set", cols(&["reg", "reg_end"]), vec![1, 0, 1]),
+                ("death~set", cols(&["death"]), vec![0, 0, 1]),
+                ("seen~set", cols(&["seen"]), vec![0, 0, 1]),
+            ]
+        );
+        assert!(arrays.iter().all(|a| a.len() == 3));
+    }
 
     #[test]
     fn an_entity_keeps_at_most_cap_rows_spread_over_its_own() {

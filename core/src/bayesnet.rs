@@ -311,9 +311,22 @@ pub fn learn_structure<R: Rng>(
 pub fn learn_structure_given<R: Rng>(
     table: &CodedTable,
     settings: SearchSettings,
+    selection: Selection<'_, R>,
+    given: &[usize],
+    forced: &[Forced],
+) -> Vec<Edge> {
+    learn_structure_with(table, settings, selection, given, forced, &[])
+}
+
+/// [`learn_structure_given`], where `leaves` are never offered as a learnt parent (only as a
+/// forced one): attributes the rest of the network should not be shaped by.
+pub fn learn_structure_with<R: Rng>(
+    table: &CodedTable,
+    settings: SearchSettings,
     mut selection: Selection<'_, R>,
     given: &[usize],
     forced: &[Forced],
+    leaves: &[usize],
 ) -> Vec<Edge> {
     let d = table.cards.len();
     if d == 0 {
@@ -405,7 +418,7 @@ pub fn learn_structure_given<R: Rng>(
     };
 
     while order.len() < d {
-        let in_net: Vec<usize> = order.iter().map(|e| e.child).collect();
+        let placed_now: Vec<usize> = order.iter().map(|e| e.child).collect();
         let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
         // Attributes whose forced parents are all placed (all unplaced ones if none is, so a
         // forced parent that can never come first does not stall the search).
@@ -442,7 +455,17 @@ pub fn learn_structure_given<R: Rng>(
                 r
             }
         };
+        // Parents `a` may take: placed attributes, leaves only where forced.
+        let in_net_of = |a: usize| -> Vec<usize> {
+            let m = must(a);
+            placed_now
+                .iter()
+                .copied()
+                .filter(|p| !leaves.contains(p) || m.contains(p))
+                .collect()
+        };
         for a in ready {
+            let in_net = in_net_of(a);
             let required: Vec<usize> = must(a).into_iter().filter(|&p| placed[p]).collect();
             let mut sets: Vec<Vec<usize>> = Vec::new();
             for &p in &in_net {
@@ -482,6 +505,7 @@ pub fn learn_structure_given<R: Rng>(
                     .map(|(_, s)| (s, cache[&(a, s.clone())]))
                     .collect();
                 best.sort_by(|x, y| y.1.total_cmp(&x.1));
+                let in_net = in_net_of(a);
                 for (s, _) in best.into_iter().take(settings.beam) {
                     for &p in &in_net {
                         if s.contains(&p) {
@@ -1171,6 +1195,37 @@ mod tests {
         assert_eq!(inside.len(), 2, "{inside:?}");
         assert!(inside.contains(&3), "{inside:?}");
         assert!(inside.contains(&0) || inside.contains(&1), "{inside:?}");
+    }
+
+    #[test]
+    fn a_leaf_is_no_learnt_parent_but_may_be_a_forced_one() {
+        let t = toy(5000, 7);
+        let search = |forced: &[Forced]| {
+            learn_structure_with::<rand_chacha::ChaCha8Rng>(
+                &t,
+                settings(),
+                Selection::Exact,
+                &[],
+                forced,
+                &[2],
+            )
+        };
+        let has_parent = |s: &[Edge], p: usize| s.iter().any(|e| e.parents.contains(&p));
+        // x2 = (x0 + x1) % 3 tells of x0 and x1: without the rule the search takes it.
+        let free = learn_structure::<rand_chacha::ChaCha8Rng>(&t, settings(), Selection::Exact);
+        assert!(has_parent(&free, 2), "{free:?}");
+        let leaf = search(&[]);
+        assert_eq!(leaf.len(), 4);
+        assert!(!has_parent(&leaf, 2), "{leaf:?}");
+        let forced = search(&[Forced::new(1, 2)]);
+        let x1 = forced.iter().find(|e| e.child == 1).unwrap();
+        assert!(x1.parents.contains(&2), "{forced:?}");
+        assert!(
+            forced
+                .iter()
+                .all(|e| e.child == 1 || !e.parents.contains(&2)),
+            "{forced:?}"
+        );
     }
 
     #[test]

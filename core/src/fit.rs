@@ -58,6 +58,11 @@ pub struct FitSettings {
     pub parents: Vec<(String, String)>,
     /// Columns whose presence a count or a position decides (a first child's place in time).
     pub set_where: Vec<SetWhere>,
+    /// Columns the search never gives another column as a learnt parent (a declared parent
+    /// may still name one, and is then outside the cell cap): a sequence model's presence
+    /// columns of the parent and the previous sibling, which would otherwise crowd a small
+    /// table's network with what the given columns already say.
+    pub leaves: Vec<String>,
 }
 
 /// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
@@ -185,6 +190,7 @@ impl Default for FitSettings {
             last_only: Vec::new(),
             parents: Vec::new(),
             set_where: Vec::new(),
+            leaves: Vec::new(),
         }
     }
 }
@@ -949,11 +955,16 @@ impl Fitter {
     /// room for the previous one's, and draw admissions without an `admit` or with several.
     fn forced_parents(&self) -> Vec<Forced> {
         let pair = |c: &str, p: &str| Some(Forced::new(self.attribute(c)?, self.attribute(p)?));
-        let declared = self
-            .spec
-            .columns
-            .iter()
-            .flat_map(|(name, c)| c.parents.iter().filter_map(|p| pair(name, p)));
+        // A declared leaf (a two-code presence column) is outside the cap: it doubles a
+        // table at most, and would otherwise crowd out the learnt parents.
+        let declared = self.spec.columns.iter().flat_map(|(name, c)| {
+            c.parents.iter().filter_map(|p| {
+                Some(Forced {
+                    outside_cap: self.settings.leaves.contains(p),
+                    ..pair(name, p)?
+                })
+            })
+        });
         let settled = self.settings.parents.iter().filter_map(|(c, p)| pair(c, p));
         // In this order: the back-off ranks a column's declared parents so (the position of a
         // last-child value needs none, its zeros are set after the estimate).
@@ -1416,6 +1427,9 @@ impl Fitter {
             },
         };
         let forced = self.forced_parents();
+        let leaves: Vec<usize> = (self.settings.leaves.iter())
+            .filter_map(|c| self.attribute(c))
+            .collect();
         let mut structure = if dp {
             let rho_s = self.rho(2, domains_used);
             let choices = d.saturating_sub(given.len()).max(1);
@@ -1423,7 +1437,7 @@ impl Fitter {
             if let Some(l) = &mut self.ledger {
                 l.charge("network structure (exponential mechanism)", rho_s)?;
             }
-            bayesnet::learn_structure_given(
+            bayesnet::learn_structure_with(
                 &search,
                 settings,
                 Selection::Private {
@@ -1432,14 +1446,16 @@ impl Fitter {
                 },
                 &given,
                 &forced,
+                &leaves,
             )
         } else {
-            bayesnet::learn_structure_given::<ChaCha20Rng>(
+            bayesnet::learn_structure_with::<ChaCha20Rng>(
                 &search,
                 settings,
                 Selection::Exact,
                 &given,
                 &forced,
+                &leaves,
             )
         };
         // Order parents for the back-off: most informative first. Under DP this uses only
@@ -1490,20 +1506,21 @@ impl Fitter {
                         .map(|(_, q, ..)| *q),
                 )
                 .collect();
+            // A declared leaf (a presence column outside the cell cap) comes after them all: a
+            // cell it makes sparse falls back on what the table says without it (a registered
+            // admission with two transfers: their types as two transfers have them, an `admit`
+            // and the discharge, not an emergency stay and the discharge, which no real
+            // admission has).
             let declared: Vec<usize> = forced
                 .iter()
                 .filter(|f| f.child == e.child && !positions.contains(&f.parent))
                 .map(|f| f.parent)
                 .collect();
-            let rank = |p: &usize| {
-                declared
-                    .iter()
-                    .position(|d| d == p)
-                    .unwrap_or(if positions.contains(p) {
-                        usize::MAX
-                    } else {
-                        usize::MAX - 1
-                    })
+            let rank = |p: &usize| match declared.iter().position(|d| d == p) {
+                Some(i) if leaves.contains(p) => (3, i),
+                Some(i) => (0, i),
+                None if positions.contains(p) => (2, 0),
+                None => (1, 0),
             };
             e.parents.sort_by_key(rank);
         }

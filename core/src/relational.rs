@@ -33,6 +33,12 @@ pub fn count_column(child: &str) -> String {
 pub fn gap_column(order_by: &str) -> String {
     format!("{order_by}~gap")
 }
+/// Name of the column that says whether `column` (and the times set with it) is set.
+pub fn set_column(column: &str) -> String {
+    format!("{column}{PRESENCE_SUFFIX}")
+}
+/// The suffix of a presence column's name ([`set_column`]).
+pub const PRESENCE_SUFFIX: &str = "~set";
 /// The position among siblings, in a sequence model.
 pub const POSITION_COLUMN: &str = "#position";
 /// How many siblings come after this one (capped at [`POSITION_CAP`]), in a sequence model:
@@ -517,6 +523,13 @@ pub enum RowColumn {
     Reference { columns: Vec<String>, table: String },
     /// The clipped number of rows of a child table under this row.
     Count { child: String },
+    /// Whether `columns` (times or numbers of the row, empty on some rows and set on others in
+    /// the data) are set: 1 or 0. The networks draw it first, then the columns empty exactly
+    /// where it is 0 and set where it is 1. Its two codes fit where a column's many do not, so
+    /// the search can tie presence to other columns (an emergency registration to where the
+    /// patient came from). A time `after` another, set exactly where that one is in the data,
+    /// shares its column (an emergency stay's end with its start). Found without DP only.
+    Set { columns: Vec<String> },
     /// Part `part` of the composite reference `reference` when the public table has few values
     /// for it (`values`, e.g. an ICD version): modelled on its own as well, so that it can
     /// follow the parent and the previous sibling (a diagnosis's codes are all ICD-9 or all

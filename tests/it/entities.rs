@@ -335,6 +335,24 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
     assert_eq!(without_unit, 0, "other transfers without a care unit");
     assert!(st["eventtype"].iter().all(Option::is_some));
     assert!(sa["hospital_expire_flag"].iter().all(Option::is_some));
+    // A transfer has an end exactly when it is not the discharge, and an admission a time of
+    // death exactly when it is a death in hospital (`empty_when` with `required`, both ways).
+    let ends = st["eventtype"].iter().zip(&st["outtime"]);
+    let wrong_ends = ends
+        .filter(|(e, o)| (e.as_deref() == Some("discharge")) == o.is_some())
+        .count();
+    assert_eq!(
+        wrong_ends, 0,
+        "transfers whose end disagrees with a discharge"
+    );
+    let deaths = sa["hospital_expire_flag"].iter().zip(&sa["deathtime"]);
+    let wrong_deaths = deaths
+        .filter(|(f, d)| (f.as_deref() == Some("1")) != d.is_some())
+        .count();
+    assert_eq!(
+        wrong_deaths, 0,
+        "admissions whose deathtime disagrees with the flag"
+    );
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
@@ -442,6 +460,50 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         }
     }
     assert!(versions.len() > 1000 && versions.values().all(|v| v.len() == 1));
+    // Without DP, an emergency registration's end is set exactly where its start is (they
+    // share a presence column), ...
+    let registered = |i: usize| sa["edregtime"][i].is_some();
+    let n = sa["edregtime"].len();
+    let halves = (0..n)
+        .filter(|&i| registered(i) != sa["edouttime"][i].is_some())
+        .count();
+    assert_eq!(
+        halves, 0,
+        "emergency registrations without an end, or ends alone"
+    );
+    // ... whether there is one follows where the patient came from (declared `parents` of
+    // `edregtime`: every real admission from the emergency room has one, none from a PACU;
+    // before the presence column, 66% and 66% of the synthetic ones) ...
+    let share = |location: &str| {
+        let at: Vec<usize> = (0..n)
+            .filter(|&i| sa["admission_location"][i].as_deref() == Some(location))
+            .collect();
+        at.iter().filter(|&&i| registered(i)).count() as f64 / at.len().max(1) as f64
+    };
+    let (er, pacu) = (share("EMERGENCY ROOM"), share("PACU"));
+    assert!(
+        er > 0.95 && pacu < 0.2,
+        "registered: {er:.2} from the ER, {pacu:.2} from a PACU"
+    );
+    // ... and an emergency stay comes with a registration (the transfer type's declared parent
+    // `admissions.edregtime~set`; before, 34% of ED transfers had none).
+    let registration: HashMap<&String, bool> = sa["hadm_id"]
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, h)| (h, registered(i)))
+        .collect();
+    let ed = st["hadm_id"].iter().zip(&st["eventtype"]);
+    let ed: Vec<bool> = ed
+        .filter(|(_, e)| e.as_deref() == Some("ED"))
+        .map(|(h, _)| registration[h.as_ref().unwrap()])
+        .collect();
+    let unregistered = ed.iter().filter(|r| !**r).count();
+    assert!(
+        ed.len() > 500 && unregistered * 100 <= ed.len(),
+        "{unregistered} of {} ED transfers without a registration",
+        ed.len()
+    );
     assert!(
         early * 20 <= st["intime"].len(),
         "{early} of {} transfers start over an hour before their admission",
@@ -2127,6 +2189,17 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
         a.iter().zip(b).filter(|(x, y)| x != y).count()
     };
     assert!(differ(&na["admission_type"], &sa["admission_type"]) > 0);
+    // A presence column holds the LLM too: it writes an emergency registration's start and
+    // end exactly where the networks drew one (a forced `null` elsewhere, not nullable there).
+    let registered =
+        |a: &Table| -> Vec<bool> { a["edregtime"].iter().map(Option::is_some).collect() };
+    assert_eq!(registered(&sa), registered(&na));
+    let ends: Vec<bool> = sa["edouttime"].iter().map(Option::is_some).collect();
+    assert_eq!(ends, registered(&sa));
+    assert!(
+        ends.iter().any(|&e| e) && ends.iter().any(|&e| !e),
+        "{ends:?}"
+    );
     assert!(differ(&nt["careunit"], &st["careunit"]) > st["careunit"].len() / 4);
     // `empty_when`: the event type (its condition) stays as drawn, and the grammar writes a
     // discharge's care unit empty.
@@ -2155,6 +2228,9 @@ fn an_llm_writes_child_rows_that_keep_keys_domains_and_order() {
     let spec = edited_spec(dir.path(), |t| {
         t.replace("empty_when: {eventtype: discharge}", "")
             .replace("required: true                       #", "#")
+            .replace("required: true             #", "#")
+            .replace("empty_when:                #", "#")
+            .replace("          eventtype: discharge\n", "")
     });
     let (free, drawn) = (dir.path().join("free"), dir.path().join("drawn"));
     ok(&run_entities(&spec, &free, "6", &args));

@@ -22,7 +22,7 @@ use chimera_core::rng;
 use chimera_core::schema::{Role, ValueKind, year_start_days};
 use rayon::prelude::*;
 
-use crate::llm::children::{ChildWriter, Layout, Node, Slot};
+use crate::llm::children::{ChildWriter, Layout, Node, Slot, shown_as};
 use crate::sample::{SampleError, attribute_of, decode_values, values_array};
 
 /// A decoded value as a number (strings parsed), for times and counts.
@@ -320,43 +320,58 @@ impl EntitySampler {
         self.assemble(shard, &all)
     }
 
-    /// A first child needs its place in time, and a value in each `required` column (without
-    /// an `empty_when` rule): flat rows that may have a child of a root's child table but drew
-    /// one of those empty are drawn again, whole, with fresh streams. (In the flat row empty
-    /// also means "no child", so the network alone does not hold them.)
+    /// A first child needs its place in time, and a value in each `required` column (but
+    /// where its `empty_when` condition holds): flat rows that may have a child of a root's
+    /// child table but drew one of those empty are drawn again, whole, with fresh streams. (In
+    /// the flat row empty also means "no child", so the network alone does not hold them.)
     fn place_first_children(&self, codes: &mut [Vec<Code>], seed: u64) {
         let tree = &self.model.tree;
-        let checks: Vec<(usize, usize, usize, usize)> = tree.tables[0]
+        // (count, column, its `empty_when` condition and value), as (column, attribute) places.
+        type Check<'a> = (
+            (usize, usize),
+            (usize, usize),
+            Option<((usize, usize), &'a str)>,
+        );
+        let checks: Vec<Check<'_>> = tree.tables[0]
             .children
             .iter()
             .flat_map(|&ch| {
                 let table = &self.model.tables[ch];
+                let flat = |name: &str| self.flat.attribute(&format!("{}.{name}", table.name));
                 let first = table.row.iter().filter_map(|(name, rc)| match rc {
-                    RowColumn::First { .. } => Some(name),
+                    RowColumn::First { .. } => Some((name, None)),
                     _ => None,
                 });
-                let required = table
-                    .required
-                    .iter()
-                    .filter(|c| !table.empty_when.iter().any(|(e, ..)| e == *c));
+                let required = table.required.iter().map(|c| {
+                    let unless = table.empty_when.iter().find(|(e, ..)| e == c);
+                    (c, unless.map(|(_, q, v)| (q, v.as_str())))
+                });
                 let count = self.flat.attribute(&relational::count_column(&table.name));
-                first.chain(required).filter_map(move |name| {
-                    let (fc, fa) = self.flat.attribute(&format!("{}.{name}", table.name))?;
-                    let (cc, ca) = count?;
-                    Some((cc, ca, fc, fa))
+                first.chain(required).filter_map(move |(name, unless)| {
+                    let unless = match unless {
+                        Some((q, v)) => Some((flat(q)?, v)),
+                        None => None,
+                    };
+                    Some((count?, flat(name)?, unless))
                 })
             })
             .collect();
         if checks.is_empty() {
             return;
         }
+        let holds = |c: usize, value: &str, code: Code| {
+            self.flat.decoders[c]
+                .as_ref()
+                .is_some_and(|d| shown_as(&d.decode_at(code, 0.5), value))
+        };
         for round in 0..FIRST_REDRAWS {
             let n = codes.first().map_or(0, Vec::len);
             let empty: Vec<usize> = (0..n)
                 .filter(|&r| {
-                    checks.iter().any(|&(cc, ca, fc, fa)| {
+                    checks.iter().any(|&((cc, ca), (fc, fa), unless)| {
                         self.flat.may_be_positive(cc, codes[ca][r])
                             && self.flat.is_null(fc, codes[fa][r])
+                            && unless.is_none_or(|((qc, qa), v)| !holds(qc, v, codes[qa][r]))
                     })
                 })
                 .collect();
@@ -549,6 +564,8 @@ impl EntitySampler {
                         (RowColumn::Count { .. }, _) => Slot::Keep,
                         // The LLM writes the whole reference; the part is the model's aid.
                         (RowColumn::KeyPart { .. }, _) => Slot::Skip,
+                        // Not an output column: the rule it sets is held below.
+                        (RowColumn::Set { .. }, _) => Slot::Skip,
                         (_, Some(_)) if t == 0 || condition => Slot::Keep,
                         (RowColumn::First { .. } | RowColumn::Gap { .. }, Some(enc)) => {
                             Slot::Order(enc)
@@ -646,16 +663,21 @@ impl EntitySampler {
                 .iter()
                 .map(|t| {
                     let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
-                    t.required.iter().filter_map(|c| at(c)).collect()
+                    let set = presence(t).map(|(_, c)| c);
+                    t.required.iter().chain(set).filter_map(|c| at(c)).collect()
                 })
                 .collect(),
+            // A presence column's times: empty where it is 0, set where it is 1.
             empty_when: tables
                 .iter()
                 .map(|t| {
                     let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
+                    let set = presence(t).map(|(s, c)| (c, s, "0".to_owned()));
                     t.empty_when
                         .iter()
-                        .filter_map(|(c, q, v)| Some((at(c)?, at(q)?, v.clone())))
+                        .map(|(c, q, v)| (c, q, v.clone()))
+                        .chain(set)
+                        .filter_map(|(c, q, v)| Some((at(c)?, at(q)?, v)))
                         .collect()
                 })
                 .collect(),
@@ -1143,6 +1165,14 @@ fn cohere_key_parts<'m>(
 /// Child keys of shard `s` are numbered from `(s + 1) * CHILD_KEY_BASE`, so shards never share
 /// one.
 const CHILD_KEY_BASE: i64 = 10_000_000_000;
+
+/// Each column of a table's row that a presence column rules ([`RowColumn::Set`]), with it.
+fn presence(t: &relational::EntityTable) -> impl Iterator<Item = (&String, &String)> {
+    t.row.iter().flat_map(|(s, rc)| match rc {
+        RowColumn::Set { columns } => columns.iter().map(|c| (s, c)).collect(),
+        _ => Vec::new(),
+    })
+}
 
 fn key_array(kind: ValueKind, keys: &[i64], salt: Option<u64>) -> ArrayRef {
     match (kind, salt) {

@@ -107,7 +107,7 @@ fn json_of(v: &Value<'_>) -> Json {
 const SHOWN_DIGITS: i32 = 4;
 
 /// Whether a drawn value is `text` as a spec writes it (a category, or a number such as `0`).
-fn shown_as(v: &Value<'_>, text: &str) -> bool {
+pub(crate) fn shown_as(v: &Value<'_>, text: &str) -> bool {
     match v {
         Value::Null => false,
         Value::Str(s) => *s == text,
