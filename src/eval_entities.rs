@@ -175,6 +175,8 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                         .empty_when
                         .first_key_value()
                         .map(|(q, v)| (q.clone(), v.clone())),
+                    // A time after another of the row is set where that one is.
+                    base: (c.after.clone().or(c.offset_from.clone())).filter(|a| !a.contains('.')),
                 });
             }
         }

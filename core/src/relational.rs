@@ -523,12 +523,14 @@ pub enum RowColumn {
     Reference { columns: Vec<String>, table: String },
     /// The clipped number of rows of a child table under this row.
     Count { child: String },
-    /// Whether `columns` (times or numbers of the row, empty on some rows and set on others in
-    /// the data) are set: 1 or 0. The networks draw it first, then the columns empty exactly
-    /// where it is 0 and set where it is 1. Its two codes fit where a column's many do not, so
-    /// the search can tie presence to other columns (an emergency registration to where the
-    /// patient came from). A time `after` another, set exactly where that one is in the data,
-    /// shares its column (an emergency stay's end with its start). Found without DP only.
+    /// Whether `columns` (times or numbers of the row that may be empty: without DP, empty on
+    /// some rows and set on others in the data; under DP, every one the spec does not rule on)
+    /// are set: 1 or 0. The networks draw it first, then the columns empty exactly where it is
+    /// 0 and set where it is 1. Its two codes fit where a column's many do not, so the search
+    /// can tie presence to other columns (an emergency registration to where the patient came
+    /// from). A time `after` another that the spec calls `required` (or, without DP, that the
+    /// data sets exactly where that one is set) shares its column (an emergency stay's end
+    /// with its start).
     Set { columns: Vec<String> },
     /// Part `part` of the composite reference `reference` when the public table has few values
     /// for it (`values`, e.g. an ICD version): modelled on its own as well, so that it can
@@ -588,6 +590,27 @@ pub struct EntityTable {
     /// The sequence model (None for the root, which the flat model covers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<Model>,
+}
+
+impl EntityTable {
+    /// The columns never empty, and the `empty_when` rules (column, condition, value), the rows
+    /// hold to: the spec's, and each presence column's (its columns empty exactly where it is
+    /// 0; a column the spec calls `required` there is set where the presence column says so).
+    pub fn held_rules(&self) -> (Vec<String>, Vec<(String, String, String)>) {
+        let mut required = self.required.clone();
+        let mut empty_when = self.empty_when.clone();
+        for (set, rc) in &self.row {
+            if let RowColumn::Set { columns } = rc {
+                for c in columns {
+                    if !required.contains(c) {
+                        required.push(c.clone());
+                    }
+                    empty_when.push((c.clone(), set.clone(), "0".to_owned()));
+                }
+            }
+        }
+        (required, empty_when)
+    }
 }
 
 /// A public table copied to the output.

@@ -91,11 +91,13 @@ pub enum Order {
         value: String,
     },
     /// No row of `table` has `column` empty, except a row whose `unless` column holds its
-    /// value (`required`, with the column's `empty_when`).
+    /// value (`required`, with the column's `empty_when`) or, for a time `after` another of
+    /// the row, where that one (`base`) is empty.
     Required {
         table: String,
         column: String,
         unless: Option<(String, String)>,
+        base: Option<String>,
     },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row after
     /// the first holds the previous one's `column` (`same_for_siblings`).
@@ -328,13 +330,15 @@ pub fn evaluate_relational(
                 table,
                 column,
                 unless,
+                base,
             } => (
                 table,
-                match unless {
-                    Some((condition, value)) => {
+                match (unless, base) {
+                    (Some((condition, value)), _) => {
                         format!("{column} not empty where {condition} != {value}")
                     }
-                    None => format!("{column} not empty"),
+                    (None, Some(base)) => format!("{column} not empty where {base} is set"),
+                    (None, None) => format!("{column} not empty"),
                 },
             ),
             Order::EndsAt {
@@ -790,9 +794,10 @@ fn violations(
             table,
             column,
             unless,
+            base,
         } => {
             let values = keys(batches, std::slice::from_ref(column), table, role)?;
-            let exempt = match unless {
+            let mut exempt = match unless {
                 Some((condition, value)) => {
                     let held = keys(batches, std::slice::from_ref(condition), table, role)?;
                     held.into_iter()
@@ -801,6 +806,12 @@ fn violations(
                 }
                 None => vec![false; values.len()],
             };
+            if let Some(base) = base {
+                let b = keys(batches, std::slice::from_ref(base), table, role)?;
+                for (e, b) in exempt.iter_mut().zip(b) {
+                    *e |= b.is_none();
+                }
+            }
             let rows = (0..values.len()).filter(|&r| !exempt[r]);
             let (checked, bad) = rows.fold((0u64, 0u64), |(n, b), r| {
                 (n + 1, b + u64::from(values[r].is_none()))

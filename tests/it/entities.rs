@@ -345,6 +345,14 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         wrong_ends, 0,
         "transfers whose end disagrees with a discharge"
     );
+    // An emergency registration's end is set exactly where its start is (they share a
+    // presence column, with or without DP: `required` on the end says so).
+    let halves = sa["edregtime"].iter().zip(&sa["edouttime"]);
+    let halves = halves.filter(|(r, o)| r.is_some() != o.is_some()).count();
+    assert_eq!(
+        halves, 0,
+        "emergency registrations without an end, or ends alone"
+    );
     let deaths = sa["hospital_expire_flag"].iter().zip(&sa["deathtime"]);
     let wrong_deaths = deaths
         .filter(|(f, d)| (f.as_deref() == Some("1")) != d.is_some())
@@ -460,20 +468,11 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         }
     }
     assert!(versions.len() > 1000 && versions.values().all(|v| v.len() == 1));
-    // Without DP, an emergency registration's end is set exactly where its start is (they
-    // share a presence column), ...
     let registered = |i: usize| sa["edregtime"][i].is_some();
     let n = sa["edregtime"].len();
-    let halves = (0..n)
-        .filter(|&i| registered(i) != sa["edouttime"][i].is_some())
-        .count();
-    assert_eq!(
-        halves, 0,
-        "emergency registrations without an end, or ends alone"
-    );
-    // ... whether there is one follows where the patient came from (declared `parents` of
-    // `edregtime`: every real admission from the emergency room has one, none from a PACU;
-    // before the presence column, 66% and 66% of the synthetic ones) ...
+    // Without DP, whether there is an emergency registration follows where the patient came
+    // from (declared `parents` of `edregtime`: every real admission from the emergency room has
+    // one, none from a PACU; before the presence column, 66% and 66% of the synthetic ones).
     let share = |location: &str| {
         let at: Vec<usize> = (0..n)
             .filter(|&i| sa["admission_location"][i].as_deref() == Some(location))
@@ -485,7 +484,7 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         er > 0.95 && pacu < 0.2,
         "registered: {er:.2} from the ER, {pacu:.2} from a PACU"
     );
-    // ... and an emergency stay comes with a registration (the transfer type's declared parent
+    // And an emergency stay comes with a registration (the transfer type's declared parent
     // `admissions.edregtime~set`; before, 34% of ED transfers had none).
     let registration: HashMap<&String, bool> = sa["hadm_id"]
         .iter()
@@ -2041,7 +2040,7 @@ fn bad_relational_input_is_named() {
             "# dod",
         )
         .replace(
-            "anchor_year: {bounds: [2100, 2210]}",
+            "anchor_year: {bounds: [2100, 2210], required: true}",
             "anchor_year: {after: admissions.dischtime}",
         )
     });

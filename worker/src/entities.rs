@@ -327,33 +327,38 @@ impl EntitySampler {
     fn place_first_children(&self, codes: &mut [Vec<Code>], seed: u64) {
         let tree = &self.model.tree;
         // (count, column, its `empty_when` condition and value), as (column, attribute) places.
-        type Check<'a> = (
+        type Check = (
             (usize, usize),
             (usize, usize),
-            Option<((usize, usize), &'a str)>,
+            Option<((usize, usize), String)>,
         );
-        let checks: Vec<Check<'_>> = tree.tables[0]
+        let checks: Vec<Check> = tree.tables[0]
             .children
             .iter()
             .flat_map(|&ch| {
                 let table = &self.model.tables[ch];
                 let flat = |name: &str| self.flat.attribute(&format!("{}.{name}", table.name));
                 let first = table.row.iter().filter_map(|(name, rc)| match rc {
-                    RowColumn::First { .. } => Some((name, None)),
+                    RowColumn::First { .. } => Some((name.clone(), None)),
                     _ => None,
                 });
-                let required = table.required.iter().map(|c| {
-                    let unless = table.empty_when.iter().find(|(e, ..)| e == c);
-                    (c, unless.map(|(_, q, v)| (q, v.as_str())))
+                let (required, empty_when) = table.held_rules();
+                let required = required.into_iter().map(|c| {
+                    let unless = empty_when.iter().find(|(e, ..)| *e == c);
+                    let unless = unless.map(|(_, q, v)| (q.clone(), v.clone()));
+                    (c, unless)
                 });
                 let count = self.flat.attribute(&relational::count_column(&table.name));
-                first.chain(required).filter_map(move |(name, unless)| {
-                    let unless = match unless {
-                        Some((q, v)) => Some((flat(q)?, v)),
-                        None => None,
-                    };
-                    Some((count?, flat(name)?, unless))
-                })
+                first
+                    .chain(required)
+                    .filter_map(|(name, unless)| {
+                        let unless = match unless {
+                            Some((q, v)) => Some((flat(&q)?, v)),
+                            None => None,
+                        };
+                        Some((count?, flat(&name)?, unless))
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         if checks.is_empty() {
@@ -368,10 +373,12 @@ impl EntitySampler {
             let n = codes.first().map_or(0, Vec::len);
             let empty: Vec<usize> = (0..n)
                 .filter(|&r| {
-                    checks.iter().any(|&((cc, ca), (fc, fa), unless)| {
-                        self.flat.may_be_positive(cc, codes[ca][r])
-                            && self.flat.is_null(fc, codes[fa][r])
-                            && unless.is_none_or(|((qc, qa), v)| !holds(qc, v, codes[qa][r]))
+                    checks.iter().any(|((cc, ca), (fc, fa), unless)| {
+                        self.flat.may_be_positive(*cc, codes[*ca][r])
+                            && self.flat.is_null(*fc, codes[*fa][r])
+                            && unless
+                                .as_ref()
+                                .is_none_or(|((qc, qa), v)| !holds(*qc, v, codes[*qa][r]))
                     })
                 })
                 .collect();
@@ -659,25 +666,22 @@ impl EntitySampler {
                 .collect(),
             last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
             last_is: tables.iter().map(|t| t.last_is.clone()).collect(),
+            // With a presence column's: its times empty where it is 0, set where it is 1.
             required: tables
                 .iter()
                 .map(|t| {
                     let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
-                    let set = presence(t).map(|(_, c)| c);
-                    t.required.iter().chain(set).filter_map(|c| at(c)).collect()
+                    t.held_rules().0.iter().filter_map(|c| at(c)).collect()
                 })
                 .collect(),
-            // A presence column's times: empty where it is 0, set where it is 1.
             empty_when: tables
                 .iter()
                 .map(|t| {
                     let at = |c: &str| t.row.iter().position(|(n, _)| n == c);
-                    let set = presence(t).map(|(s, c)| (c, s, "0".to_owned()));
-                    t.empty_when
-                        .iter()
-                        .map(|(c, q, v)| (c, q, v.clone()))
-                        .chain(set)
-                        .filter_map(|(c, q, v)| Some((at(c)?, at(q)?, v)))
+                    let rules = t.held_rules().1;
+                    rules
+                        .into_iter()
+                        .filter_map(|(c, q, v)| Some((at(&c)?, at(&q)?, v)))
                         .collect()
                 })
                 .collect(),
@@ -1165,14 +1169,6 @@ fn cohere_key_parts<'m>(
 /// Child keys of shard `s` are numbered from `(s + 1) * CHILD_KEY_BASE`, so shards never share
 /// one.
 const CHILD_KEY_BASE: i64 = 10_000_000_000;
-
-/// Each column of a table's row that a presence column rules ([`RowColumn::Set`]), with it.
-fn presence(t: &relational::EntityTable) -> impl Iterator<Item = (&String, &String)> {
-    t.row.iter().flat_map(|(s, rc)| match rc {
-        RowColumn::Set { columns } => columns.iter().map(|c| (s, c)).collect(),
-        _ => Vec::new(),
-    })
-}
 
 fn key_array(kind: ValueKind, keys: &[i64], salt: Option<u64>) -> ArrayRef {
     match (kind, salt) {
