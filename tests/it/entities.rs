@@ -2476,6 +2476,17 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
     );
     assert_eq!(v["dangling_keys"], 0, "{}", v["links"]);
     assert_eq!(v["order_violations"], 0, "{}", v["orders"]);
+    // `required` on a time after another: set where that one is set (93 real admissions have
+    // neither).
+    let end = v["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["rule"] == "edouttime not empty where edregtime is set")
+        .unwrap_or_else(|| panic!("{}", v["orders"]));
+    assert_eq!(end["violations_real"], 0, "{end}");
+    assert_eq!(end["violations_synthetic"], 0, "{end}");
+    assert!(end["checked_synthetic"].as_u64().unwrap() > 500, "{end}");
     assert_eq!(v["guarantee"]["mode"], "none");
     // Keys are fresh identifiers: left out of each table's own metrics.
     let admissions = &v["tables"][1]["report"];
