@@ -1546,6 +1546,37 @@ fn declare_parents(
                 c.to_owned()
             }
         };
+        // The count of each child table in this table's row, given the child's `count_parents`.
+        for &ch in &node.children {
+            let child = &tree.tables[ch].name;
+            let mut mapped = Vec::new();
+            for p in &spec.tables[child].count_parents {
+                let of = p.strip_suffix(PRESENCE_SUFFIX);
+                if loaded[&node.name].index(of.unwrap_or(p)).is_err() {
+                    return Err(table_error(
+                        child,
+                        format!(
+                            "`count_parents` names `{p}`, which is not a column of the parent \
+                             table `{}`",
+                            node.name
+                        ),
+                    ));
+                }
+                if held.contains(&own(p)) {
+                    mapped.push(own(p));
+                } else if of.is_some() {
+                    tracing::warn!(
+                        table = %child,
+                        "`count_parents`: `{p}` is passed over: that column has no presence \
+                         column (the spec rules on it, or, without DP, the data never leaves it \
+                         empty)"
+                    );
+                }
+            }
+            if let Some(s) = specs.get_mut(&own(&relational::count_column(child))) {
+                s.parents = mapped;
+            }
+        }
         for (column, cs) in &spec.tables[&node.name].columns {
             let mut mapped = Vec::new();
             for p in &cs.parents {

@@ -125,6 +125,11 @@ pub struct TableSpec {
     /// ones, with or without DP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub same_for_siblings: Vec<String>,
+    /// Columns of the parent table the number of a parent's rows in this table is drawn given
+    /// (declared parents of the count, as a column's `parents`; a presence column may be named
+    /// `COLUMN~set`), e.g. an admission with an emergency registration has a transfer more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub count_parents: Vec<String>,
     /// Most children per parent (default [`DEFAULT_MAX_CHILDREN`]); more are clipped.
     pub max_children: Option<usize>,
     /// Under DP, the most rows of this table one entity contributes to its model (rows spread
@@ -309,6 +314,7 @@ impl EntityTree {
                 ("last_is", !t.last_is.is_empty()),
                 ("ends_at", t.ends_at.is_some()),
                 ("same_for_siblings", !t.same_for_siblings.is_empty()),
+                ("count_parents", !t.count_parents.is_empty()),
             ];
             for (key, set) in child_only {
                 if set && (t.public || name == roots[0]) {
@@ -783,6 +789,17 @@ r: {primary_key: id}
 ";
         let e = EntityTree::from_spec(&spec(cycle)).unwrap_err().to_string();
         assert!(e.contains("cycle") && e.contains("a → b → a"), "{e}");
+        let counted_root = "
+a: {primary_key: id, count_parents: [x]}
+b: {foreign_keys: [{columns: a_id, references: a}]}
+";
+        let e = EntityTree::from_spec(&spec(counted_root))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`count_parents` applies to child tables, and `a` is the root"),
+            "{e}"
+        );
         let two_roots = "
 a: {primary_key: id}
 b: {primary_key: id}

@@ -503,6 +503,29 @@ fn mimic_entities_keep_keys_counts_marginals_and_time_order() {
         "{unregistered} of {} ED transfers without a registration",
         ed.len()
     );
+    // And the reverse: a registration comes with an emergency stay (1 of 182 real ones has
+    // none). The later admissions' number of transfers is drawn given the registration
+    // (`count_parents`); without it, 7% of registrations came with two transfers, too few for
+    // an emergency stay besides the admission and the discharge.
+    let with_stay: HashSet<&String> = st["hadm_id"]
+        .iter()
+        .zip(&st["eventtype"])
+        .filter(|(_, e)| e.as_deref() == Some("ED"))
+        .map(|(h, _)| h.as_ref().unwrap())
+        .collect();
+    let registrations: Vec<&String> = (0..n)
+        .filter(|&i| registered(i))
+        .map(|i| sa["hadm_id"][i].as_ref().unwrap())
+        .collect();
+    let no_stay = registrations
+        .iter()
+        .filter(|h| !with_stay.contains(*h))
+        .count();
+    assert!(
+        no_stay * 50 <= registrations.len(),
+        "{no_stay} of {} registrations without an ED transfer",
+        registrations.len()
+    );
     assert!(
         early * 20 <= st["intime"].len(),
         "{early} of {} transfers start over an hour before their admission",
@@ -2022,6 +2045,19 @@ fn bad_relational_input_is_named() {
         e.contains("`admissions`")
             && e.contains("`transfers.careunit`")
             && e.contains("or of its parent `patients`"),
+        "{e}"
+    );
+    // A count's declared parent that is not a column of the parent table.
+    let spec = edited_spec(dir.path(), |t| {
+        t.replace(
+            "count_parents: [edregtime~set]",
+            "count_parents: [edregtim~set]",
+        )
+    });
+    let e = stderr(&run_spec(&spec, &out));
+    assert!(
+        e.contains("`transfers`")
+            && e.contains("`count_parents` names `edregtim~set`, which is not a column of the parent table `admissions`"),
         "{e}"
     );
     // An anchor that is not a time or a year.
