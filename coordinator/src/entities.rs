@@ -1517,10 +1517,11 @@ fn last_only(tree: &EntityTree, spec: &Spec, t: usize) -> Vec<LastOnly> {
         .collect()
 }
 
-/// The spec's `parents`, `empty_when` and `required` of the columns in table `t`'s model, named as that
-/// model names them: in the flat row a root child's columns carry its name as a prefix, in a
-/// sequence model the parent table's columns carry [`relational::PARENT_PREFIX`].
-/// `TABLE.COLUMN` in `parents` names a column of the parent table.
+/// The spec's `parents`, `empty_when` and `required` of the columns in table `t`'s model, and
+/// each child table's `count_parents` as its count's `parents`, named as that model names them
+/// ([`model_name`]; in a sequence model the parent table's columns carry
+/// [`relational::PARENT_PREFIX`]). `TABLE.COLUMN` in `parents` names a column of the parent
+/// table, `COLUMN~set` a presence column.
 fn declare_parents(
     tree: &EntityTree,
     spec: &Spec,
@@ -1528,24 +1529,11 @@ fn declare_parents(
     t: usize,
     specs: &mut BTreeMap<String, ColumnSpec>,
 ) -> Result<(), FitError> {
-    let tables: Vec<usize> = if t == 0 {
-        std::iter::once(0)
-            .chain(tree.tables[0].children.iter().copied())
-            .collect()
-    } else {
-        vec![t]
-    };
     let held: HashSet<String> = specs.keys().cloned().collect();
-    for k in tables {
+    for k in model_tables(tree, t) {
         let node = &tree.tables[k];
         let parent = node.parent.map(|p| tree.tables[p].name.as_str());
-        let own = |c: &str| {
-            if t == 0 && k > 0 {
-                format!("{}.{c}", node.name)
-            } else {
-                c.to_owned()
-            }
-        };
+        let own = |c: &str| model_name(tree, t, k, c);
         // The count of each child table in this table's row, given the child's `count_parents`.
         for &ch in &node.children {
             let child = &tree.tables[ch].name;
@@ -1636,6 +1624,28 @@ fn declare_parents(
     Ok(())
 }
 
+/// The tables whose rows table `t`'s model holds: the flat row, the root's and the first of
+/// each of its child tables; a sequence model, its own.
+fn model_tables(tree: &EntityTree, t: usize) -> Vec<usize> {
+    if t == 0 {
+        std::iter::once(0)
+            .chain(tree.tables[0].children.iter().copied())
+            .collect()
+    } else {
+        vec![t]
+    }
+}
+
+/// How table `t`'s model names `column` of table `k` (one of its [`model_tables`]): in the
+/// flat row a root child's columns carry its name as a prefix.
+fn model_name(tree: &EntityTree, t: usize, k: usize, column: &str) -> String {
+    if t == 0 && k > 0 {
+        format!("{}.{column}", tree.tables[k].name)
+    } else {
+        column.to_owned()
+    }
+}
+
 /// The rule of each [`RowColumn::Set`] column in table `t`'s model (named as that model names
 /// them, as in [`declare_parents`]): its columns are empty exactly where it is 0 (an
 /// `empty_when` condition on a `required` column, so the networks hold to it by construction).
@@ -1652,21 +1662,8 @@ fn presence_rules(
     specs: &mut BTreeMap<String, ColumnSpec>,
 ) -> Vec<String> {
     let mut leaves = Vec::new();
-    let tables: Vec<usize> = if t == 0 {
-        std::iter::once(0)
-            .chain(tree.tables[0].children.iter().copied())
-            .collect()
-    } else {
-        vec![t]
-    };
-    for k in tables {
-        let own = |c: &str| {
-            if t == 0 && k > 0 {
-                format!("{}.{c}", tree.tables[k].name)
-            } else {
-                c.to_owned()
-            }
-        };
+    for k in model_tables(tree, t) {
+        let own = |c: &str| model_name(tree, t, k, c);
         for (name, rc) in &rows[k].0 {
             let RowColumn::Set { columns } = rc else {
                 continue;
