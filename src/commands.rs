@@ -924,6 +924,14 @@ async fn eval(a: EvalArgs) -> Result<()> {
         Some(t) => Some(read_all(t, &opts).await.context("reading --test")?.1),
         None => None,
     };
+    // Columns the run regenerated as fresh identifiers say nothing of the real ones.
+    let fresh = run_identifiers(&a.synthetic)?;
+    let (real, synthetic, test) = if fresh.is_empty() {
+        (real, synthetic, test)
+    } else {
+        let drop = |b: &[RecordBatch]| chimera_eval::without(b, &fresh);
+        (drop(&real), drop(&synthetic), test.as_deref().map(drop))
+    };
     let input = chimera_eval::EvalInput {
         real: &real,
         synthetic: &synthetic,
@@ -938,11 +946,36 @@ async fn eval(a: EvalArgs) -> Result<()> {
     let mut report =
         tokio::task::block_in_place(|| chimera_eval::evaluate_with(&input, &quantile))?;
     report.guarantee = guarantee;
+    if !fresh.is_empty() {
+        let named: Vec<String> = fresh.iter().map(|c| format!("`{c}`")).collect();
+        report.notes.push(format!(
+            "{} regenerated as fresh identifiers by the run (its model says so), so left out",
+            named.join(", ")
+        ));
+    }
     if a.judge.is_some() || a.generator.is_some() {
         crate::eval_llm::realism(&a, &real, &synthetic, test.as_deref(), &mut report).await?;
     }
     let html = || chimera_eval::render_html(&report, &report_title(&a));
     write_eval(&a, &serde_json::to_value(&report)?, html)
+}
+
+/// The columns a chimera output folder's model regenerates as identifiers (none for another
+/// path, or a relational model: `--spec` evaluates those).
+fn run_identifiers(path: &str) -> Result<Vec<String>> {
+    let file = Path::new(path).join(chimera_storage::MODEL_FILE);
+    let Ok(bytes) = std::fs::read(&file) else {
+        return Ok(Vec::new());
+    };
+    let Ok(model) = Model::from_json(&bytes) else {
+        return Ok(Vec::new());
+    };
+    Ok(model
+        .columns
+        .iter()
+        .filter(|c| c.role == Role::Identifier)
+        .map(|c| c.schema.name.clone())
+        .collect())
 }
 
 pub fn report_title(a: &EvalArgs) -> String {

@@ -28,7 +28,7 @@ pub use crate::html::{render_html, render_relational_html};
 pub use crate::privacy::PrivacyOptions;
 pub use crate::relational::{
     ChildrenPerParent, Link, LinkReport, Order, OrderReport, RelationalInput, RelationalReport,
-    RelationalTable, TableReport, evaluate_relational, key_set, resolving_rows, row_keys,
+    RelationalTable, TableReport, evaluate_relational, key_set, resolving_rows, row_keys, without,
 };
 pub use crate::report::{
     ChiSquared, ChiSquaredMeans, ColumnReport, Distribution, Dlt, EvalReport, Guarantee,

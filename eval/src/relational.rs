@@ -404,7 +404,8 @@ pub fn evaluate_relational(
 }
 
 /// The batches without the named columns.
-fn without(batches: &[RecordBatch], drop: &[String]) -> Vec<RecordBatch> {
+/// The batches without the columns named in `drop` (keys, fresh identifiers).
+pub fn without(batches: &[RecordBatch], drop: &[String]) -> Vec<RecordBatch> {
     batches
         .iter()
         .map(|b| {

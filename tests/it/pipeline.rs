@@ -398,6 +398,30 @@ fn identifiers_are_regenerated_not_copied() {
             }
         }
         assert_eq!(seen.len(), 3000);
+        // `chimera eval` leaves the fresh identifiers out, as the run's model names them.
+        let e = chimera(&[
+            "eval",
+            "--real",
+            csv.to_str().unwrap(),
+            "--synthetic",
+            out.to_str().unwrap(),
+        ]);
+        ok(&e);
+        let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        let columns: Vec<&str> = v["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["ward", "age"], "{privacy:?}");
+        assert!(
+            v["notes"]
+                .to_string()
+                .contains("`patient_id` regenerated as fresh identifiers"),
+            "{}",
+            v["notes"]
+        );
     }
 }
 
