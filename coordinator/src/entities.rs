@@ -667,7 +667,7 @@ pub async fn fit_entities(
                     }));
             }
         }
-        declare_parents(&tree, spec, &loaded, t, &mut specs)?;
+        declare_parents(&tree, spec, &loaded, t, dp, &mut specs)?;
         s.leaves = presence_rules(&tree, &rows, t, &mut specs);
         let schema = Arc::new(Schema::new(
             columns
@@ -1527,6 +1527,7 @@ fn declare_parents(
     spec: &Spec,
     loaded: &HashMap<String, Loaded>,
     t: usize,
+    dp: bool,
     specs: &mut BTreeMap<String, ColumnSpec>,
 ) -> Result<(), FitError> {
     let held: HashSet<String> = specs.keys().cloned().collect();
@@ -1596,12 +1597,21 @@ fn declare_parents(
                 let of = name.strip_suffix(PRESENCE_SUFFIX);
                 loaded[table].index(of.unwrap_or(name))?;
                 if of.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
-                    tracing::warn!(
-                        table = %node.name,
-                        "column `{column}`: the declared parent `{p}` is passed over: that column \
-                         has no presence column (the spec rules on it, or, without DP, the data \
-                         never leaves it empty)"
-                    );
+                    if dp && named.starts_with(relational::PARENT_PREFIX) {
+                        // By design: not a slip in the spec.
+                        tracing::info!(
+                            table = %node.name,
+                            "column `{column}`: the declared parent `{p}` is passed over: under \
+                             DP a sequence model is not given its parent's presence columns"
+                        );
+                    } else {
+                        tracing::warn!(
+                            table = %node.name,
+                            "column `{column}`: the declared parent `{p}` is passed over: that \
+                             column has no presence column (the spec rules on it, or, without \
+                             DP, the data never leaves it empty)"
+                        );
+                    }
                 }
                 mapped.push(named);
             }
