@@ -250,7 +250,11 @@ fn fields_exact(fields: &[(String, FieldValue)]) -> bool {
 /// The row as a JSON Schema: properties in order, all required, nothing else, no free
 /// whitespace.
 fn row_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError> {
-    let mut schema = object_schema(fields)?;
+    let mut defs = Definitions::default();
+    let mut schema = object_schema(fields, &mut defs)?;
+    if !defs.schemas.is_empty() {
+        schema["$defs"] = Value::Object(defs.schemas);
+    }
     schema["x-guidance"] = serde_json::json!({
         "whitespace_flexible": false,
         "item_separator": ",",
@@ -260,18 +264,44 @@ fn row_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError>
     Ok(schema)
 }
 
+/// The generated values' schemas of a row, each once: an entity's rows repeat the same few
+/// (a diagnosis code's 1,474 values on each of 70 diagnoses), and written out each time they
+/// overran the lexer's limit. A field refers to its schema by name.
+#[derive(Default)]
+struct Definitions {
+    schemas: Map<String, Value>,
+    by_text: std::collections::HashMap<String, String>,
+}
+
+impl Definitions {
+    /// A reference to `schema`, defined on first use.
+    fn reference(&mut self, schema: Value) -> Value {
+        let n = self.by_text.len();
+        let name = self
+            .by_text
+            .entry(json_text(&schema))
+            .or_insert_with(|| format!("v{n}"))
+            .clone();
+        self.schemas.entry(name.clone()).or_insert(schema);
+        serde_json::json!({ "$ref": format!("#/$defs/{name}") })
+    }
+}
+
 /// One object: properties in order, all required, nothing else; arrays of objects have
 /// exactly their number of items.
-fn object_schema(fields: &[(String, FieldValue)]) -> Result<Value, ConstraintError> {
+fn object_schema(
+    fields: &[(String, FieldValue)],
+    defs: &mut Definitions,
+) -> Result<Value, ConstraintError> {
     let mut properties = Map::new();
     for (key, value) in fields {
         let schema = match value {
             FieldValue::Fixed(v) => serde_json::json!({ "const": v }),
-            FieldValue::Generate(s) => value_schema(key, s)?,
+            FieldValue::Generate(s) => defs.reference(value_schema(key, s)?),
             FieldValue::Objects(items) => {
                 let items = items
                     .iter()
-                    .map(|item| object_schema(item))
+                    .map(|item| object_schema(item, defs))
                     .collect::<Result<Vec<_>, _>>()?;
                 serde_json::json!({
                     "type": "array",
@@ -377,6 +407,8 @@ struct Lark {
     start: Vec<String>,
     rules: String,
     text: String,
+    /// Each generated value's rule by its body, written once (as [`Definitions`]).
+    by_body: std::collections::HashMap<String, String>,
 }
 
 impl Lark {
@@ -393,9 +425,16 @@ impl Lark {
                 FieldValue::Generate(schema) => {
                     let text = std::mem::take(&mut self.text);
                     self.start.push(lark_literal(&text));
-                    let rule = format!("f{}", self.start.len());
                     let body = value_rule(key, schema)?;
-                    self.rules.push_str(&format!("{rule}: {body}\n"));
+                    let n = self.by_body.len();
+                    let rule = match self.by_body.entry(body) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let rule = format!("f{n}");
+                            self.rules.push_str(&format!("{rule}: {}\n", e.key()));
+                            e.insert(rule).clone()
+                        }
+                    };
                     self.start.push(rule);
                 }
                 FieldValue::Objects(items) => {
@@ -1142,9 +1181,45 @@ mod tests {
         let g = RowGrammar::new(&fields(Value::from(i64::MIN))).expect("grammar");
         assert!(g.is_lark());
         let want =
-            r#"start: "{\"id\":-9223372036854775808,\"name\":" f1 ",\"note\\\"\":\"a\u007fb\"}""#;
+            r#"start: "{\"id\":-9223372036854775808,\"name\":" f0 ",\"note\\\"\":\"a\u007fb\"}""#;
         assert!(g.source().starts_with(want), "{}", g.source());
-        assert!(g.source().contains("f1: %json {"), "{}", g.source());
+        assert!(g.source().contains("f0: %json {"), "{}", g.source());
+    }
+
+    /// A patient's 70 diagnoses, each choosing among 1,500 codes, as an entity's grammar has
+    /// them; `fixed` is the patient's id.
+    fn diagnoses(fixed: Value) -> Vec<(String, FieldValue)> {
+        let mut code = FieldSchema::new("icd_code", FieldType::String);
+        code.enum_values = Some((0..1500).map(|i| format!("C{i:05}")).collect());
+        let rows = (0..70)
+            .map(|k| {
+                vec![
+                    ("seq_num".to_owned(), FieldValue::Fixed(Value::from(k + 1))),
+                    ("icd_code".to_owned(), FieldValue::Generate(code.clone())),
+                ]
+            })
+            .collect();
+        vec![
+            ("id".to_owned(), FieldValue::Fixed(fixed)),
+            ("diagnoses".to_owned(), FieldValue::Objects(rows)),
+        ]
+    }
+
+    #[test]
+    fn a_value_schema_every_row_repeats_is_written_once_and_compiles() {
+        // Written out on each row, 70 copies of the codes overran llguidance's lexer limit
+        // ("initial lexer configuration (grammar) too big"), and the run stopped.
+        let tok: crate::llm::tokenizer::ChimeraTokenizer =
+            crate::llm::random::tokenizer().expect("tokenizer").into();
+        let factory = ConstraintFactory::new(&tok).expect("factory");
+        for (fixed, lark) in [(Value::from(7), false), (Value::from(i64::MIN), true)] {
+            let g = RowGrammar::new(&diagnoses(fixed)).expect("grammar");
+            assert_eq!(g.is_lark(), lark);
+            let source = g.source();
+            assert_eq!(source.matches("C01499").count(), 1, "{}", &source[..200]);
+            let mut c = factory.constraint(&g).expect("compiles");
+            assert!(!c.allowed_tokens().expect("mask").is_zero());
+        }
     }
 
     #[test]

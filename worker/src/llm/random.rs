@@ -522,6 +522,12 @@ fn byte_chars() -> [char; 256] {
     out
 }
 
+/// The random models' tokenizer, for tests that need a real one but no model.
+#[cfg(test)]
+pub(crate) fn tokenizer() -> Result<GgufTokenizer, String> {
+    BpeVocab::learn().tokenizer()
+}
+
 /// The built-in tokenizer: control tokens, the 256 byte symbols, and merges learnt greedily
 /// from [`CORPUS`].
 struct BpeVocab {
