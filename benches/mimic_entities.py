@@ -181,6 +181,11 @@ def coherence(a, p):
             int(((m.discharge_location == "DIED") != died).sum()),
         "deathtime without hospital_expire_flag, or the reverse":
             int((m.deathtime.notna() != died).sum()),
+        "deathtime before the discharge, or a day or more after it":
+            int(((when(m.deathtime) < when(m.dischtime)) |
+                 (when(m.deathtime) >= when(m.dischtime) + pd.Timedelta(days=1))).sum()),
+        "dod before the day of the last discharge":
+            int((dod < when(m.dischtime).dt.normalize()).sum()),
     }
 
 

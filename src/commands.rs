@@ -713,6 +713,14 @@ fn inspect_entities(model: &chimera_core::relational::EntityModel, json: bool) -
                     columns.join(" and "),
                     chimera_core::relational::set_column(&columns[0])
                 ),
+                RowColumn::Band { column, cuts } => println!(
+                    "    {column} drawn within a band of {} (cut at {}; drawn first)",
+                    chimera_core::relational::band_column(column),
+                    cuts.iter()
+                        .map(|c| chimera_core::domain::number_label(*c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 _ => {}
             }
         }

@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use chimera_core::CoreError;
-use chimera_core::fit::{FitSettings, LastOnly, SetWhere};
+use chimera_core::fit::{FitSettings, LastOnly, SetWhere, Within};
 use chimera_core::idformat::IdFormat;
 use chimera_core::model::{Model, ModelPrivacy};
 use chimera_core::privacy::{self, Ledger, PrivacyMode};
@@ -669,6 +669,7 @@ pub async fn fit_entities(
         }
         declare_parents(&tree, spec, &loaded, t, dp, &mut specs)?;
         s.leaves = presence_rules(&tree, &rows, t, &mut specs);
+        s.within = band_rules(&tree, &rows, t, &mut specs);
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -1300,6 +1301,9 @@ fn table_rows(
         }
     }
     presence_columns(&mut names, &mut arrays, ts, dp);
+    if !dp {
+        band_columns(&mut names, &mut arrays, ts)?;
+    }
     // Child counts.
     for &ch in &node.children {
         let mut counts = vec![0i64; layout.rows.len()];
@@ -1394,6 +1398,64 @@ fn presence_columns(
         ));
         arrays.push(Arc::new(set));
     }
+}
+
+/// A [`RowColumn::Band`] column for each number of the row, or time `after` another, that the
+/// data sets on every row with more than twice [`relational::BAND_CODES`] values, cut at its
+/// quantiles. Without DP only: the cuts are the data's.
+fn band_columns(
+    names: &mut Vec<(String, RowColumn)>,
+    arrays: &mut Vec<ArrayRef>,
+    ts: &relational::TableSpec,
+) -> Result<(), FitError> {
+    let mut bands = Vec::new();
+    for ((name, rc), a) in names.iter().zip(arrays.iter()) {
+        let numeric_role = (ts.columns.get(name).and_then(|c| c.role))
+            .is_none_or(|r| matches!(r, Role::Numeric | Role::Datetime));
+        // A time after another is banded as modelled: its days after that one (a length of
+        // stay). A sibling's gap or first place is empty on the other siblings.
+        if !matches!(rc, RowColumn::Plain { .. } | RowColumn::After { .. })
+            || !a.data_type().is_numeric()
+            || a.null_count() > 0
+            || !numeric_role
+        {
+            continue;
+        }
+        let a = cast(a, &DataType::Float64).map_err(|e| FitError::Internal(e.to_string()))?;
+        let values = a.as_primitive::<arrow::datatypes::Float64Type>().values();
+        let mut v: Vec<f64> = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let mut distinct = v.clone();
+        distinct.dedup();
+        if distinct.len() <= 2 * relational::BAND_CODES {
+            continue;
+        }
+        // A cut at the value a quantile falls on: the band from it holds that value.
+        let mut cuts: Vec<f64> = (1..relational::BAND_CODES)
+            .map(|k| v[k * v.len() / relational::BAND_CODES])
+            .filter(|&c| c > v[0])
+            .collect();
+        cuts.dedup();
+        if cuts.is_empty() {
+            continue;
+        }
+        let band: Int64Array = (values.iter())
+            .map(|&x| Some(cuts.partition_point(|&c| c <= x) as i64))
+            .collect();
+        bands.push((
+            relational::band_column(name),
+            RowColumn::Band {
+                column: name.clone(),
+                cuts,
+            },
+            Arc::new(band) as ArrayRef,
+        ));
+    }
+    for (name, rc, a) in bands {
+        names.push((name, rc));
+        arrays.push(a);
+    }
+    Ok(())
 }
 
 /// `last_when` must hold in the data: no row with the value has a later sibling; and
@@ -1593,9 +1655,26 @@ fn declare_parents(
                         ),
                     ));
                 };
-                // A presence column (`X~set`) is named after its column.
+                // A presence column (`X~set`) or a band (`X~band`) is named after its column.
+                let band = name.strip_suffix(relational::BAND_SUFFIX);
                 let of = name.strip_suffix(PRESENCE_SUFFIX);
-                loaded[table].index(of.unwrap_or(name))?;
+                loaded[table].index(of.or(band).unwrap_or(name))?;
+                if band.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
+                    if dp {
+                        // By design: not a slip in the spec.
+                        tracing::info!(
+                            table = %node.name,
+                            "column `{column}`: the declared parent `{p}` is passed over: under \
+                             DP numbers have no bands"
+                        );
+                    } else {
+                        tracing::warn!(
+                            table = %node.name,
+                            "column `{column}`: the declared parent `{p}` is passed over: that \
+                             column has no band (it is empty on some rows, or has few values)"
+                        );
+                    }
+                }
                 if of.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
                     if dp && named.starts_with(relational::PARENT_PREFIX) {
                         // By design: not a slip in the spec.
@@ -1711,6 +1790,43 @@ fn presence_rules(
         }
     }
     leaves
+}
+
+/// The rule of each [`RowColumn::Band`] column in table `t`'s model (named as that model names
+/// them): its number is drawn within the band. The number's declared `parents` go to its band,
+/// whose few codes leave them room.
+fn band_rules(
+    tree: &EntityTree,
+    rows: &[TableRows],
+    t: usize,
+    specs: &mut BTreeMap<String, ColumnSpec>,
+) -> Vec<Within> {
+    let mut within = Vec::new();
+    for k in model_tables(tree, t) {
+        let own = |c: &str| model_name(tree, t, k, c);
+        for (name, rc) in &rows[k].0 {
+            let RowColumn::Band { column, cuts } = rc else {
+                continue;
+            };
+            let (band, column) = (own(name), own(column));
+            if !specs.contains_key(&band) {
+                continue;
+            }
+            let parents = specs
+                .get_mut(&column)
+                .map(|s| std::mem::take(&mut s.parents))
+                .unwrap_or_default();
+            if let Some(s) = specs.get_mut(&band) {
+                s.parents = parents;
+            }
+            within.push(Within {
+                column,
+                by: band,
+                cuts: cuts.clone(),
+            });
+        }
+    }
+    within
 }
 
 /// Codes of a child-count column: the frequent counts exactly, the tail in bins. Every code
@@ -1922,6 +2038,12 @@ fn row_spec(
         RowColumn::Set { .. } => ColumnSpec {
             role: Some(Role::Numeric),
             bounds: Some([0.0, 1.0]),
+            ..ColumnSpec::default()
+        },
+        // Empty only in the flat row, where the entity has no such child.
+        RowColumn::Band { cuts, .. } => ColumnSpec {
+            role: Some(Role::Numeric),
+            bounds: Some([0.0, cuts.len() as f64]),
             ..ColumnSpec::default()
         },
     }
@@ -2242,8 +2364,8 @@ pub async fn infer_spec(inputs: &[String], opts: &ReadOptions) -> Result<String,
 
 #[cfg(test)]
 mod tests {
-    use super::{keep_per_entity, presence_columns};
-    use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+    use super::{band_columns, keep_per_entity, presence_columns};
+    use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
     use chimera_core::relational::{RowColumn, TableSpec};
     use std::sync::Arc;
 
@@ -2358,5 +2480,56 @@ mod tests {
         let mut all = vec![true; 5];
         keep_per_entity(&mut all, &[1, 1, 1, 1, 1], 1);
         assert_eq!(all, [false, false, false, false, true]);
+    }
+
+    #[test]
+    fn numbers_of_many_values_set_on_every_row_get_a_band_at_their_quartiles() {
+        let plain = |c: &str| RowColumn::Plain { column: c.into() };
+        let ages: Vec<i64> = (0..100).map(|i| 20 + (i * 7) % 70).collect();
+        let mut names = vec![
+            ("age".to_owned(), plain("age")),
+            ("flag".to_owned(), plain("flag")),
+            ("lab".to_owned(), plain("lab")),
+            ("code".to_owned(), plain("code")),
+        ];
+        let mut arrays = vec![
+            Arc::new(Int64Array::from(ages.clone())) as ArrayRef,
+            // Few values: its own codes fit.
+            Arc::new(Int64Array::from_iter_values((0..100).map(|i| i % 3))) as ArrayRef,
+            // Empty on a row: its presence column leads it.
+            Arc::new(Float64Array::from_iter(
+                (0..100).map(|i| (i != 5).then_some(i as f64)),
+            )) as ArrayRef,
+            // Read as a category by the spec.
+            Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+        ];
+        let spec: TableSpec = serde_json::from_value(serde_json::json!(
+            {"columns": {"code": {"role": "categorical"}}}
+        ))
+        .unwrap();
+        band_columns(&mut names, &mut arrays, &spec).unwrap();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let (name, rc) = &names[4];
+        assert_eq!(name, "age~band");
+        let RowColumn::Band { column, cuts } = rc else {
+            panic!("{rc:?}")
+        };
+        assert_eq!(column, "age");
+        let mut sorted = ages.clone();
+        sorted.sort();
+        assert_eq!(
+            cuts,
+            &[sorted[25] as f64, sorted[50] as f64, sorted[75] as f64]
+        );
+        let band = arrays[4].as_primitive::<arrow::datatypes::Int64Type>();
+        for (i, &age) in ages.iter().enumerate() {
+            let want = cuts.iter().filter(|&&c| c <= age as f64).count() as i64;
+            assert_eq!(band.value(i), want, "age {age}");
+        }
+        // A quarter of the rows in each band, give or take the ties at a cut.
+        for b in 0..4 {
+            let n = band.values().iter().filter(|&&v| v == b).count();
+            assert!((20..=30).contains(&n), "band {b}: {n} rows");
+        }
     }
 }

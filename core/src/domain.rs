@@ -472,6 +472,9 @@ pub struct NumericShape {
     /// `last_when` rule's last-child position and value, with their neighbours): chosen without
     /// the data, so free under DP.
     pub exact: Vec<f64>,
+    /// Values no bin spans: a bin ends before each (a banded column's cuts, so that each of its
+    /// codes lies inside one band; see `relational::RowColumn::Band`).
+    pub cuts: Vec<f64>,
 }
 
 /// Builds a numeric encoding from fine-grid weights (already noised and pruned under DP),
@@ -549,6 +552,12 @@ pub fn numeric_from_weights(
                 Some([blo, bhi]) => (lo.max(blo), hi.min(bhi + if integer { 1.0 } else { 0.0 })),
                 None => (lo, hi),
             };
+            // A cut ends the bin before it (the bin then lies inside one band).
+            if let Some(first) = current.first()
+                && shape.cuts.iter().any(|&c| first.lo < c && c <= lo)
+            {
+                bins.push(make_bin(std::mem::take(&mut current)));
+            }
             current.push(Bucket { lo, hi, weight: wi });
             acc += wi;
             if next_cut < nbins && acc >= rest * next_cut as f64 / nbins as f64 {
@@ -592,6 +601,7 @@ mod tests {
             discrete_limit: 4,
             spikes_use_bins: false,
             exact: Vec::new(),
+            cuts: Vec::new(),
         }
     }
 
@@ -632,6 +642,28 @@ mod tests {
     }
 
     #[test]
+    fn no_bin_spans_a_cut() {
+        // Ages 18 to 90, one of each: 8 quantile bins would put 52 and 53 in one bin.
+        let xs: Vec<f64> = (18..=90).map(f64::from).collect();
+        let (w, _) = weights_of(GridKind::Integer, &xs);
+        let plain = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, shape());
+        assert!(plain.bins.iter().any(|b| b.lo < 53.0 && b.hi > 53.0));
+        let cut = NumericShape {
+            cuts: vec![53.0, 64.0],
+            ..shape()
+        };
+        let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, cut);
+        for b in &n.bins {
+            for c in [53.0, 64.0] {
+                assert!(b.hi <= c || b.lo >= c, "bin [{}, {}) spans {c}", b.lo, b.hi);
+            }
+        }
+        // Every value still has a bin.
+        assert_eq!(n.bins.first().map(|b| b.lo), Some(18.0));
+        assert_eq!(n.bins.last().map(|b| b.hi), Some(91.0));
+    }
+
+    #[test]
     fn within_bin_draws_follow_the_fine_shape() {
         // One bin holding two clusters far apart: a uniform draw would fill the gap.
         let mut xs: Vec<f64> = (0..500).map(|i| 1000.0 + (i % 10) as f64).collect();
@@ -649,6 +681,7 @@ mod tests {
                 discrete_limit: 0,
                 spikes_use_bins: false,
                 exact: Vec::new(),
+                cuts: Vec::new(),
             },
         );
         assert_eq!(n.bins.len(), 1);
@@ -810,6 +843,7 @@ mod tests {
             discrete_limit: 0,
             spikes_use_bins: false,
             exact: Vec::new(),
+            cuts: Vec::new(),
         };
         let n = numeric_from_weights(GridKind::Integer, true, &w, None, false, None, shape);
         let d = Decoder::new(&Encoding::Numeric(n));

@@ -63,6 +63,19 @@ pub struct FitSettings {
     /// columns of the parent and the previous sibling, which would otherwise crowd a small
     /// table's network with what the given columns already say.
     pub leaves: Vec<String>,
+    /// Numbers drawn within a band column's band ([`Within`]).
+    pub within: Vec<Within>,
+}
+
+/// A number `column` drawn within the band that `by` (a column of the band's index, 0 to
+/// `cuts.len()`) says: `by` is its parent, its bins are cut at `cuts`, and wherever `by` is
+/// band `i` its conditional tables give no weight to its codes outside
+/// [`cuts[i - 1]`, `cuts[i]`) (post-processing). See `relational::RowColumn::Band`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Within {
+    pub column: String,
+    pub by: String,
+    pub cuts: Vec<f64>,
 }
 
 /// A value that only a parent's last child may hold (e.g. a death in hospital ends a patient's
@@ -191,6 +204,7 @@ impl Default for FitSettings {
             parents: Vec::new(),
             set_where: Vec::new(),
             leaves: Vec::new(),
+            within: Vec::new(),
         }
     }
 }
@@ -898,6 +912,10 @@ impl Fitter {
                 },
                 spikes_use_bins: dp,
                 exact: self.exact_values(&c.name, bounds),
+                cuts: (self.settings.within.iter())
+                    .filter(|w| w.column == c.name)
+                    .flat_map(|w| w.cuts.iter().copied())
+                    .collect(),
             },
         );
         if enc.spikes.is_empty() && enc.bins.is_empty() && !self.shaped_by_release(&c.name) {
@@ -965,7 +983,9 @@ impl Fitter {
                 })
             })
         });
-        let settled = self.settings.parents.iter().filter_map(|(c, p)| pair(c, p));
+        let settled = (self.settings.parents.iter().map(|(c, p)| (c, p)))
+            .chain(self.settings.within.iter().map(|w| (&w.column, &w.by)))
+            .filter_map(|(c, p)| pair(c, p));
         // In this order: the back-off ranks a column's declared parents so (the position of a
         // last-child value needs none, its zeros are set after the estimate).
         let dp = self.ledger.is_some();
@@ -1227,6 +1247,77 @@ impl Fitter {
                     Some(true) if row.len() > 1 => rule_out(row, null),
                     Some(false) => only(row, null),
                     _ => {}
+                }
+            });
+        }
+    }
+
+    /// Holds each banded number to its band: wherever the band column is band `i`, the number's
+    /// codes that lie outside the band get no weight (a bin that straddles a cut, on a grid
+    /// coarser than the cuts, counts as inside both bands).
+    fn enforce_within(&self, net: &mut BayesNet) {
+        for w in &self.settings.within {
+            let (Some(a), Some(q)) = (self.attribute(&w.column), self.attribute(&w.by)) else {
+                continue;
+            };
+            let enc = |a: usize| match self.columns[self.attributes[a]].encoding.as_ref() {
+                Some(Encoding::Numeric(n)) => Some(n),
+                _ => None,
+            };
+            let (Some(number), Some(band)) = (enc(a), enc(q)) else {
+                continue;
+            };
+            // The band of each code of `by`, and the range of each code of the number.
+            let bands: Vec<Option<usize>> = (band.spikes.iter())
+                .map(|&v| Some(v.round().max(0.0) as usize))
+                .chain(band.bins.iter().map(|_| None))
+                .collect();
+            let ranges: Vec<(f64, f64)> = (number.spikes.iter())
+                .map(|&v| (v, v))
+                .chain(number.bins.iter().map(|b| (b.lo, b.hi)))
+                .collect();
+            let inside = |(lo, hi): (f64, f64), i: usize| {
+                let from = if i == 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    w.cuts[i - 1]
+                };
+                let to = w.cuts.get(i).copied().unwrap_or(f64::INFINITY);
+                if lo == hi {
+                    from <= lo && lo < to
+                } else {
+                    lo < to && hi > from
+                }
+            };
+            edit_rows(net, a, q, |code, row| {
+                let Some(Some(i)) = bands.get(code).copied() else {
+                    return;
+                };
+                // Per code: inside the band, outside, or the null code (left alone).
+                let side: Vec<Option<bool>> = (0..row.len())
+                    .map(|k| ranges.get(k).map(|&r| inside(r, i.min(w.cuts.len()))))
+                    .collect();
+                let kept: f32 = (side.iter().zip(row.iter()))
+                    .filter(|(s, _)| **s == Some(true))
+                    .map(|(_, p)| p)
+                    .sum();
+                let room = side.iter().filter(|s| **s == Some(true)).count();
+                if room == 0 {
+                    // No code of the number lies in the band (cannot happen with the data's
+                    // own cuts): the row is left as it is rather than emptied.
+                    return;
+                }
+                for (s, p) in side.iter().zip(row.iter_mut()) {
+                    match s {
+                        Some(false) => *p = 0.0,
+                        // A band whose codes had no weight here: evenly over them.
+                        Some(true) if kept <= 0.0 => *p = 1.0 / room as f32,
+                        _ => {}
+                    }
+                }
+                let sum: f32 = row.iter().sum();
+                if sum > 0.0 {
+                    row.iter_mut().for_each(|p| *p /= sum);
                 }
             });
         }
@@ -1633,6 +1724,7 @@ impl Fitter {
         self.enforce_last_only(&mut net)?;
         Self::enforce_empty_when(&empty_rules, &mut net);
         self.enforce_set_where(&mut net);
+        self.enforce_within(&mut net);
         // `other` decodes to a kept value drawn from the released one-way distribution.
         for (a, &col) in self.attributes.iter().enumerate() {
             if let Some(Encoding::Categorical(c)) = &mut self.columns[col].encoding

@@ -39,6 +39,15 @@ pub fn set_column(column: &str) -> String {
 }
 /// The suffix of a presence column's name ([`set_column`]).
 pub const PRESENCE_SUFFIX: &str = "~set";
+/// Name of the column that says which band of its values `column` lies in ([`RowColumn::Band`]).
+pub fn band_column(column: &str) -> String {
+    format!("{column}{BAND_SUFFIX}")
+}
+/// The suffix of a band column's name ([`band_column`]).
+pub const BAND_SUFFIX: &str = "~band";
+/// Bands of a [`RowColumn::Band`] column: few enough that the band fits, as a parent, into the
+/// small conditional tables of a table of ~100 rows next to a column of 3 or 4 values.
+pub const BAND_CODES: usize = 4;
 /// The position among siblings, in a sequence model.
 pub const POSITION_COLUMN: &str = "#position";
 /// How many siblings come after this one (capped at [`POSITION_CAP`]), in a sequence model:
@@ -538,6 +547,15 @@ pub enum RowColumn {
     /// data sets exactly where that one is set) shares its column (an emergency stay's end
     /// with its start).
     Set { columns: Vec<String> },
+    /// Which band of its values a number of the row lies in: 0 below `cuts[0]`, `i` from
+    /// `cuts[i - 1]` to below `cuts[i]`. A number of many codes (an age of 37) fits no table of a
+    /// small model as a parent, so whatever follows it (insurance, marital status, death) would
+    /// be drawn as if it did not; its band's few codes do fit. The networks draw the band
+    /// first, then the number within it (the number's codes outside the band get no weight:
+    /// post-processing, and its bins are cut at the band's cuts). Without DP only, for a
+    /// number or a time `after` another (banded as its days after that one: a length of stay)
+    /// set on every row with more than twice [`BAND_CODES`] values; the cuts are its quantiles.
+    Band { column: String, cuts: Vec<f64> },
     /// Part `part` of the composite reference `reference` when the public table has few values
     /// for it (`values`, e.g. an ICD version): modelled on its own as well, so that it can
     /// follow the parent and the previous sibling (a diagnosis's codes are all ICD-9 or all

@@ -361,6 +361,13 @@ fn check_entities(out: &Path, entities: usize) -> Entities {
         wrong_deaths, 0,
         "admissions whose deathtime disagrees with the flag"
     );
+    // A death in hospital is at the discharge or within the day after it (`after: dischtime`).
+    let at_discharge = sa["deathtime"].iter().zip(&sa["dischtime"]);
+    let apart = at_discharge
+        .filter_map(|(d, e)| Some((d.as_ref()?, e.as_ref()?)))
+        .filter(|(d, e)| d < e || !(0..=1).contains(&(days(d) - days(e))))
+        .count();
+    assert_eq!(apart, 0, "deaths before their discharge or days after it");
     // An admission is in or after its patient's anchor year (so never before birth) and never
     // after the patient's death (`dod`), and a death in hospital is the last admission.
     let patient: HashMap<&String, (i64, Option<&String>)> = sp["subject_id"]
@@ -1163,6 +1170,134 @@ fn customers(dir: &Path) -> PathBuf {
       day: {bounds: [0, 30000]}
 ",
     )
+}
+
+/// Days since 1970-01-01 as a date, and back (the proleptic Gregorian calendar).
+fn date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn days(date: &str) -> i64 {
+    let p: Vec<i64> = date[..10].split('-').map(|x| x.parse().unwrap()).collect();
+    let (y, m, d) = (p[0] - i64::from(p[1] <= 2), p[1], p[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+/// 120 members aged 20 to 89, a plan that is `senior` exactly from 65, a membership that
+/// lasts 200 days or more on that plan and under 80 on the others, and 1 to 3 claims each.
+fn members(dir: &Path) -> PathBuf {
+    let mut members = String::from("id,age,plan,joined,left\n");
+    let mut claims = String::from("claim_id,member,kind\n");
+    let mut k = 0;
+    for i in 0..120 {
+        let age = 20 + (i * 37) % 70;
+        let plan = if age >= 65 {
+            "senior"
+        } else {
+            ["basic", "plus"][i % 2]
+        };
+        let length = if plan == "senior" {
+            200 + (i * 13) % 150
+        } else {
+            5 + (i * 11) % 70
+        } as i64;
+        let joined = 18_262 + (i as i64 * 5) % 300; // from 2020-01-01
+        members.push_str(&format!(
+            "{i},{age},{plan},{},{}\n",
+            date(joined),
+            date(joined + length)
+        ));
+        for j in 0..(1 + i % 3) {
+            k += 1;
+            claims.push_str(&format!("{k},{i},{}\n", ["a", "b"][(i + j) % 2]));
+        }
+    }
+    write_fixture(
+        dir,
+        &[("members", &members), ("claims", &claims)],
+        "tables:
+  members: {input: members.csv, primary_key: id,
+            columns: {plan: {domain: [basic, plus, senior]}, left: {after: joined}}}
+  claims:
+    input: claims.csv
+    primary_key: claim_id
+    foreign_keys: [{columns: member, references: members}]
+    columns: {kind: {domain: [a, b]}}
+",
+    )
+}
+
+#[test]
+fn a_number_of_many_values_leads_what_follows_it_through_its_band() {
+    // An age of 70 values takes a code per value or two: on 120 rows no conditional table may
+    // hold it next to the plan, which was then drawn as if age did not matter (a quarter of
+    // the members under 50 had the senior plan). Its band may.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = members(dir.path());
+    let out = dir.path().join("out");
+    ok(&run_entities(
+        &spec,
+        &out,
+        "3000",
+        &["--no-dp", "--seed", "2"],
+    ));
+    let shown = chimera(&["inspect", out.join("_model.json").to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("age drawn within a band of age~band"),
+        "{shown}"
+    );
+    let m = synthetic(&out, "members");
+    let ages: Vec<i64> = m["age"]
+        .iter()
+        .map(|a| a.as_ref().unwrap().parse().unwrap())
+        .collect();
+    let senior = |keep: &dyn Fn(i64) -> bool| {
+        let rows: Vec<usize> = (0..ages.len()).filter(|&i| keep(ages[i])).collect();
+        let s = rows
+            .iter()
+            .filter(|&&i| m["plan"][i].as_deref() == Some("senior"))
+            .count();
+        s as f64 / rows.len().max(1) as f64
+    };
+    let (young, old) = (senior(&|a| a < 50), senior(&|a| a >= 75));
+    assert!(young < 0.05, "senior plans under 50: {young:.3}");
+    assert!(old > 0.9, "senior plans from 75: {old:.3}");
+    // The age within its band keeps its own distribution: by decade, as in the data.
+    let real: Vec<i64> = (0..120).map(|i| 20 + (i * 37) % 70).collect();
+    let decade = |a: &[i64]| a.iter().map(|x| x / 10).collect::<Vec<_>>();
+    let d = tvd(&decade(&real), &decade(&ages));
+    assert!(d < 0.05, "age by decade TVD {d:.3}");
+    assert!(
+        ages.iter().all(|a| (20..=89).contains(a)),
+        "an age outside the data's"
+    );
+    // A time after another is banded by its days after it: the membership's length.
+    let median_length = |senior: bool| {
+        let mut d: Vec<i64> = (0..ages.len())
+            .filter(|&i| (m["plan"][i].as_deref() == Some("senior")) == senior)
+            .map(|i| days(m["left"][i].as_ref().unwrap()) - days(m["joined"][i].as_ref().unwrap()))
+            .collect();
+        d.sort();
+        d[d.len() / 2]
+    };
+    let (long, short) = (median_length(true), median_length(false));
+    assert!(
+        long >= 150 && short <= 80,
+        "median days: senior {long}, others {short}"
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ use chimera_core::schema::{Role, ValueKind, year_start_days};
 use rayon::prelude::*;
 
 use crate::llm::children::{ChildWriter, Layout, Node, Slot, shown_as};
-use crate::sample::{SampleError, attribute_of, decode_values, values_array};
+use crate::sample::{SampleError, attribute_of, decode_values, values_array, written_day};
 
 /// A decoded value as a number (strings parsed), for times and counts.
 trait AsNumber {
@@ -572,7 +572,7 @@ impl EntitySampler {
                         // The LLM writes the whole reference; the part is the model's aid.
                         (RowColumn::KeyPart { .. }, _) => Slot::Skip,
                         // Not an output column: the rule it sets is held below.
-                        (RowColumn::Set { .. }, _) => Slot::Skip,
+                        (RowColumn::Set { .. } | RowColumn::Band { .. }, _) => Slot::Skip,
                         (_, Some(_)) if t == 0 || condition => Slot::Keep,
                         (RowColumn::First { .. } | RowColumn::Gap { .. }, Some(enc)) => {
                             Slot::Order(enc)
@@ -732,7 +732,7 @@ impl EntitySampler {
                     .iter()
                     .zip(&all[t].cols[j])
                     .map(|(b, d)| {
-                        let b = if whole_days { b.map(f64::floor) } else { *b };
+                        let b = if whole_days { b.map(written_day) } else { *b };
                         Some(b? + d.number()?.max(0.0))
                     })
                     .collect();

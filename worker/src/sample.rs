@@ -230,6 +230,12 @@ fn identifiers(
 
 const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 
+/// The day a time of `days` falls on as [`values_array`] writes it: in whole seconds, so a time
+/// a hair before midnight is written as midnight, on the next day.
+pub(crate) fn written_day(days: f64) -> f64 {
+    ((days * 86_400.0).round() / 86_400.0).floor()
+}
+
 fn decode_column<R: rand::Rng>(
     kind: ValueKind,
     dec: &Decoder,
@@ -335,6 +341,33 @@ pub(crate) fn values_array(kind: ValueKind, values: &[Value<'_>]) -> ArrayRef {
             }
             let micros: ArrayRef = Arc::new(b.finish());
             cast(&micros, &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap_or(micros)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{values_array, written_day};
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    use chimera_core::domain::Value;
+    use chimera_core::schema::ValueKind;
+
+    #[test]
+    fn a_time_falls_on_the_day_it_is_written_on() {
+        // 2182-05-30 00:00:00 less a rounding error: written as midnight, so on the 30th (a
+        // date of death placed from it on the 29th came out before the discharge).
+        let midnight = 77_244.0;
+        for (days, day) in [
+            (midnight - 1e-11, midnight),
+            (midnight, midnight),
+            (midnight - 1.0 / 86_400.0, midnight - 1.0),
+            (midnight + 0.5, midnight),
+        ] {
+            assert_eq!(written_day(days), day, "{days}");
+            let a = values_array(ValueKind::Timestamp, &[Value::Number(days)]);
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(0);
+            assert_eq!(micros.div_euclid(86_400_000_000) as f64, day, "{days}");
         }
     }
 }
