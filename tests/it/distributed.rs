@@ -60,7 +60,13 @@ impl Cluster {
     }
 
     fn worker(&self, token: &Path, extra: &[&str]) -> Proc {
+        self.worker_logging(token, extra, "info")
+    }
+
+    /// A worker whose log has `CHIMERA_LOG`'s filter.
+    fn worker_logging(&self, token: &Path, extra: &[&str], log: &str) -> Proc {
         let mut c = Command::new(BIN);
+        c.env("CHIMERA_LOG", log);
         c.args([
             "worker",
             "--coordinator",
@@ -79,11 +85,15 @@ impl Cluster {
     /// Starts a worker that registers with `coord`, takes a shard and is killed before it can
     /// finish it.
     fn kill_a_worker_inside_its_shard(&self, coord: &Proc) {
-        let victim = self.worker(&self.token, &[]);
+        // Killed once it says it is sampling a shard (a fixed wait after it registered missed
+        // the shard on a loaded machine).
+        let victim = self.worker_logging(&self.token, &[], "info,chimera_worker=debug");
         wait_for("the first worker", 60, || {
             coord.log().contains("worker registered")
         });
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for("the first worker's shard", 60, || {
+            victim.log().contains("sampling")
+        });
         victim.signal("-KILL");
     }
 
@@ -201,12 +211,14 @@ fn three_workers_one_killed_mid_shard_give_the_single_process_output() {
 fn a_stopped_worker_loses_its_lease_and_its_late_report_is_ignored() {
     let c = Cluster::new();
     let mut coord = c.coordinator("300000", "100000", &["--linger", "8"]);
-    let mut sleeper = c.worker(&c.token, &[]);
+    let mut sleeper = c.worker_logging(&c.token, &[], "info,chimera_worker=debug");
     // Let it lease a shard, then freeze it (a hung process: no heartbeats).
     wait_for("the first worker", 60, || {
         coord.log().contains("worker registered")
     });
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the first worker's shard", 60, || {
+        sleeper.log().contains("sampling")
+    });
     sleeper.signal("-STOP");
     let mut other = c.worker(&c.token, &[]);
     assert!(other.wait(240).success(), "{}", other.log());

@@ -20,10 +20,13 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    /// Starts `c` with info logs (no colour) on a piped stderr and stdout discarded.
+    /// Starts `c` with info logs (unless `c` sets `CHIMERA_LOG`; no colour) on a piped stderr
+    /// and stdout discarded.
     pub fn spawn(c: &mut Command) -> Proc {
-        c.env("CHIMERA_LOG", "info")
-            .env("NO_COLOR", "1")
+        if !c.get_envs().any(|(k, _)| k == "CHIMERA_LOG") {
+            c.env("CHIMERA_LOG", "info");
+        }
+        c.env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
