@@ -13,6 +13,7 @@ use arrow::array::{
 use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use chimera_core::CoreError;
+use chimera_core::domain::Encoding;
 use chimera_core::fit::{FitSettings, LastOnly, SetWhere, Within};
 use chimera_core::idformat::IdFormat;
 use chimera_core::model::{Model, ModelPrivacy};
@@ -670,6 +671,11 @@ pub async fn fit_entities(
         declare_parents(&tree, spec, &loaded, t, dp, &mut specs)?;
         s.leaves = presence_rules(&tree, &rows, t, &mut specs);
         s.within = band_rules(&tree, &rows, t, &mut specs);
+        if t > 0 {
+            s.kept = (spec.tables[&node.name].first_where.values())
+                .flat_map(|rule| rule.iter().map(|(c, v)| (c.clone(), v.clone())))
+                .collect();
+        }
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -749,6 +755,12 @@ pub async fn fit_entities(
             key_format: key_formats[t].clone(),
             last_when: spec.tables[&node.name].last_when.clone(),
             last_is: spec.tables[&node.name].last_is.clone(),
+            first_where: (spec.tables[&node.name].first_where.iter())
+                .flat_map(|(set, rule)| {
+                    rule.iter()
+                        .map(move |(c, v)| (set.clone(), c.clone(), v.clone()))
+                })
+                .collect(),
             empty_when: spec.tables[&node.name]
                 .columns
                 .iter()
@@ -773,6 +785,32 @@ pub async fn fit_entities(
             t
         })
         .collect();
+    // A `first_where` value needs a code of its own in the sequence model to be drawn exactly.
+    for table in &tables {
+        for (set, column, value) in &table.first_where {
+            let coded = (table.sequence.iter())
+                .flat_map(|m| &m.columns)
+                .find(|c| c.schema.name == *column)
+                .and_then(|c| c.encoding.as_ref())
+                .is_some_and(|e| match e {
+                    Encoding::Categorical(c) => c.values.contains(value),
+                    Encoding::Numeric(n) => value
+                        .trim()
+                        .parse()
+                        .is_ok_and(|x: f64| n.spikes.contains(&x)),
+                });
+            if !coded {
+                return Err(table_error(
+                    &table.name,
+                    format!(
+                        "`first_where: {{{set}: {{{column}: {value}}}}}`: `{value}` has no code of \
+                         its own in the model of `{column}` (is it spelt as in the data, and in \
+                         its `domain`?)"
+                    ),
+                ));
+            }
+        }
+    }
     let public = tree
         .public
         .iter()
@@ -1319,6 +1357,7 @@ fn table_rows(
         arrays.push(Arc::new(Int64Array::from(counts)));
     }
     check_last_when(node, ts, table, layout, layouts)?;
+    check_first_where(tree, t, ts, loaded, layouts, dp)?;
     for column in &ts.same_for_siblings {
         if !names
             .iter()
@@ -1531,6 +1570,67 @@ fn check_last_when(
                 "table `{}`: `last_when: {{{column}: {value}}}`: no row of the data holds `{value}` (is it spelt as in the data?)",
                 node.name
             );
+        }
+    }
+    Ok(())
+}
+
+/// `first_where` names a column of the parent and one of the table; the first child of a root's
+/// child table is drawn in the flat row, where the rule is not held, so it is refused there.
+/// Without DP, parents where the data does not hold the rule are counted in a warning (the
+/// output always holds it).
+fn check_first_where(
+    tree: &EntityTree,
+    t: usize,
+    ts: &relational::TableSpec,
+    loaded: &HashMap<String, Loaded>,
+    layouts: &[Layout],
+    dp: bool,
+) -> Result<(), FitError> {
+    let node = &tree.tables[t];
+    let Some(p) = node.parent else { return Ok(()) };
+    if ts.first_where.is_empty() {
+        return Ok(());
+    }
+    let parent = &tree.tables[p].name;
+    if p == 0 {
+        return Err(table_error(
+            &node.name,
+            format!(
+                "`first_where` holds for tables below the root's children: the first row of \
+                 `{}` under each `{parent}` is drawn with the root's row, where it is not held",
+                node.name
+            ),
+        ));
+    }
+    let table = &loaded[&node.name];
+    let (layout, parent_layout) = (&layouts[t], &layouts[p]);
+    for (set, rule) in &ts.first_where {
+        let q = loaded[parent].index(set)?;
+        let parent_set = loaded[parent].batch.column(q);
+        for (column, value) in rule {
+            let i = table.index(column)?;
+            let text = cast(table.batch.column(i), &DataType::Utf8)
+                .map_err(arrow_error(&node.name, column))?;
+            let text = text.as_string::<i32>();
+            let (mut first, mut wrong) = (0usize, 0usize);
+            for ((&r, &pi), &k) in layout.rows.iter().zip(&layout.parent).zip(&layout.position) {
+                if k > 0 {
+                    continue;
+                }
+                first += 1;
+                let holds = text.is_valid(r as usize) && text.value(r as usize) == value.as_str();
+                let is_set = parent_set.is_valid(parent_layout.rows[pi as usize] as usize);
+                wrong += usize::from(holds != is_set);
+            }
+            if wrong > 0 && !dp {
+                tracing::warn!(
+                    table = %node.name,
+                    "`first_where: {{{set}: {{{column}: {value}}}}}`: in the data the first row of \
+                     {wrong} of {first} `{parent}` rows with children does not follow it; in the \
+                     output every one does"
+                );
+            }
         }
     }
     Ok(())

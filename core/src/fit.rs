@@ -65,6 +65,9 @@ pub struct FitSettings {
     pub leaves: Vec<String>,
     /// Numbers drawn within a band column's band ([`Within`]).
     pub within: Vec<Within>,
+    /// Values the spec's rules name, as (column, value): each keeps a code of its own under DP
+    /// however rare (a `first_where` value), as a `last_when` value does.
+    pub kept: Vec<(String, String)>,
 }
 
 /// A number `column` drawn within the band that `by` (a column of the band's index, 0 to
@@ -205,6 +208,7 @@ impl Default for FitSettings {
             set_where: Vec::new(),
             leaves: Vec::new(),
             within: Vec::new(),
+            kept: Vec::new(),
         }
     }
 }
@@ -1633,8 +1637,14 @@ impl Fitter {
             let mut keep: Vec<bool> = counts[..n].iter().map(|&x| x >= threshold).collect();
             // A declared last-child value keeps its own code (the spec's choice, not the
             // data's), so its conditional tables can hold it to the last child.
-            for l in self.settings.last_only.iter().filter(|l| l.column == name) {
-                if let Some(i) = c.values.iter().position(|v| *v == l.value) {
+            let declared = (self
+                .settings
+                .last_only
+                .iter()
+                .map(|l| (&l.column, &l.value)))
+            .chain(self.settings.kept.iter().map(|(c, v)| (c, v)));
+            for (_, value) in declared.filter(|(c, _)| **c == name) {
+                if let Some(i) = c.values.iter().position(|v| v == value) {
                     keep[i] = true;
                 }
             }

@@ -129,6 +129,12 @@ pub struct TableSpec {
     /// value in `last_when`, the value marks the last child exactly.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_is: BTreeMap<String, String>,
+    /// Values a parent's first child holds exactly where a column of the parent is set, by the
+    /// parent's column, e.g. `edregtime: {eventtype: ED}`: an admission's first transfer is
+    /// its emergency-department stay where it has an emergency registration, and is not one
+    /// where it has none. Kept by the sampler (and an LLM's grammar), so it holds under DP too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_where: BTreeMap<String, BTreeMap<String, String>>,
     /// Columns whose value every sibling shares, e.g. a patient's race on each admission: drawn
     /// for the first child (given how many siblings will share it) and copied to the later
     /// ones, with or without DP.
@@ -321,6 +327,7 @@ impl EntityTree {
                 ("max_rows_per_entity", t.max_rows_per_entity.is_some()),
                 ("last_when", !t.last_when.is_empty()),
                 ("last_is", !t.last_is.is_empty()),
+                ("first_where", !t.first_where.is_empty()),
                 ("ends_at", t.ends_at.is_some()),
                 ("same_for_siblings", !t.same_for_siblings.is_empty()),
                 ("count_parents", !t.count_parents.is_empty()),
@@ -350,6 +357,22 @@ impl EntityTree {
                         return err(format!(
                             "table `{name}`: `{key}: {{{column}: {value}}}`: `{value}` is not in \
                              the `domain` of `{column}`"
+                        ));
+                    }
+                }
+            }
+            if t.order_by.is_none() && !t.first_where.is_empty() {
+                return err(format!(
+                    "table `{name}`: `first_where` needs `order_by` (it says which child is first)"
+                ));
+            }
+            for (set, rule) in &t.first_where {
+                for (column, value) in rule {
+                    let domain = t.columns.get(column).and_then(|c| c.domain.as_ref());
+                    if domain.is_some_and(|d| !d.contains(value)) {
+                        return err(format!(
+                            "table `{name}`: `first_where: {{{set}: {{{column}: {value}}}}}`: \
+                             `{value}` is not in the `domain` of `{column}`"
                         ));
                     }
                 }
@@ -597,6 +620,11 @@ pub struct EntityTable {
     /// an LLM that writes the rows writes the value on the last one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_is: BTreeMap<String, String>,
+    /// The spec's `first_where`, as (parent's column, column, value): the first child holds
+    /// the value exactly where the parent's column is set (the sampler draws the row again
+    /// with the value fixed, or until it does not hold it; an LLM's grammar says so).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_where: Vec<(String, String, String)>,
     /// The spec's `empty_when`, as (column, condition column, value): the networks hold to
     /// it; an LLM that writes the rows keeps the condition column as drawn and writes the
     /// column empty where it holds.

@@ -131,6 +131,9 @@ impl Prepared {
     }
 }
 
+/// Attributes fixed to a code for a redraw, as (attribute, code).
+type Fixed = Vec<(usize, Code)>;
+
 /// The sampled rows of one table in a shard, in output order (grouped by parent, by position).
 struct Rows<'m> {
     parent: Vec<u32>,
@@ -488,32 +491,104 @@ impl EntitySampler {
             RowColumn::First { .. } if k == 0 => seq.attribute(n),
             _ => None,
         });
-        if let Some((c, a)) = first {
-            for round in 0..FIRST_REDRAWS {
-                let empty: Vec<usize> = (0..at.len())
-                    .filter(|&r| seq.is_null(c, codes[a][r]))
-                    .collect();
-                if empty.is_empty() {
-                    break;
+        // `first_where`: the first child holds a value exactly where the parent's column is
+        // set. A row that should hold it is drawn again with it fixed (the rest of the row
+        // follows it); one that should not, again until it does not.
+        let rules: Vec<(usize, Code, Vec<bool>)> = if k == 0 {
+            (table.first_where.iter())
+                .filter_map(|(set, column, value)| {
+                    let j = parent_row.iter().position(|(n, _)| n == set)?;
+                    let (c, a) = seq.attribute(column)?;
+                    let code = seq.encode(c, Value::Str(value));
+                    let wants = (at.iter())
+                        .map(|&i| parent.cols[j][rows.parent[i] as usize] != Value::Null)
+                        .collect();
+                    Some((a, code, wants))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let wanted = |r: usize| {
+            (rules.iter())
+                .filter(|(_, _, wants)| wants[r])
+                .map(|&(a, code, _)| (a, code))
+                .collect::<Vec<_>>()
+        };
+        for round in 0..FIRST_REDRAWS {
+            let bad: Vec<usize> = (0..at.len())
+                .filter(|&r| {
+                    first.is_some_and(|(c, a)| seq.is_null(c, codes[a][r]))
+                        || (rules.iter())
+                            .any(|(a, code, wants)| (codes[*a][r] == *code) != wants[r])
+                })
+                .collect();
+            if bad.is_empty() {
+                break;
+            }
+            // Rows that fix the same values are drawn together.
+            let mut groups: Vec<(Fixed, Vec<usize>)> = Vec::new();
+            for &r in &bad {
+                let fixed = wanted(r);
+                match groups.iter_mut().find(|(f, _)| *f == fixed) {
+                    Some((_, rs)) => rs.push(r),
+                    None => groups.push((fixed, vec![r])),
                 }
-                let sub: Vec<Vec<Code>> = evidence
+            }
+            for (g, (fixed, group)) in groups.iter().enumerate() {
+                let mut sub: Vec<(usize, Vec<Code>)> = evidence
                     .iter()
-                    .map(|(_, v)| empty.iter().map(|&r| v[r]).collect())
+                    .map(|(a, v)| (*a, group.iter().map(|&r| v[r]).collect()))
                     .collect();
-                let sub_given: Vec<(usize, &[Code])> = evidence
-                    .iter()
-                    .zip(&sub)
-                    .map(|((a, _), v)| (*a, v.as_slice()))
-                    .collect();
+                sub.extend(fixed.iter().map(|&(a, code)| (a, vec![code; group.len()])));
+                let sub_given: Vec<(usize, &[Code])> =
+                    sub.iter().map(|(a, v)| (*a, v.as_slice())).collect();
                 let again = seq.sampler.sample_given(
-                    empty.len(),
-                    rng::derive_seed(stream, &[round as u64]),
+                    group.len(),
+                    rng::derive_seed(stream, &[round as u64, g as u64]),
                     &sub_given,
                 );
                 for (attr, col) in codes.iter_mut().enumerate() {
-                    for (j, &r) in empty.iter().enumerate() {
+                    for (j, &r) in group.iter().enumerate() {
                         col[r] = again[attr][j];
                     }
+                }
+            }
+        }
+        // Rows the network all but forces to the value where the rule says not (none in the
+        // demo): drawn once more with the commonest other value of such rows fixed.
+        for (rule, (a, code, wants)) in rules.iter().enumerate() {
+            let stuck: Vec<usize> = (0..at.len())
+                .filter(|&r| !wants[r] && codes[*a][r] == *code)
+                .collect();
+            let mut counts: HashMap<Code, usize> = HashMap::new();
+            for r in (0..at.len()).filter(|&r| !wants[r] && codes[*a][r] != *code) {
+                *counts.entry(codes[*a][r]).or_default() += 1;
+            }
+            let Some(other) = (counts.into_iter())
+                .max_by_key(|&(c, n)| (n, std::cmp::Reverse(c)))
+                .map(|(c, _)| c)
+            else {
+                continue;
+            };
+            if stuck.is_empty() {
+                continue;
+            }
+            let mut sub: Vec<(usize, Vec<Code>)> = evidence
+                .iter()
+                .map(|(a, v)| (*a, stuck.iter().map(|&r| v[r]).collect()))
+                .collect();
+            sub.push((*a, vec![other; stuck.len()]));
+            let sub_given: Vec<(usize, &[Code])> =
+                sub.iter().map(|(a, v)| (*a, v.as_slice())).collect();
+            let again = seq.sampler.sample_given(
+                stuck.len(),
+                rng::derive_seed(stream, &[0xF1E5, rule as u64]),
+                &sub_given,
+            );
+            for (attr, col) in codes.iter_mut().enumerate() {
+                for (j, &r) in stuck.iter().enumerate() {
+                    col[r] = again[attr][j];
                 }
             }
         }
@@ -666,6 +741,17 @@ impl EntitySampler {
                 .collect(),
             last_when: tables.iter().map(|t| t.last_when.clone()).collect(),
             last_is: tables.iter().map(|t| t.last_is.clone()).collect(),
+            first_where: (tables.iter().zip(&tree.tables))
+                .map(|(t, node)| {
+                    let parent = &tables[node.parent.unwrap_or(0)].row;
+                    (t.first_where.iter())
+                        .filter_map(|(set, c, v)| {
+                            let q = parent.iter().position(|(n, _)| n == set)?;
+                            Some((q, c.clone(), v.clone()))
+                        })
+                        .collect()
+                })
+                .collect(),
             // With a presence column's: its times empty where it is 0, set where it is 1.
             required: tables
                 .iter()

@@ -64,6 +64,9 @@ pub struct Layout {
     pub last_when: Vec<std::collections::BTreeMap<String, String>>,
     /// Per table: values a parent's last child must hold, by column (`last_is`).
     pub last_is: Vec<std::collections::BTreeMap<String, String>>,
+    /// Per table: (place of the parent's column in the parent's row, column, value): the first
+    /// child writes the value exactly where the parent's column is set (`first_where`).
+    pub first_where: Vec<Vec<(usize, String, String)>>,
     /// Per table: (column, condition column, value) by their places in the row: the column
     /// is written empty where the condition column (kept as drawn) holds the value
     /// (`empty_when`).
@@ -378,7 +381,7 @@ impl ChildWriter {
                                 .enumerate()
                                 .map(|(i, row)| {
                                     let last = range.start + i + 1 == all.len();
-                                    grammar_fields(layout, ct, row, last)
+                                    grammar_fields(layout, ct, row, last, None)
                                 })
                                 .collect();
                             (tables[ct].0.clone(), FieldValue::Objects(rows))
@@ -544,12 +547,15 @@ fn draft(layout: &Layout, t: usize, row: &Node<'_, '_>, nested: bool) -> Map<Str
 
 /// The grammar's fields of a row of table `t`, its child rows nested. A row that is not its
 /// parent's last child may not write a `last_when` value; the last child writes its `last_is`
-/// value.
+/// value. A first child (`first_of`: its parent's row, for the first child of a table below
+/// the root's children) writes its `first_where` value exactly where the parent's column is
+/// set.
 fn grammar_fields(
     layout: &Layout,
     t: usize,
     row: &Node<'_, '_>,
     last: bool,
+    first_of: Option<&Node<'_, '_>>,
 ) -> Vec<(String, FieldValue)> {
     let (_, columns, children) = &layout.tables[t];
     let mut fields = Vec::new();
@@ -571,6 +577,13 @@ fn grammar_fields(
                 if let Some(value) = layout.last_is[t].get(name).filter(|_| last) {
                     only_value(&mut f, enc, value);
                 }
+                for (q, _, value) in (layout.first_where[t].iter()).filter(|(_, c, _)| c == name) {
+                    match first_of.map(|p| p.values[*q] != Value::Null) {
+                        Some(true) => only_value(&mut f, enc, value),
+                        Some(false) => exclude(&mut f, enc, value),
+                        None => {}
+                    }
+                }
                 if layout.required[t].contains(&j) {
                     f.nullable = false;
                 }
@@ -590,7 +603,7 @@ fn grammar_fields(
         let rows = rows
             .iter()
             .enumerate()
-            .map(|(k, r)| grammar_fields(layout, ct, r, k + 1 == n))
+            .map(|(k, r)| grammar_fields(layout, ct, r, k + 1 == n, (k == 0).then_some(row)))
             .collect();
         fields.push((layout.tables[ct].0.clone(), FieldValue::Objects(rows)));
     }
