@@ -209,6 +209,21 @@ pub async fn eval(a: &EvalArgs, spec_path: &Path) -> Result<()> {
                     column: column.clone(),
                 });
             }
+            for (set, rule) in &ts.first_where {
+                let parent = tree.tables[p].name.clone();
+                for (column, value) in rule {
+                    orders.push(Order::FirstWhere {
+                        table: name.clone(),
+                        parent_columns: tree.tables[i].parent_columns.clone(),
+                        order_by: order_by.clone(),
+                        key: primary_key(&spec, &parent)?,
+                        parent: parent.clone(),
+                        set: set.clone(),
+                        column: column.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
             if let Some(end) = &ts.ends_at {
                 let parent = tree.tables[p].name.clone();
                 orders.push(Order::EndsAt {

@@ -118,6 +118,19 @@ pub enum Order {
         key: Vec<String>,
         end: String,
     },
+    /// The first row of `table` (by `order_by`) under each `parent` row (linked by
+    /// `parent_columns` to its `key`) has `value` in `column` exactly where the parent's `set`
+    /// column is set (`first_where`).
+    FirstWhere {
+        table: String,
+        parent_columns: Vec<String>,
+        order_by: String,
+        parent: String,
+        key: Vec<String>,
+        set: String,
+        column: String,
+        value: String,
+    },
     /// Among the rows of `table` sharing `parent_columns`, sorted by `order_by`, each row's
     /// `order_by` is at or after the previous row's `after_previous`.
     Siblings {
@@ -351,6 +364,21 @@ pub fn evaluate_relational(
                 table,
                 format!("the last {order_by} is within an hour of {parent}.{end}"),
             ),
+            Order::FirstWhere {
+                table,
+                order_by,
+                parent,
+                set,
+                column,
+                value,
+                ..
+            } => (
+                table,
+                format!(
+                    "the first row by {order_by} has {column} = {value} exactly where \
+                     {parent}.{set} is set"
+                ),
+            ),
             Order::Siblings {
                 table,
                 parent_columns,
@@ -377,6 +405,12 @@ pub fn evaluate_relational(
                 let (_, real) = ends_at(t.real, p.real, order, TableRole::Real)?;
                 let (checked, synthetic) =
                     ends_at(t.synthetic, p.synthetic, order, TableRole::Synthetic)?;
+                (real, checked, synthetic)
+            } else if let Order::FirstWhere { parent, .. } = order {
+                let p = table(parent)?;
+                let (_, real) = first_where(t.real, p.real, order, TableRole::Real)?;
+                let (checked, synthetic) =
+                    first_where(t.synthetic, p.synthetic, order, TableRole::Synthetic)?;
                 (real, checked, synthetic)
             } else {
                 let (_, real) = violations(t.real, order, TableRole::Real)?;
@@ -819,7 +853,7 @@ fn violations(
             });
             Ok((checked, bad))
         }
-        Order::AfterChildren { .. } | Order::EndsAt { .. } => Ok((0, 0)),
+        Order::AfterChildren { .. } | Order::EndsAt { .. } | Order::FirstWhere { .. } => Ok((0, 0)),
     }
 }
 
@@ -846,6 +880,47 @@ fn ends_at(
     judge_parents(parents, key, end, parent, role, &last, |e, l| {
         (l - e).abs() > HOUR
     })
+}
+
+/// (parent rows with children checked, violations) of an [`Order::FirstWhere`] rule.
+fn first_where(
+    children: &[RecordBatch],
+    parents: &[RecordBatch],
+    order: &Order,
+    role: TableRole,
+) -> Result<(u64, u64), EvalError> {
+    let Order::FirstWhere {
+        table,
+        parent_columns,
+        order_by,
+        parent,
+        key,
+        set,
+        column,
+        value,
+    } = order
+    else {
+        return Ok((0, 0));
+    };
+    let of = keys(children, parent_columns, table, role)?;
+    let (groups, values) = sibling_values(children, table, parent_columns, order_by, column, role)?;
+    let mut first: HashMap<&str, bool> = HashMap::new();
+    for rows in &groups {
+        if let Some(&r) = rows.first()
+            && let Some(k) = &of[r]
+        {
+            first.insert(k, values[r].as_deref() == Some(value.as_str()));
+        }
+    }
+    let is_set = keys(parents, std::slice::from_ref(set), parent, role)?;
+    let (mut checked, mut bad) = (0u64, 0u64);
+    for (k, s) in keys(parents, key, parent, role)?.iter().zip(&is_set) {
+        if let Some(&holds) = k.as_deref().and_then(|k| first.get(k)) {
+            checked += 1;
+            bad += u64::from(holds != s.is_some());
+        }
+    }
+    Ok((checked, bad))
 }
 
 /// Rows of `batches` whose key (`columns`) resolves in `parent_keys`, and how many were

@@ -2824,6 +2824,12 @@ fn eval_spec_checks_keys_order_and_children_and_reports_every_table() {
             "the last row by intime has eventtype = discharge",
             0,
         ),
+        // The one registered real admission whose first transfer is not its ED stay.
+        (
+            "transfers",
+            "the first row by intime has eventtype = ED exactly where admissions.edregtime is set",
+            1,
+        ),
     ] {
         assert!(
             orders.iter().any(|o| o["table"] == table
