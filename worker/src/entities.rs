@@ -536,23 +536,8 @@ impl EntitySampler {
                 }
             }
             for (g, (fixed, group)) in groups.iter().enumerate() {
-                let mut sub: Vec<(usize, Vec<Code>)> = evidence
-                    .iter()
-                    .map(|(a, v)| (*a, group.iter().map(|&r| v[r]).collect()))
-                    .collect();
-                sub.extend(fixed.iter().map(|&(a, code)| (a, vec![code; group.len()])));
-                let sub_given: Vec<(usize, &[Code])> =
-                    sub.iter().map(|(a, v)| (*a, v.as_slice())).collect();
-                let again = seq.sampler.sample_given(
-                    group.len(),
-                    rng::derive_seed(stream, &[round as u64, g as u64]),
-                    &sub_given,
-                );
-                for (attr, col) in codes.iter_mut().enumerate() {
-                    for (j, &r) in group.iter().enumerate() {
-                        col[r] = again[attr][j];
-                    }
-                }
+                let seed = rng::derive_seed(stream, &[round as u64, g as u64]);
+                redraw(seq, &evidence, &mut codes, group, fixed, seed);
             }
         }
         // Rows the network all but forces to the value where the rule says not (none in the
@@ -574,23 +559,8 @@ impl EntitySampler {
             if stuck.is_empty() {
                 continue;
             }
-            let mut sub: Vec<(usize, Vec<Code>)> = evidence
-                .iter()
-                .map(|(a, v)| (*a, stuck.iter().map(|&r| v[r]).collect()))
-                .collect();
-            sub.push((*a, vec![other; stuck.len()]));
-            let sub_given: Vec<(usize, &[Code])> =
-                sub.iter().map(|(a, v)| (*a, v.as_slice())).collect();
-            let again = seq.sampler.sample_given(
-                stuck.len(),
-                rng::derive_seed(stream, &[0xF1E5, rule as u64]),
-                &sub_given,
-            );
-            for (attr, col) in codes.iter_mut().enumerate() {
-                for (j, &r) in stuck.iter().enumerate() {
-                    col[r] = again[attr][j];
-                }
-            }
+            let seed = rng::derive_seed(stream, &[0xF1E5, rule as u64]);
+            redraw(seq, &evidence, &mut codes, &stuck, &[(*a, other)], seed);
         }
         for (j, (name, _)) in table.row.iter().enumerate() {
             let Some((c, a)) = seq.attribute(name) else {
@@ -1169,6 +1139,30 @@ impl EntitySampler {
                     .iter()
                     .find(|c| c.schema.name == wide)
             })
+    }
+}
+
+/// Draws the rows `rows` of a position again, whole, given their evidence and with the
+/// attributes in `fixed` set to their codes (a first child's redraw).
+fn redraw(
+    seq: &Prepared,
+    evidence: &[(usize, Vec<Code>)],
+    codes: &mut [Vec<Code>],
+    rows: &[usize],
+    fixed: &[(usize, Code)],
+    seed: u64,
+) {
+    let mut sub: Vec<(usize, Vec<Code>)> = evidence
+        .iter()
+        .map(|(a, v)| (*a, rows.iter().map(|&r| v[r]).collect()))
+        .collect();
+    sub.extend(fixed.iter().map(|&(a, code)| (a, vec![code; rows.len()])));
+    let given: Vec<(usize, &[Code])> = sub.iter().map(|(a, v)| (*a, v.as_slice())).collect();
+    let again = seq.sampler.sample_given(rows.len(), seed, &given);
+    for (attr, col) in codes.iter_mut().enumerate() {
+        for (j, &r) in rows.iter().enumerate() {
+            col[r] = again[attr][j];
+        }
     }
 }
 
