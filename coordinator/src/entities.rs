@@ -1759,36 +1759,38 @@ fn declare_parents(
                 let band = name.strip_suffix(relational::BAND_SUFFIX);
                 let of = name.strip_suffix(PRESENCE_SUFFIX);
                 loaded[table].index(of.or(band).unwrap_or(name))?;
-                if band.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
-                    if dp {
-                        // By design: not a slip in the spec.
+                // A derived parent this model lacks is passed over: by design under DP (an
+                // info line), else most likely a slip in the spec (a warning).
+                let missing = match (of, band) {
+                    (Some(_), _) if dp && named.starts_with(relational::PARENT_PREFIX) => Some((
+                        true,
+                        "under DP a sequence model is not given its parent's presence columns",
+                    )),
+                    (Some(_), _) => Some((
+                        false,
+                        "that column has no presence column (the spec rules on it, or, without \
+                         DP, the data never leaves it empty)",
+                    )),
+                    (None, Some(_)) if dp => Some((true, "under DP numbers have no bands")),
+                    (None, Some(_)) => Some((
+                        false,
+                        "that column has no band (it is empty on some rows, or has few values)",
+                    )),
+                    (None, None) => None,
+                };
+                if let Some((by_design, why)) = missing
+                    && !held.contains(&named)
+                    && specs.contains_key(&own(column))
+                {
+                    if by_design {
                         tracing::info!(
                             table = %node.name,
-                            "column `{column}`: the declared parent `{p}` is passed over: under \
-                             DP numbers have no bands"
+                            "column `{column}`: the declared parent `{p}` is passed over: {why}"
                         );
                     } else {
                         tracing::warn!(
                             table = %node.name,
-                            "column `{column}`: the declared parent `{p}` is passed over: that \
-                             column has no band (it is empty on some rows, or has few values)"
-                        );
-                    }
-                }
-                if of.is_some() && !held.contains(&named) && specs.contains_key(&own(column)) {
-                    if dp && named.starts_with(relational::PARENT_PREFIX) {
-                        // By design: not a slip in the spec.
-                        tracing::info!(
-                            table = %node.name,
-                            "column `{column}`: the declared parent `{p}` is passed over: under \
-                             DP a sequence model is not given its parent's presence columns"
-                        );
-                    } else {
-                        tracing::warn!(
-                            table = %node.name,
-                            "column `{column}`: the declared parent `{p}` is passed over: that \
-                             column has no presence column (the spec rules on it, or, without \
-                             DP, the data never leaves it empty)"
+                            "column `{column}`: the declared parent `{p}` is passed over: {why}"
                         );
                     }
                 }
